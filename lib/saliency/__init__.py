@@ -1,0 +1,34 @@
+"""Saliency methods, one module per family, each method a plain function.
+
+Calling convention (DESIGN.md)::
+
+    maps = lib.saliency.gradcam(model, images, targets, layer="last")
+
+``model`` is a ``lib.models.Classifier`` or an ``nn.Module``; ``images`` a float tensor
+(B, 3, H, W) normalised for the model; ``targets`` an int tensor (B,), an int, or None
+for the predicted class.  The result is a float tensor (B, H, W) on the images' device,
+each map min-max normalised to [0, 1]; ``raw=True`` returns the unnormalised map at its
+native resolution.  The model comes back exactly as it was given.
+
+``METHODS`` maps each registered name to its function so notebooks can loop over them.
+"""
+
+from .cam import gradcam, gradcam_pp, layercam, scorecam
+from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
+from .perturbation import rise
+
+METHODS = {
+    "gradient": gradient,
+    "smoothgrad": smoothgrad,
+    "integrated_gradients": integrated_gradients,
+    "guided_backprop": guided_backprop,
+    "gradcam": gradcam,
+    "gradcam_pp": gradcam_pp,
+    "scorecam": scorecam,
+    "layercam": layercam,
+    "rise": rise,
+}
+
+BASELINES = tuple(METHODS)
+
+__all__ = ["METHODS", "BASELINES", *METHODS]

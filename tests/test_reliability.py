@@ -1,0 +1,133 @@
+"""Every registered method: clear errors, no hook left, model untouched, no memory growth."""
+
+import gc
+
+import pytest
+import torch
+from torch import nn
+
+from _tiny import images, no_hooks_left, tiny_cnn
+import lib.saliency as saliency
+
+# Small settings so 200 calls of every method stay within seconds.
+FAST = {
+    "smoothgrad": {"n_samples": 2},
+    "integrated_gradients": {"steps": 3},
+    "rise": {"n_masks": 4},
+}
+CAM_LIKE = {"gradcam", "gradcam_pp", "layercam", "scorecam", "groupcam", "cameras"}
+
+
+def call(name, model, x, targets=None, **extra):
+    kwargs = dict(FAST.get(name, {}))
+    if name in CAM_LIKE:
+        kwargs["layer"] = "features.3"
+    kwargs.update(extra)
+    return saliency.METHODS[name](model, x, targets, **kwargs)
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
+
+
+@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+def test_two_hundred_calls_leave_no_hook_identical_parameters_and_flat_memory(name):
+    model, x = tiny_cnn(), images(2, size=16)
+    model.fc.bias.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    call(name, model, x)
+    baseline = _live_tensors()
+    for _ in range(199):
+        maps = call(name, model, x)
+    assert _live_tensors() <= baseline + 2
+    assert maps.shape == (2, 16, 16) and torch.isfinite(maps).all()
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert no_hooks_left(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not model.training
+
+
+@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+def test_bad_inputs_get_clear_errors(name):
+    model, x = tiny_cnn(), images(2, size=16)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        call(name, model, x[0])
+    with pytest.raises(TypeError, match="floating-point"):
+        call(name, model, (x * 10).long())
+    with pytest.raises(ValueError, match="empty batch"):
+        call(name, model, x[:0])
+    with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+        call(name, model, x, torch.tensor([0, 7]))
+    assert no_hooks_left(model)
+
+
+@pytest.mark.parametrize("name", sorted(CAM_LIKE & set(saliency.METHODS)))
+def test_unknown_layer_names_the_closest(name):
+    with pytest.raises(ValueError, match=r"features\.3"):
+        call(name, tiny_cnn(), images(1, size=16), layer="features.30")
+
+
+@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+def test_training_mode_is_switched_for_the_call_and_restored(name):
+    model = tiny_cnn().train()
+    with pytest.warns(UserWarning, match="training mode"):
+        call(name, model, images(1, size=16))
+    assert model.training and all(m.training for m in model.modules())
+    assert no_hooks_left(model)
+
+
+class Constant(nn.Module):
+    """Output independent of the input: every saliency map is constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.ReLU())
+        nn.init.zeros_(self.features[2].weight)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", sorted(set(saliency.METHODS) - {"rise"}))
+def test_constant_maps_normalise_to_zeros_not_nan(name):
+    maps = call(name, Constant().eval(), images(2, size=8))
+    assert torch.equal(maps, torch.zeros_like(maps))
+
+
+def test_rise_on_a_constant_model_is_the_mask_coverage_times_the_probability():
+    # RISE's estimator is sum_i f_c(I * M_i) M_i / (N p): with f_c constant it is the
+    # finite-sample mask coverage, not a constant map (it only tends to one as N grows).
+    from lib.saliency.perturbation import rise_masks
+
+    model, x = Constant().eval(), images(1, size=8)
+    raw = saliency.rise(model, x, 0, n_masks=16, raw=True, seed=3, batch_size=5)
+    masks = rise_masks(16, (8, 8), generator=torch.Generator().manual_seed(3))
+    probability = model(x).softmax(dim=1)[0, 0]
+    assert torch.allclose(raw[0], probability * masks.sum(0) / (16 * 0.5), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+def test_batched_equals_one_by_one_and_seeded_is_repeatable(name):
+    model, x, targets = tiny_cnn(), images(3, size=16), torch.tensor([1, 2, 3])
+    together = call(name, model, x, targets)
+    alone = torch.cat([call(name, model, x[i : i + 1], targets[i : i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert torch.equal(call(name, model, x, targets), together)
+
+
+def test_every_method_runs_on_the_offline_model_at_a_non_native_size():
+    from lib import models
+
+    classifier = models.load("efficientnet_lite0")
+    x = torch.randn(1, 3, 160, 200)
+    for name in saliency.METHODS:
+        kwargs = dict(FAST.get(name, {}))
+        if name == "scorecam":
+            kwargs["layer"] = "stage7"  # 320 channels instead of 1280, to keep the test short
+        maps = saliency.METHODS[name](classifier, x, **kwargs)
+        assert maps.shape == (1, 160, 200) and maps.max() == 1
+    assert no_hooks_left(classifier.model)
