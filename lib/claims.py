@@ -1,0 +1,81 @@
+"""Verdict tables: each section records the paper's claims it checks and what it found.
+
+A section notebook builds a list of :class:`Claim` and calls :func:`save`; the book's
+claims page (and the README's headline) are generated from the saved files, never typed
+by hand.  :func:`table` renders them for the notebook itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import paths
+
+__all__ = ["Claim", "save", "load_all", "table", "VERDICTS"]
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
+
+
+@dataclass
+class Claim:
+    """One claim of a paper and the evidence this book has for it.
+
+    Attributes:
+        section: notebook stem, e.g. ``"01_extract_aggregate"``.
+        claim: the claim in one sentence.
+        source: paper and figure/table, e.g. ``"Rebuffi et al. 2020, Table 3"``.
+        paper_value: the paper's number or statement.
+        our_value: ours, with its interval where there is one.
+        setting: model, data and profile it was measured on.
+        verdict: one of :data:`VERDICTS`.
+        evidence: the figure/table label in the section that shows it.
+    """
+
+    section: str
+    claim: str
+    source: str
+    paper_value: str
+    our_value: str
+    setting: str
+    verdict: str
+    evidence: str = ""
+
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} unknown; accepted: {', '.join(VERDICTS)}")
+
+
+def claims_dir() -> Path:
+    """``<sections>/claims``: the executed sections' folder is ``$SALIENCY_SECTIONS`` (set by
+    ``scripts/execute_notebook.py``), else ``book/sections``."""
+    import os
+
+    sections = os.environ.get("SALIENCY_SECTIONS")
+    return (Path(sections) if sections else paths.REPO_ROOT / "book" / "sections") / "claims"
+
+
+def save(claims: list[Claim], section: str, directory: Path | None = None) -> Path:
+    """Write a section's claims to ``<directory>/<section>.json`` (atomically)."""
+    directory = Path(directory) if directory is not None else claims_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{section}.json"
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps([asdict(c) for c in claims], indent=1))
+    temporary.replace(target)
+    return target
+
+
+def load_all(directory: Path | None = None) -> list[Claim]:
+    """Every saved claim, sections in name order."""
+    directory = Path(directory) if directory is not None else claims_dir()
+    return [Claim(**item) for path in sorted(directory.glob("*.json")) for item in json.loads(path.read_text())]
+
+
+def table(claims: list[Claim]):
+    """A pandas DataFrame of the claims, for display in a notebook."""
+    import pandas as pd
+
+    columns = ["claim", "source", "paper_value", "our_value", "setting", "verdict", "evidence"]
+    return pd.DataFrame([asdict(c) for c in claims], columns=["section", *columns])[columns]
