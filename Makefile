@@ -1,0 +1,91 @@
+# Build the saliency book and run its tests.  `make help` lists the targets.
+#
+# make book    executes the stale notebooks (papermill, params/$(PROFILE).yaml) into
+#              book/sections/ and renders them into book/_build/html (Jupyter Book, -W).
+# make test    the whole suite: unit tests, smoke runs of every notebook, book build.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+.DEFAULT_GOAL := help
+
+PROFILE ?= quick
+PYTHON ?= python3
+SALIENCY_DATA ?=
+
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.stamp
+# Installed first and alone: on the project's machines pip finds these on local disk; in any
+# other order it may try to download a CUDA build. Keep in sync with pyproject.toml.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+SECTIONS := $(patsubst notebooks/%,book/sections/%,$(NOTEBOOKS))
+LIB_SOURCES := $(shell find lib -name '*.py' 2>/dev/null)
+PARAMS := params/$(PROFILE).yaml
+BOOK_SOURCES := $(shell find book \( -path book/_build -o -path book/sections \) -prune -o -type f -not -name '.*' -print 2>/dev/null)
+HTML_INDEX := book/_build/html/index.html
+
+# Content stamps: rewritten only when their content changes, so their mtime says "changed".
+# What the executed notebooks depend on besides files: the profile and the data root.
+PROFILE_STAMP := book/sections/.profile
+PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA)
+# Which notebooks the book has (adding or removing one rebuilds the table of contents).
+TOC_STAMP := book/sections/.notebooks
+TOC_STAMP_TEXT := $(NOTEBOOKS)
+
+.PHONY: help venv book sections check-notebooks test test-fast bench clean FORCE
+
+help: ## Show this help
+	@echo "Usage: make TARGET [PROFILE=smoke|quick|full]   (PROFILE defaults to quick)"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP) ## Create .venv and install the project with its book and test extras
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH_PINS)
+	$(PY) -m pip install -e '.[book,test]'
+	touch $@
+
+book: $(HTML_INDEX) ## Execute stale notebooks with PROFILE and build the HTML book
+	@echo "Book ($(PROFILE) profile): $(abspath $(HTML_INDEX))"
+
+sections: $(SECTIONS) ## Only execute the stale notebooks into book/sections/
+
+# One executed copy per source notebook; stale when the notebook, any lib/ module, the
+# profile's parameters, the profile itself (stamp), the runner or the venv changed.
+book/sections/%.ipynb: notebooks/%.ipynb $(PARAMS) $(LIB_SOURCES) $(PROFILE_STAMP) scripts/execute_notebook.py $(VENV_STAMP)
+	$(PY) scripts/execute_notebook.py $< $@ --profile $(PROFILE)
+
+$(PROFILE_STAMP) $(TOC_STAMP): FORCE
+	@mkdir -p $(@D)
+	@text='$(if $(filter $@,$(PROFILE_STAMP)),$(PROFILE_STAMP_TEXT),$(TOC_STAMP_TEXT))'; \
+	if [[ ! -f $@ ]] || [[ "$$(cat $@)" != "$$text" ]]; then printf '%s\n' "$$text" > $@; fi
+
+# Rendering only: a failed build leaves the previous HTML in place (see scripts/build_book.py).
+$(HTML_INDEX): $(SECTIONS) $(TOC_STAMP) $(BOOK_SOURCES) scripts/build_book.py $(VENV_STAMP)
+	$(PY) scripts/build_book.py --out $(@D) $(SECTIONS)
+
+check-notebooks: $(VENV_STAMP) ## Check that source notebooks carry no outputs and one parameters cell
+	$(PY) scripts/check_notebooks_clean.py $(NOTEBOOKS)
+
+test: $(VENV_STAMP) check-notebooks ## Run the whole test suite (unit tests, notebook smoke runs, book build)
+	$(PY) -m pytest
+
+test-fast: $(VENV_STAMP) ## Run the tests that do not execute notebooks
+	$(PY) -m pytest -m "not notebooks"
+
+bench: $(VENV_STAMP) ## Run the benchmarks into benchmarks/results/
+	mkdir -p benchmarks/results
+	$(PY) benchmarks/run_all.py --out benchmarks/results
+
+clean: ## Remove the built book, the executed notebooks and build/
+	rm -rf book/_build book/sections build
+
+FORCE:

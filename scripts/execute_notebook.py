@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Execute one source notebook into an executed copy, with a profile's parameters.
+
+    python scripts/execute_notebook.py notebooks/NN_slug.ipynb book/sections/NN_slug.ipynb --profile quick
+
+This is the only code path that runs notebooks: `make book` calls it for each stale
+notebook and `tests/test_notebooks.py` calls it with `--profile smoke`.
+
+Parameters come from `params/<profile>.yaml`:
+
+    common:            # offered to every notebook
+      seed: 0
+    NN_slug:           # only for notebooks/NN_slug.ipynb
+      n_images: 4
+
+A `common` key is injected only into notebooks whose `parameters` cell defines it; a
+per-notebook key the notebook does not define is an error (it is almost surely a typo),
+and so is a top-level section named after no notebook. `profile` is always injected.
+
+The notebook runs with papermill on the `python3` kernel of the Python running this
+script (the project's virtualenv), with the repository root as working directory and the
+inline matplotlib backend (an inherited `MPLBACKEND=Agg` would silently drop figures).
+It is executed into a temporary file next to DST, which is renamed onto DST only on
+success; on failure the partly executed copy is kept in `build/failed/` and the script
+exits with status 1 and a one-line message naming the notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO / "params"
+FAILED_DIR = REPO / "build" / "failed"
+KERNEL = "python3"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def rel(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (shorter messages)."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class UsageError(Exception):
+    """A problem with the inputs (profile, parameters cell), reported in one line."""
+
+
+def load_profile(profile: str) -> dict:
+    import yaml
+
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise UsageError(f"no profile {profile!r}: {rel(path)} does not exist (known: {', '.join(known)})")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{rel(path)}: top level must be a mapping")
+    for key, value in data.items():
+        if value is not None and not isinstance(value, dict):
+            raise UsageError(f"{rel(path)}: section {key!r} must be a mapping of parameter names to values")
+    return data
+
+
+def parameters_for(src: Path, profile: str) -> dict:
+    """The parameters to inject into `src` under `profile` (see the module docstring)."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.read(src, as_version=4)
+    n_param_cells = sum("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    if n_param_cells != 1:
+        raise UsageError(f"{rel(src)}: needs exactly one cell tagged 'parameters', found {n_param_cells}")
+
+    data = load_profile(profile)
+    params_file = PARAMS_DIR / f"{profile}.yaml"
+    stems = {p.stem for p in src.parent.glob("*.ipynb")}
+    unknown_sections = sorted(k for k in data if k != "common" and k not in stems)
+    if unknown_sections:
+        raise UsageError(
+            f"{rel(params_file)}: section(s) {', '.join(unknown_sections)} name no notebook in {rel(src.parent)}/"
+        )
+
+    defined = set(papermill.inspect_notebook(str(src)))
+    common = data.get("common") or {}
+    own = data.get(src.stem) or {}
+    undefined = sorted(k for k in own if k not in defined)
+    if undefined:
+        raise UsageError(
+            f"{rel(params_file)}: key(s) {', '.join(undefined)} under {src.stem!r} are not defined "
+            f"in the parameters cell of {rel(src)}"
+        )
+    params = {k: v for k, v in common.items() if k in defined}
+    params.update(own)
+    params["profile"] = profile
+    return params
+
+
+def kernel_environment() -> None:
+    """Make the kernel that papermill starts see a clean, explicit environment."""
+    venv_share = Path(sys.prefix) / "share" / "jupyter"
+    # The venv's kernelspec before any user-level `python3` kernelspec.
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(venv_share)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    )
+    # Inline backend, whatever the caller's MPLBACKEND or matplotlibrc says.
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    # ipykernel's debugger otherwise prints a "frozen modules" warning on every start.
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+
+def hide_injected_parameters(path: Path) -> None:
+    """Collapse the cell papermill injected (the book shows it behind a toggle)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
+
+
+def execute(src: Path, dst: Path, profile: str) -> None:
+    import papermill
+    from traitlets.config import Config
+
+    params = parameters_for(src, profile)
+    kernel_environment()
+    # Sections save their claims (lib.claims) beside the executed notebooks.
+    os.environ["SALIENCY_SECTIONS"] = str(dst.parent.resolve())
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    (FAILED_DIR / dst.name).unlink(missing_ok=True)  # a copy kept from an earlier failure
+    tmp = dst.parent / f".{dst.stem}.tmp-{os.getpid()}.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(src),
+            str(tmp),
+            parameters=params,
+            kernel_name=KERNEL,
+            cwd=str(REPO),
+            progress_bar=False,
+            log_output=False,
+            start_timeout=180,
+            # CurveZMQ keys for the kernel's sockets (else ipykernel warns about plain TCP).
+            config=Config({"KernelManager": {"transport_encryption": "auto"}}),
+        )
+        hide_injected_parameters(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if tmp.exists():
+            FAILED_DIR.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, FAILED_DIR / dst.name)
+        raise
+
+
+def one_line(exc: BaseException) -> str:
+    ename = getattr(exc, "ename", None)
+    if ename:  # papermill.PapermillExecutionError
+        cell = getattr(exc, "exec_count", None)
+        where = f" in cell [{cell}]" if cell else ""
+        evalue = str(getattr(exc, "evalue", "")).splitlines()
+        return f"{ename}{where}: {evalue[0][:200] if evalue else ''}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path, help="source notebook, notebooks/NN_slug.ipynb")
+    parser.add_argument("dst", type=Path, help="executed copy to write")
+    parser.add_argument("--profile", default="quick", help="params/<profile>.yaml (default: quick)")
+    args = parser.parse_args(argv)
+    src, dst = args.src.resolve(), args.dst.resolve()
+    name = args.src.as_posix()
+
+    start = time.monotonic()
+    print(f"executing {name} [profile {args.profile}] ...", flush=True)
+    try:
+        execute(src, dst, args.profile)
+    except UsageError as exc:
+        print(f"error: {name}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
+        kept = FAILED_DIR / dst.name
+        kept_msg = f"; executed copy kept in {os.path.relpath(kept)}" if kept.exists() else ""
+        print(f"error: notebook {name} failed with {one_line(exc)}{kept_msg}", file=sys.stderr)
+        return 1
+    print(f"executed {name} -> {args.dst.as_posix()} in {time.monotonic() - start:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

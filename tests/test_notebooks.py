@@ -1,0 +1,134 @@
+"""Notebook smoke runs and the book build, through the same scripts as `make book`.
+
+- The profiles (fast): every profile's keys exist in the notebooks they target, and all
+  profiles set the same keys, so a typo in `full.yaml` is caught on a CPU.
+- The sources (fast): committed without outputs and with one `parameters` cell.
+- The runs (`-m notebooks`): every notebook executed with the smoke profile by
+  `scripts/execute_notebook.py`, its figures present, then the book built from those
+  copies by `scripts/build_book.py` with warnings as errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+PROFILES = sorted((REPO / "params").glob("*.yaml"))
+SMOKE = "smoke"
+# A cell "draws" when its source calls matplotlib or lib.plot; such a notebook must show a PNG.
+DRAWS = re.compile(r"\bplt\.|\blib\.plot\b|\bplot\.\w+\(|\bsubplots?\(|\.figure\(")
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+def _pngs(cell) -> int:
+    return sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+# ---------------------------------------------------------------- fast checks
+
+
+def test_source_notebooks_are_clean():
+    check = _script("check_notebooks_clean")
+    problems = [f"{nb.relative_to(REPO)}: {p}" for nb in NOTEBOOKS for p in check.problems(nb)]
+    assert not problems, "source notebooks must be stored clean:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=_ids(PROFILES))
+def test_profile_keys_exist_in_notebooks(profile):
+    execute = _script("execute_notebook")
+    for nb in NOTEBOOKS:
+        params = execute.parameters_for(nb, profile.stem)  # raises on an unknown key or section
+        assert params["profile"] == profile.stem
+
+
+def test_profiles_set_the_same_keys():
+    shapes = {}
+    for profile in PROFILES:
+        data = yaml.safe_load(profile.read_text()) or {}
+        shapes[profile.stem] = {section: sorted(values or {}) for section, values in data.items()}
+    reference = shapes.get(SMOKE)
+    assert reference is not None, "params/smoke.yaml is missing"
+    for name, shape in shapes.items():
+        assert shape == reference, f"params/{name}.yaml sets other sections or keys than params/smoke.yaml"
+
+
+# ---------------------------------------------------------------- smoke runs
+
+
+@pytest.fixture(scope="session")
+def executed(tmp_path_factory):
+    """Execute every notebook once with the smoke profile: stem -> (exit code, log, copy)."""
+    sections = tmp_path_factory.mktemp("sections")
+    results = {}
+    for src in NOTEBOOKS:
+        dst = sections / src.name
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / "execute_notebook.py"), str(src), str(dst), "--profile", SMOKE],
+            capture_output=True,
+            text=True,
+        )
+        results[src.stem] = (proc.returncode, proc.stdout + proc.stderr, dst)
+    return results
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("src", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_executes(executed, src):
+    code, log, dst = executed[src.stem]
+    assert code == 0, f"{src.name} failed with the smoke profile:\n{log}"
+    nb = nbformat.read(dst, as_version=4)
+    assert nb.metadata["papermill"]["parameters"]["profile"] == SMOKE
+
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o for c in code_cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{src.name}: error outputs {[e.ename for e in errors]}"
+    text = "".join(o.get("text", "") for c in code_cells for o in c.outputs if o.output_type == "stream")
+    assert "non-interactive, and thus cannot be shown" not in text, f"{src.name}: a non-inline backend dropped a figure"
+
+    for i, cell in enumerate(nb.cells):
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if figure:
+            assert _pngs(cell) >= 1, f"{src.name}: cell {i} is a captioned figure without a PNG output"
+    if any(DRAWS.search(c.source) for c in code_cells):
+        assert sum(_pngs(c) for c in code_cells) >= 1, f"{src.name}: draws but shows no image/png output"
+
+
+@pytest.mark.notebooks
+def test_book_builds_from_smoke_runs(executed, tmp_path):
+    failed = sorted(stem for stem, (code, _, _) in executed.items() if code != 0)
+    if failed:
+        pytest.skip(f"notebook(s) failed, see test_notebook_executes: {', '.join(failed)}")
+    copies = [str(dst) for _, _, dst in executed.values()]
+    out = tmp_path / "html"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "build_book.py"), "--out", str(out), *copies],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, f"book build failed (warnings are errors):\n{proc.stdout}\n{proc.stderr}"
+    assert (out / "index.html").is_file()
+    for stem, (_, _, dst) in executed.items():
+        page = out / "sections" / f"{stem}.html"
+        assert page.is_file(), f"no page for {stem}"
+        pngs = sum(_pngs(c) for c in nbformat.read(dst, as_version=4).cells)
+        assert page.read_text(encoding="utf-8").count("<img") >= pngs, f"{page.name} lost some of its {pngs} figure(s)"
