@@ -1,0 +1,572 @@
+r"""Combining saliency maps across layers (Rebuffi et al., *There and back again: revisiting
+backpropagation saliency methods*, CVPR 2020, Sec. 4.2 and supplementary C).
+
+A method's maps :math:`m_j` at layers :math:`j = 1..J` (each min-max normalised to [0, 1] at the
+input resolution) are combined with normalised layer weights :math:`\gamma_j`
+(:math:`\sum_j \gamma_j = 1`) either additively or as a weighted geometric product:
+
+.. math::
+    M_{+} = \sum_{j} \gamma_j\, m_j, \qquad M_{\times} = \prod_{j} m_j^{\gamma_j}.
+
+The four weighting schemes of Sec. 4.2:
+
+1. **Feature spread.** With :math:`\bar x^i` the spatial mean of layer :math:`j`'s activation on
+   image :math:`i` (a :math:`K`-vector) and :math:`\bar x^\mu = \frac1M\sum_i |\bar x^i|`,
+   :math:`\gamma_j = \frac1M \sum_i \lVert \bar x^i - \bar x^\mu \rVert`. The paper writes a
+   sum over positions while calling it a spatial mean, and :math:`|\cdot|` of a vector; we take
+   the **mean** over positions (so the layer's resolution does not scale the weight) and the
+   Euclidean norm over channels (``norm="l2"``; ``"l1"`` and ``"mean_abs"`` available).
+2. **Classification accuracy.** A linear classifier :math:`\Psi` trained on the pooled features
+   of labelled images; :math:`\gamma_j` its accuracy. The paper's formula averages over the same
+   :math:`M` images the probe is fit on (training accuracy); we fit on one part of a probe set
+   disjoint from the evaluation images and report both the training and the **held-out**
+   accuracy, using the held-out one as the weight by default (``probe_weight="heldout"``).
+3. **Linear.** :math:`\gamma_j = j / J`, layers numbered from 1 (a zero weight for the first
+   layer would silently drop it).
+4. **Uniform.** :math:`\gamma_j = 1 / J`.
+
+The authors' public code (``srebuffi/revisiting_saliency``) multiplies the normalised maps
+without exponents; for the argmax (the pointing game) that equals the uniform product, since
+:math:`\prod_j m_j^{1/J}` is a monotone function of :math:`\prod_j m_j`.
+
+Weights are computed once per model and layer set and cached as JSON under
+``lib.paths.cache_dir() / "layer_weights"`` (:func:`layer_weights`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import paths
+from ..capture import capture, check_images, check_targets, prepared, resolve_layer
+from ._common import LayerPass, chunks, finish, normalize_maps, slice_targets, target_scores
+
+__all__ = [
+    "SCHEMES",
+    "COMBINATIONS",
+    "linear_weights",
+    "uniform_weights",
+    "normalise_weights",
+    "combine",
+    "pooled_features",
+    "feature_spread",
+    "ProbeResult",
+    "probe_split",
+    "probe_accuracy",
+    "LayerWeights",
+    "layer_weights",
+    "layer_passes",
+    "multi_layer_maps",
+    "REDUCTIONS",
+    "layer_maps",
+    "combinations",
+]
+
+SCHEMES = ("accuracy", "spread", "linear", "uniform")
+"""The four weighting schemes of Rebuffi et al. Sec. 4.2."""
+
+COMBINATIONS = ("sum", "product")
+"""Weighted sum and weighted (geometric) product."""
+
+
+# --------------------------------------------------------------------------------------------
+# Weights and combination
+# --------------------------------------------------------------------------------------------
+
+
+def linear_weights(count: int) -> torch.Tensor:
+    r"""Linear interpolation :math:`\gamma_j = j / J`, ``j = 1..J`` (Sec. 4.2, scheme 3), unnormalised."""
+    if count < 1:
+        raise ValueError("need at least one layer")
+    return torch.arange(1, count + 1, dtype=torch.float64) / count
+
+
+def uniform_weights(count: int) -> torch.Tensor:
+    r"""Uniform :math:`\gamma_j = 1 / J` (Sec. 4.2, scheme 4)."""
+    if count < 1:
+        raise ValueError("need at least one layer")
+    return torch.full((count,), 1.0 / count, dtype=torch.float64)
+
+
+def normalise_weights(weights) -> torch.Tensor:
+    """Weights divided by their sum (Sec. 4.2: "the weights are normalised").
+
+    Raises:
+        ValueError: a negative or non-finite weight, or all zero.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    if not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights must be finite and non-negative, got {w.tolist()}")
+    if w.sum() <= 0:
+        raise ValueError("weights sum to zero")
+    return w / w.sum()
+
+
+def combine(maps, weights, how: str = "product", *, normalize: bool = True) -> torch.Tensor:
+    r"""Weighted sum :math:`\sum_j \gamma_j m_j` or product :math:`\prod_j m_j^{\gamma_j}` of layer maps (Sec. 4.2).
+
+    Args:
+        maps: ``(J, B, H, W)`` tensor or ``J`` tensors ``(B, H, W)``, each map min-max
+            normalised to [0, 1] at a common resolution (the calling convention's output).
+        weights: ``(J,)`` non-negative weights; normalised to sum to 1 here.
+        how: ``"sum"`` or ``"product"``.
+        normalize: min-max normalise the combined maps (does not move their maximum).
+
+    Returns:
+        ``(B, H, W)``.
+
+    Raises:
+        ValueError: unknown ``how``, a weight count that differs from the layer count, maps
+            outside [0, 1] for the product (a negative base has no real power).
+    """
+    if not isinstance(maps, torch.Tensor):
+        maps = torch.stack(list(maps))
+    if maps.dim() != 4:
+        raise ValueError(f"maps must be (J, B, H, W), got {tuple(maps.shape)}")
+    w = normalise_weights(weights)
+    if w.numel() != maps.shape[0]:
+        raise ValueError(f"{w.numel()} weights for {maps.shape[0]} layers")
+    w = w.to(maps.device, maps.dtype).view(-1, 1, 1, 1)
+    if how == "sum":
+        out = (w * maps).sum(dim=0)
+    elif how == "product":
+        if (maps < 0).any():
+            raise ValueError("the product combination needs maps in [0, 1] (normalise them first)")
+        out = torch.pow(maps, w).prod(dim=0)  # 0 ** 0 == 1: a zero-weight layer is neutral
+    else:
+        raise ValueError(f"how must be one of {COMBINATIONS}, got {how!r}")
+    return normalize_maps(out) if normalize else out
+
+
+# --------------------------------------------------------------------------------------------
+# Features, spread and linear probe
+# --------------------------------------------------------------------------------------------
+
+
+def pooled_features(model, images: torch.Tensor, layers: Sequence[str], *, batch_size: int | None = 32) -> dict[str, torch.Tensor]:
+    """Spatially averaged activations ``(N, K_j)`` of each layer, from one forward pass per batch.
+
+    Args:
+        model: ``Classifier`` or ``nn.Module``.
+        images: ``(N, 3, H, W)`` normalised images.
+        layers: layer aliases or module names.
+        batch_size: images per forward pass.
+    """
+    check_images(images)
+    for layer in layers:
+        resolve_layer(model, layer)
+    out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    with prepared(model) as module, torch.no_grad():
+        for piece in chunks(images.shape[0], batch_size):
+            with capture(model, list(layers), gradients=False) as record:
+                module(images[piece])
+                for layer in layers:
+                    a = record[layer]
+                    out[layer].append(a.mean(dim=tuple(range(2, a.dim()))) if a.dim() > 2 else a)
+    return {layer: torch.cat(parts) for layer, parts in out.items()}
+
+
+def feature_spread(features: torch.Tensor, *, norm: str = "l2") -> float:
+    r"""Feature spread :math:`\frac1M \sum_i \lVert \bar x^i - \bar x^\mu \rVert`, :math:`\bar x^\mu = \frac1M \sum_i |\bar x^i|` (Sec. 4.2, scheme 1).
+
+    Args:
+        features: ``(M, K)`` spatially pooled activations of ``M`` images.
+        norm: ``"l2"`` (Euclidean norm of the deviation), ``"l1"`` (sum of absolute
+            deviations) or ``"mean_abs"`` (their mean over channels).
+    """
+    x = torch.as_tensor(features, dtype=torch.float64)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"features must be (M, K) with M > 0, got {tuple(x.shape)}")
+    centre = x.abs().mean(dim=0)
+    d = x - centre
+    if norm == "l2":
+        per = d.norm(dim=1)
+    elif norm == "l1":
+        per = d.abs().sum(dim=1)
+    elif norm == "mean_abs":
+        per = d.abs().mean(dim=1)
+    else:
+        raise ValueError(f"norm must be 'l2', 'l1' or 'mean_abs', got {norm!r}")
+    return float(per.mean())
+
+
+@dataclass
+class ProbeResult:
+    """A linear probe's accuracies (fractions) and the sizes it was fit on."""
+
+    train_accuracy: float
+    heldout_accuracy: float
+    n_train: int
+    n_heldout: int
+    n_classes: int
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / max(self.n_classes, 1)
+
+
+def probe_split(labels, *, heldout_per_class: int = 1, min_per_class: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified split of a probe set: ``heldout_per_class`` random images of each class held out.
+
+    Only classes with at least ``min_per_class`` images (and more than ``heldout_per_class``)
+    are used. Returns ``(train_indices, heldout_indices)``, int64.
+    """
+    labels = torch.as_tensor(labels).reshape(-1).long()
+    generator = torch.Generator().manual_seed(seed)
+    train, held = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < max(min_per_class, heldout_per_class + 1):
+            continue
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        held.extend(idx[:heldout_per_class].tolist())
+        train.extend(idx[heldout_per_class:].tolist())
+    return torch.tensor(sorted(train), dtype=torch.int64), torch.tensor(sorted(held), dtype=torch.int64)
+
+
+def probe_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor | None = None,
+    test_y: torch.Tensor | None = None,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> ProbeResult:
+    r"""Accuracy of a multinomial logistic regression :math:`\Psi` on pooled features (Sec. 4.2, scheme 2).
+
+    Features are standardised with the training set's mean and standard deviation; the
+    classifier (classes = the training labels present, re-indexed) is fit full-batch with Adam
+    for ``steps`` steps on the cross-entropy plus ``weight_decay`` times the squared weights.
+    The paper does not state the optimiser, regularisation or split; these are ours.
+
+    Returns:
+        :class:`ProbeResult` (``heldout_accuracy`` is ``nan`` without a test set; test images of
+        classes unseen in training count as errors).
+    """
+    x = torch.as_tensor(train_x, dtype=torch.float32)
+    classes, y = torch.unique(torch.as_tensor(train_y).long(), return_inverse=True)
+    if x.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"train_x (N, K) and train_y (N,) must match, got {tuple(x.shape)} and {tuple(y.shape)}")
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(x.shape[1], len(classes), generator=generator) * 0.01).requires_grad_(True)
+    bias = torch.zeros(len(classes), requires_grad=True)
+    optimiser = torch.optim.Adam([weight, bias], lr=lr)
+    z = (x - mean) / std
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(z @ weight + bias, y) + weight_decay * weight.pow(2).sum()
+            loss.backward()
+            optimiser.step()
+    with torch.no_grad():
+        train_acc = float(((z @ weight + bias).argmax(1) == y).float().mean())
+        held, n_held = float("nan"), 0
+        if test_x is not None and test_y is not None and len(test_y) > 0:
+            tz = (torch.as_tensor(test_x, dtype=torch.float32) - mean) / std
+            predicted = classes[(tz @ weight + bias).argmax(1)]
+            held = float((predicted == torch.as_tensor(test_y).long()).float().mean())
+            n_held = len(test_y)
+    return ProbeResult(train_acc, held, x.shape[0], n_held, len(classes))
+
+
+@dataclass
+class LayerWeights:
+    """The four schemes' raw weights for one model and layer set (before normalisation).
+
+    Attributes:
+        model: the model's name; layers: the layers, shallow to deep.
+        spread: feature spread per layer; accuracy: the probe's held-out accuracy per layer
+            (``None`` when no probe could be trained, see ``note``); train_accuracy: its
+            training accuracy; linear, uniform: the fixed schemes.
+        probe: sizes of the probe (``n_train``, ``n_heldout``, ``n_classes``, ``chance``).
+        note: why the accuracy scheme is missing, or where the probe images came from.
+    """
+
+    model: str
+    layers: list[str]
+    spread: list[float]
+    accuracy: list[float] | None
+    train_accuracy: list[float] | None
+    linear: list[float]
+    uniform: list[float]
+    probe: dict = field(default_factory=dict)
+    note: str = ""
+
+    def scheme(self, name: str) -> torch.Tensor:
+        """Normalised weights ``(J,)`` of ``"accuracy"``, ``"spread"``, ``"linear"`` or ``"uniform"``."""
+        if name not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {name!r}")
+        values = getattr(self, name)
+        if values is None:
+            raise ValueError(f"no {name!r} weights for {self.model}: {self.note}")
+        return normalise_weights(values)
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The schemes that have weights."""
+        return tuple(s for s in SCHEMES if getattr(self, s) is not None)
+
+    def frame(self):
+        """A long pandas DataFrame (layer, depth, scheme, weight), weights normalised."""
+        import pandas as pd
+
+        rows = []
+        for s in self.available:
+            for j, (layer, w) in enumerate(zip(self.layers, self.scheme(s).tolist())):
+                rows.append({"layer": layer, "depth": j, "scheme": s, "weight": w})
+        return pd.DataFrame(rows)
+
+
+def _cache_path(model_name: str, key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return paths.cache_dir() / "layer_weights" / f"{model_name}-{digest}.json"
+
+
+def layer_weights(
+    model,
+    layers: Sequence[str],
+    spread_images: torch.Tensor,
+    probe_images: torch.Tensor | None = None,
+    probe_labels=None,
+    *,
+    model_name: str | None = None,
+    cache_key: str = "",
+    use_cache: bool = True,
+    probe_weight: str = "heldout",
+    spread_norm: str = "l2",
+    heldout_per_class: int = 1,
+    min_per_class: int = 2,
+    probe_steps: int = 300,
+    batch_size: int | None = 32,
+    seed: int = 0,
+) -> LayerWeights:
+    """The four schemes' weights for a model and layer set, computed once and cached (Sec. 4.2).
+
+    Args:
+        model: ``Classifier`` or ``nn.Module``.
+        layers: the layers whose maps will be combined, shallow to deep.
+        spread_images: ``(M, 3, H, W)`` images for the feature spread (the paper samples them
+            uniformly across classes), or a zero-argument callable returning them (called only
+            on a cache miss; then ``cache_key`` must identify the images).
+        probe_images, probe_labels: labelled images (tensor or callable) for the linear probe,
+            **disjoint from the images the combination is evaluated on**; None: no accuracy
+            scheme.
+        model_name: name in the cache key (default ``model.name`` or the class name).
+        cache_key: anything else that identifies the images (e.g. their ids); part of the key.
+        use_cache: read/write ``cache_dir()/layer_weights/<model>-<hash>.json``.
+        probe_weight: ``"heldout"`` (default) or ``"train"`` accuracy as the weight.
+        spread_norm: see :func:`feature_spread`.
+        heldout_per_class, min_per_class: see :func:`probe_split`.
+        probe_steps: optimisation steps of the probe.
+
+    Returns:
+        :class:`LayerWeights`.
+    """
+    if probe_weight not in ("heldout", "train"):
+        raise ValueError("probe_weight must be 'heldout' or 'train'")
+    lazy = callable(spread_images) or callable(probe_images)
+    if lazy and not cache_key:
+        raise ValueError("image loaders (callables) need a cache_key that identifies their images")
+    layers = list(layers)
+    name = model_name or getattr(model, "name", None) or type(getattr(model, "model", model)).__name__
+    key = {
+        "model": name, "layers": layers, "cache_key": cache_key, "probe_weight": probe_weight,
+        "spread_norm": spread_norm, "heldout_per_class": heldout_per_class, "min_per_class": min_per_class,
+        "probe_steps": probe_steps, "seed": seed,
+    }
+    if not lazy:
+        key["n_spread"] = int(spread_images.shape[0])
+        key["n_probe"] = 0 if probe_images is None else int(probe_images.shape[0])
+    path = _cache_path(name, key)
+    if use_cache and path.is_file():
+        return LayerWeights(**json.loads(path.read_text())["weights"])
+    same = probe_images is spread_images  # one set of images for both: load and pool them once
+    if callable(spread_images):
+        spread_images = spread_images()
+    probe_images = spread_images if same else (probe_images() if callable(probe_images) else probe_images)
+    spread_feats = pooled_features(model, spread_images, layers, batch_size=batch_size)
+    spread = [feature_spread(spread_feats[layer], norm=spread_norm) for layer in layers]
+    accuracy = train_accuracy = None
+    probe, note = {}, "no labelled probe images disjoint from the evaluation images"
+    if probe_images is not None and probe_labels is not None:
+        labels = torch.as_tensor(probe_labels).long()
+        train, held = probe_split(labels, heldout_per_class=heldout_per_class, min_per_class=min_per_class, seed=seed)
+        if len(train) == 0 or (probe_weight == "heldout" and len(held) == 0):
+            note = f"the probe set has no class with {min_per_class} or more images"
+        else:
+            feats = spread_feats if same else pooled_features(model, probe_images, layers, batch_size=batch_size)
+            results = [
+                probe_accuracy(feats[l][train], labels[train], feats[l][held], labels[held], steps=probe_steps, seed=seed)
+                for l in layers
+            ]
+            train_accuracy = [r.train_accuracy for r in results]
+            accuracy = [r.heldout_accuracy if probe_weight == "heldout" else r.train_accuracy for r in results]
+            probe = {"n_train": results[0].n_train, "n_heldout": results[0].n_heldout,
+                     "n_classes": results[0].n_classes, "chance": results[0].chance}
+            note = f"probe fit on {len(train)} images of {results[0].n_classes} classes, {probe_weight} accuracy on {len(held)}"
+            if max(accuracy) <= 0:
+                accuracy, note = None, note + "; every layer scored 0, no accuracy weights"
+    weights = LayerWeights(
+        name, layers, spread, accuracy, train_accuracy,
+        linear_weights(len(layers)).tolist(), uniform_weights(len(layers)).tolist(), probe, note,
+    )
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "weights": asdict(weights)}, indent=1))
+    return weights
+
+
+# --------------------------------------------------------------------------------------------
+# Maps at several layers
+# --------------------------------------------------------------------------------------------
+
+
+def layer_passes(
+    model,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] = ("last",),
+    *,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_scores,
+    batch_size: int | None = None,
+) -> dict[str, LayerPass]:
+    """Activations and gradients at several layers from ONE forward and ONE backward pass per batch.
+
+    The multi-layer counterpart of :func:`lib.saliency._common.layer_pass`: the gradient of
+    the summed target scores is taken with ``torch.autograd.grad`` with respect to every
+    captured activation at once (the backward runs down to the shallowest layer only; no
+    parameter gradient).
+    """
+    check_images(images)
+    layers = list(layers)
+    for layer in layers:
+        resolve_layer(model, layer)
+    parts: dict[str, list[LayerPass]] = {layer: [] for layer in layers}
+    with prepared(model) as module:
+        for piece in chunks(images.shape[0], batch_size):
+            with capture(model, layers) as record, torch.enable_grad():
+                logits = module(images[piece])
+                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
+                activations = [record[layer] for layer in layers]
+                gradients = torch.autograd.grad(score(logits, chosen).sum(), activations)
+            for layer, a, g in zip(layers, activations, gradients):
+                parts[layer].append(LayerPass(a.detach(), g.detach(), logits.detach(), chosen))
+    out = {}
+    for layer, ps in parts.items():
+        out[layer] = ps[0] if len(ps) == 1 else LayerPass(
+            *(torch.cat([getattr(p, f) for p in ps]) for f in ("activations", "gradients", "logits", "targets"))
+        )
+    return out
+
+
+def _reductions() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    from .cam import weighted_sum
+    from .normgrad import aggregate_outer, aggregate_vector
+
+    return {
+        # Rebuffi et al. Table 2 rows, each from lib.saliency.normgrad's aggregations.
+        "linear_approx": lambda a, g: aggregate_vector(g * a, "sum"),
+        "selective_normgrad": lambda a, g: aggregate_vector(g * a, "filter_norm"),
+        "normgrad": lambda a, g: aggregate_outer(g, a, "norm", kernel=1),
+        "layer_gradient": lambda a, g: aggregate_vector(g, "max_abs"),  # bias identity at the layer
+        # Selvaraju et al. 2017 Eqs. 1-2, lib.saliency.cam.gradcam's reduction.
+        "gradcam": lambda a, g: weighted_sum(a, g.mean(dim=(2, 3))),
+    }
+
+
+REDUCTIONS = _reductions()
+"""Method name -> ``(activations, gradients) -> (B, h, w)`` raw map, the reduction each method applies
+to one layer pass (the same functions :mod:`lib.saliency.normgrad` and :mod:`lib.saliency.cam` use);
+``layer_gradient`` is Table 2's gradient row (virtual bias identity + max |g|) at a layer."""
+
+
+def layer_maps(
+    methods: Sequence[str],
+    model,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] = ("last",),
+    *,
+    batch_size: int | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Maps ``(B, H, W)`` of several methods at several layers from ONE forward/backward pass.
+
+    Args:
+        methods: names in :data:`REDUCTIONS`.
+        layers: layer aliases or module names.
+
+    Returns:
+        ``{(method, layer): maps}``, each map normalised to [0, 1] at the input resolution.
+    """
+    unknown = [m for m in methods if m not in REDUCTIONS]
+    if unknown:
+        raise ValueError(f"no one-pass reduction for {unknown}; accepted: {', '.join(REDUCTIONS)}")
+    passes = layer_passes(model, images, targets, layers, batch_size=batch_size)
+    return {
+        (m, l): finish(REDUCTIONS[m](passes[l].activations, passes[l].gradients), images, False)
+        for m in methods for l in layers
+    }
+
+
+def combinations(
+    maps: dict[tuple[str, str], torch.Tensor],
+    weights: "LayerWeights",
+    methods: Sequence[str],
+    *,
+    schemes: Sequence[str] | None = None,
+    hows: Sequence[str] = COMBINATIONS,
+) -> dict[tuple[str, str, str], torch.Tensor]:
+    """Every scheme x combination of each method's layer maps: ``{(method, scheme, how): (B, H, W)}``.
+
+    Args:
+        maps: ``{(method, layer): (B, H, W)}`` (e.g. :func:`layer_maps`) holding every layer of
+            ``weights.layers``.
+        weights: :class:`LayerWeights`; schemes default to ``weights.available``.
+    """
+    schemes = weights.available if schemes is None else schemes
+    out = {}
+    for m in methods:
+        stack = torch.stack([maps[(m, l)] for l in weights.layers])
+        for s in schemes:
+            w = weights.scheme(s)
+            for how in hows:
+                out[(m, s, how)] = combine(stack, w, how)
+    return out
+
+
+def multi_layer_maps(
+    method: Callable,
+    model,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] = ("last",),
+    *,
+    reduction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """A method's maps at several layers, ``(J, B, H, W)``, each normalised (the calling convention).
+
+    With ``reduction`` (``(activations, gradients) -> (B, h, w)`` raw map, the method's own
+    reduction of one layer pass), all layers come from one forward and one backward pass
+    (:func:`layer_passes`); otherwise ``method(model, images, targets, layer=..., **kwargs)`` is
+    called once per layer.
+    """
+    layers = list(layers)
+    if reduction is not None:
+        passes = layer_passes(model, images, targets, layers, batch_size=batch_size)
+        return torch.stack([finish(reduction(passes[l].activations, passes[l].gradients), images, False) for l in layers])
+    if "batch_size" in inspect.signature(method).parameters:
+        kwargs["batch_size"] = batch_size
+    return torch.stack([method(model, images, targets, layer=layer, **kwargs) for layer in layers])

@@ -1,0 +1,182 @@
+"""Layer weighting and combination (Rebuffi et al. 2020, Sec. 4.2) on known inputs and tiny nets."""
+
+import json
+
+import pytest
+import torch
+
+from lib import paths
+from lib.saliency import combine as cb
+from lib.saliency.cam import gradcam, weighted_sum
+from tests._tiny import images, no_hooks_left, tiny_cnn
+
+
+def test_fixed_schemes():
+    assert cb.linear_weights(4).tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cb.normalise_weights(cb.linear_weights(4)).tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert cb.uniform_weights(3).tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(ValueError):
+        cb.normalise_weights([0.0, 0.0])
+    with pytest.raises(ValueError):
+        cb.normalise_weights([1.0, -0.1])
+
+
+def test_weighted_sum_and_product_by_hand():
+    a = torch.tensor([[[0.0, 0.5], [1.0, 0.25]]])  # (B=1, 2, 2)
+    b = torch.tensor([[[1.0, 0.5], [0.25, 1.0]]])
+    maps = torch.stack([a, b])  # (J=2, 1, 2, 2)
+    s = cb.combine(maps, [1.0, 3.0], "sum", normalize=False)
+    assert s[0].flatten().tolist() == pytest.approx([0.75, 0.5, 0.4375, 0.8125])
+    p = cb.combine(maps, [1.0, 3.0], "product", normalize=False)
+    expected = [0.0, 0.5, 1.0**0.25 * 0.25**0.75, 0.25**0.25]
+    assert p[0].flatten().tolist() == pytest.approx(expected)
+    # A zero-weight layer is neutral in the product even where it is 0.
+    q = cb.combine(maps, [0.0, 1.0], "product", normalize=False)
+    assert q[0].flatten().tolist() == pytest.approx(b[0].flatten().tolist())
+    # Normalised output keeps the argmax and spans [0, 1].
+    n = cb.combine([a, b], [1.0, 3.0], "sum")
+    assert n.max() == 1 and n.min() == 0 and n.flatten().argmax() == s.flatten().argmax()
+    # Uniform product has the argmax of the unweighted product (the authors' code).
+    u = cb.combine(maps, [1, 1], "product", normalize=False)
+    assert torch.allclose(u, (a * b).sqrt())
+
+
+def test_combine_errors():
+    maps = torch.rand(2, 1, 3, 3)
+    with pytest.raises(ValueError):
+        cb.combine(maps, [1.0], "sum")
+    with pytest.raises(ValueError):
+        cb.combine(maps, [1.0, 1.0], "max")
+    with pytest.raises(ValueError):
+        cb.combine(maps - 1, [1.0, 1.0], "product")
+
+
+def test_feature_spread_by_hand():
+    x = torch.tensor([[1.0, 0.0], [3.0, -2.0]])
+    # centre = mean |x| = [2, 1]; deviations [-1, -1], [1, -3]
+    assert cb.feature_spread(x) == pytest.approx((2**0.5 + 10**0.5) / 2)
+    assert cb.feature_spread(x, norm="l1") == pytest.approx((2 + 4) / 2)
+    assert cb.feature_spread(x, norm="mean_abs") == pytest.approx((1 + 2) / 2)
+    assert cb.feature_spread(torch.ones(5, 3)) == 0.0
+
+
+def test_probe_split_is_stratified_and_disjoint():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    train, held = cb.probe_split(labels, seed=0)
+    assert set(train.tolist()).isdisjoint(held.tolist())
+    assert sorted(labels[held].tolist()) == [0, 1, 3]  # class 2 has one image: unused
+    assert sorted(labels[train].tolist()) == [0, 0, 1, 3]
+
+
+def test_probe_accuracy_separable_vs_noise():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]])
+    x = centres[y] + 0.3 * torch.randn(60, 2, generator=g)
+    good = cb.probe_accuracy(x[:30], y[:30], x[30:], y[30:], steps=150)
+    assert good.train_accuracy == 1.0 and good.heldout_accuracy == 1.0 and good.chance == pytest.approx(1 / 3)
+    noise = torch.randn(60, 2, generator=g)
+    bad = cb.probe_accuracy(noise[:30], y[:30], noise[30:], y[30:], steps=150)
+    assert bad.heldout_accuracy < 0.7
+
+
+def test_pooled_features_match_manual_forward():
+    model = tiny_cnn()
+    x = images(4, 16)
+    feats = cb.pooled_features(model, x, ["features.1", "features.3"], batch_size=3)
+    with torch.no_grad():
+        h1 = model.features[1](model.features[0](x))
+        h3 = model.features[3](model.features[2](h1))
+    assert torch.allclose(feats["features.1"], h1.mean((2, 3)), atol=1e-6)
+    assert torch.allclose(feats["features.3"], h3.mean((2, 3)), atol=1e-6)
+    assert no_hooks_left(model)
+
+
+def test_layer_weights_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    model = tiny_cnn()
+    x = images(12, 16)
+    labels = torch.arange(12) % 3
+    w = cb.layer_weights(model, ["features.1", "features.3"], x, x, labels, model_name="tiny", probe_steps=50)
+    assert w.available == cb.SCHEMES and len(w.accuracy) == 2 and w.probe["n_classes"] == 3
+    assert w.scheme("linear").tolist() == pytest.approx([1 / 3, 2 / 3])
+    files = list((tmp_path / "layer_weights").glob("tiny-*.json"))
+    assert len(files) == 1
+    # The cache is read back, not recomputed: tamper with it and see the change.
+    stored = json.loads(files[0].read_text())
+    stored["weights"]["spread"] = [1.0, 3.0]
+    files[0].write_text(json.dumps(stored))
+    again = cb.layer_weights(model, ["features.1", "features.3"], x, x, labels, model_name="tiny", probe_steps=50)
+    assert again.scheme("spread").tolist() == pytest.approx([0.25, 0.75])
+    # Without probe images the accuracy scheme is absent, and says why.
+    none = cb.layer_weights(model, ["features.1"], x, model_name="tiny", use_cache=False)
+    assert none.accuracy is None and "accuracy" not in none.available
+    with pytest.raises(ValueError, match="no 'accuracy'"):
+        none.scheme("accuracy")
+    assert set(none.frame()["scheme"]) == {"spread", "linear", "uniform"}
+
+
+def test_multi_layer_maps_one_pass_equals_per_layer():
+    model = tiny_cnn()
+    x = images(3, 16)
+    layers = ["features.1", "features.3"]
+    targets = torch.tensor([0, 2, 4])
+    looped = cb.multi_layer_maps(gradcam, model, x, targets, layers)
+    one_pass = cb.multi_layer_maps(
+        gradcam, model, x, targets, layers,
+        reduction=lambda a, g: weighted_sum(a, g.mean(dim=(2, 3))), batch_size=2,
+    )
+    assert looped.shape == (2, 3, 16, 16)
+    assert torch.allclose(looped, one_pass, atol=1e-5)
+    assert no_hooks_left(model)
+
+
+def test_layer_passes_gradients_match_autograd():
+    model = tiny_cnn()
+    x = images(2, 16)
+    passes = cb.layer_passes(model, x, torch.tensor([1, 3]), ["features.1", "features.3"])
+    h1 = model.features[1](model.features[0](x)).detach().requires_grad_(True)
+    h3 = model.features[3](model.features[2](h1))
+    logits = model.fc(model.flatten(model.pool(h3)))
+    (g1,) = torch.autograd.grad(logits[[0, 1], [1, 3]].sum(), h1)
+    assert torch.allclose(passes["features.1"].gradients, g1, atol=1e-6)
+    assert passes["features.3"].activations.shape == (2, 12, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["linear_approx", "selective_normgrad", "normgrad", "gradcam"])
+def test_layer_maps_one_pass_equals_registered_methods(name):
+    from lib.saliency import METHODS
+
+    model = tiny_cnn()
+    x = images(3, 16)
+    targets = torch.tensor([0, 2, 4])
+    layers = ["features.1", "features.3"]
+    maps = cb.layer_maps([name], model, x, targets, layers)
+    for layer in layers:
+        assert torch.allclose(maps[(name, layer)], METHODS[name](model, x, targets, layer=layer), atol=1e-5)
+    assert no_hooks_left(model)
+
+
+def test_combinations_cover_schemes():
+    w = cb.LayerWeights("m", ["a", "b"], [1.0, 2.0], None, None, [0.5, 1.0], [0.5, 0.5])
+    maps = {("la", "a"): torch.rand(2, 4, 4), ("la", "b"): torch.rand(2, 4, 4)}
+    out = cb.combinations(maps, w, ["la"])
+    assert set(out) == {("la", s, h) for s in ("spread", "linear", "uniform") for h in ("sum", "product")}
+    expected = cb.combine(torch.stack([maps[("la", "a")], maps[("la", "b")]]), [1 / 3, 2 / 3], "sum")
+    assert torch.allclose(out[("la", "linear", "sum")], expected)
+
+
+def test_layer_weights_loaders_called_only_on_cache_miss(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    model = tiny_cnn()
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return images(6, 16)
+
+    with pytest.raises(ValueError, match="cache_key"):
+        cb.layer_weights(model, ["features.1"], loader, model_name="tiny")
+    first = cb.layer_weights(model, ["features.1", "features.3"], loader, model_name="tiny", cache_key="six")
+    second = cb.layer_weights(model, ["features.1", "features.3"], loader, model_name="tiny", cache_key="six")
+    assert len(calls) == 1 and first.spread == second.spread

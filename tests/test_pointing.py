@@ -1,0 +1,215 @@
+"""Pointing game (Zhang et al. 2016; TorchRay; Rebuffi et al. 2020 supp. A) on hand-made maps and boxes."""
+
+import math
+
+import pytest
+import torch
+
+from lib import data
+from lib.metrics import pointing as pg
+
+
+def sample(width=100, height=80, boxes=((40, 30, 49, 39),), box_labels=None, label=3, source="embedded"):
+    from PIL import Image
+
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    box_labels = torch.full((len(boxes),), label) if box_labels is None else torch.tensor(box_labels)
+    return data.Sample(Image.new("RGB", (width, height)), label, boxes, box_labels, "s", source)
+
+
+def box_mask(height, width, x0, y0, x1, y1):
+    m = torch.zeros(height, width, dtype=torch.bool)
+    m[y0:y1 + 1, x0:x1 + 1] = True
+    return m
+
+
+def peak(height, width, x, y):
+    m = torch.zeros(height, width)
+    m[y, x] = 1.0
+    return m
+
+
+def test_tolerance_boundary_strict_and_inclusive():
+    # Mask: the single column x = 50; points on the row of a mask pixel, d px to its left.
+    mask = box_mask(60, 120, 50, 10, 50, 40)
+    dist = {d: peak(60, 120, 50 - d, 20) for d in (0, 14, 15, 16)}
+    strict = pg.pointing_hits(list(dist.values()), [mask] * 4, 15)
+    inclusive = pg.pointing_hits(list(dist.values()), [mask] * 4, 15, inclusive=True)
+    # TorchRay: d^2 < 15^2 (15 px is a miss); the paper's wording "within 15 px": 15 is a hit, 16 a miss.
+    assert strict.tolist() == [True, True, False, False]
+    assert inclusive.tolist() == [True, True, True, False]
+
+
+def test_diagonal_distance_is_euclidean():
+    mask = box_mask(100, 100, 50, 50, 60, 60)
+    # (50 - 10, 50 - 11): distance sqrt(200 + 242) = 14.87 from the corner (50, 50) -> hit.
+    # (50 - 11, 50 - 11): distance 15.56 -> miss, though each axis is within 15.
+    maps = [peak(100, 100, 40, 39), peak(100, 100, 39, 39)]
+    assert pg.pointing_hits(maps, [mask, mask]).tolist() == [True, False]
+
+
+def test_ties_take_first_maximum_row_major():
+    m = torch.zeros(10, 10)
+    m[7, 2] = 1
+    m[3, 8] = 1  # earlier in row-major order
+    assert pg.max_points([m]).tolist() == [[8, 3]]
+    assert pg.max_points([torch.zeros(4, 5)]).tolist() == [[0, 0]]
+
+
+def test_class_mean_accuracy_averages_per_class():
+    hits = torch.tensor([1, 1, 1, 0, 0, 1], dtype=torch.bool)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    # class 0: 3/4, class 1: 1/2 -> 0.625, whereas the pooled rate is 4/6.
+    assert pg.class_mean_accuracy(hits, labels).item() == pytest.approx(0.625)
+    assert math.isnan(pg.class_mean_accuracy(hits[:0], labels[:0]).item())
+
+
+def test_hits_at_fractional_centre_point():
+    mask = box_mask(80, 100, 0, 0, 10, 10)
+    assert pg.hits_at([[50.0, 40.0]], [mask]).tolist() == [False]
+    assert pg.hits_at([[20.0, 5.0]], [mask]).tolist() == [True]  # 10 px from column 10
+
+
+def test_rescaled_boxes_and_crop_map_back_to_original():
+    # An original 400 x 300 image: Resize(256) -> 341 x 256, CenterCrop(224): left 58, top 16.
+    s = sample(400, 300, boxes=((200, 120, 239, 159),), label=7)
+    g = data.crop_geometry(400, 300, 224, 0.875)
+    assert (g.resized_width, g.resized_height, g.left, g.top) == (341, 256, 58, 16)
+    # A peak at the box centre, expressed in input coordinates.
+    cx, cy = (219.5 * g.scale_x - g.left), (139.5 * g.scale_y - g.top)
+    maps = torch.zeros(2, 224, 224)
+    maps[0, round(cy), round(cx)] = 1.0
+    # A peak that lands ~40 original px left of the box: a miss.
+    maps[1, round(cy), round((160 - 20) * g.scale_x - g.left)] = 1.0
+    result = pg.pointing_game(maps, [s, s], input_size=224)
+    assert result.hits.tolist() == [True, False]
+    x, y = result.points[0].tolist()
+    assert abs(x - 219.5) <= 2 and abs(y - 139.5) <= 2  # the maximum maps to the right original pixel
+    assert result.labels.tolist() == [7, 7]
+    assert result.accuracy == pytest.approx(0.5)
+
+
+def test_crop_maximum_maps_to_the_right_original_pixel_on_tall_image():
+    # Portrait 300 x 500: resized to 256 x 426, crop top = 101. Input pixel (112, 5) is near the top of the crop.
+    g = data.crop_geometry(300, 500, 224, 0.875)
+    maps = torch.zeros(1, 224, 224)
+    maps[0, 5, 112] = 1.0
+    original = data.map_to_original(maps, [(300, 500)], 224)[0]
+    x, y = pg.max_points([original])[0].tolist()
+    assert abs(x - (112 + 0.5 + g.left) / g.scale_x) <= 1.5
+    assert abs(y - (5 + 0.5 + g.top) / g.scale_y) <= 1.5
+
+
+def test_pointing_game_targets_and_multiclass():
+    # Two classes in one image: class 1 on the left, class 2 on the right.
+    s = sample(100, 100, boxes=((0, 0, 20, 20), (70, 70, 99, 99)), box_labels=(1, 2), label=1, source="voc2007")
+    maps = torch.zeros(2, 100, 100)
+    maps[0, 5, 5] = 1  # explains class 1: on it
+    maps[1, 5, 5] = 1  # explains class 2: on class 1 -> miss
+    result = pg.pointing_game(maps, [s, s], targets=torch.tensor([1, 2]), input_size=100, crop_fraction=1.0)
+    assert result.hits.tolist() == [True, False]
+    assert result.accuracy == pytest.approx(0.5)
+    # Both objects are small (< 25%) and another class is present -> both difficult.
+    assert result.difficult.tolist() == [True, True]
+
+
+def test_difficult_rules():
+    small_multi = sample(100, 100, boxes=((0, 0, 9, 9), (50, 50, 59, 59)), box_labels=(3, 4), source="voc2007")
+    small_alone = sample(100, 100, boxes=((0, 0, 9, 9),), source="voc2007")
+    big_multi = sample(100, 100, boxes=((0, 0, 59, 59), (70, 70, 79, 79)), box_labels=(3, 4), source="voc2007")
+    small_imagenet = sample(100, 100, boxes=((0, 0, 9, 9),), source="imagenet-val")
+    big_imagenet = sample(100, 100, boxes=((0, 0, 49, 49),), source="imagenet-val")  # exactly 25%: not < 25%
+    assert pg.difficult(small_multi) is True
+    assert pg.difficult(small_alone) is False
+    assert pg.difficult(big_multi) is False
+    assert pg.difficult(small_imagenet) is True  # single-class dataset: area rule alone
+    assert pg.difficult(big_imagenet) is False
+    assert pg.difficult(small_imagenet, other_class=True) is False
+
+
+def test_centre_baseline_and_centre_maps():
+    hit = sample(100, 80, boxes=((45, 35, 55, 45),), label=0)
+    miss = sample(100, 80, boxes=((0, 0, 10, 10),), label=1)
+    result = pg.centre_baseline([hit, miss])
+    assert result.points.tolist() == [[50.0, 40.0], [50.0, 40.0]]
+    assert result.hits.tolist() == [True, False]
+    maps = pg.centre_maps(2, 9)
+    assert maps.shape == (2, 9, 9) and pg.max_points(maps).tolist() == [[4, 4], [4, 4]]
+
+
+def test_pointing_interval_and_paired_difference():
+    labels = torch.arange(40) % 4
+    better = pg.PointingResult.from_hits(torch.ones(40, dtype=torch.bool), labels, torch.zeros(40, dtype=torch.bool), torch.zeros(40, 2))
+    worse = pg.PointingResult.from_hits(torch.arange(40) % 2 == 0, labels, torch.zeros(40, dtype=torch.bool), torch.zeros(40, 2))
+    iv = worse.interval(resamples=300)
+    assert iv.low <= 0.5 <= iv.high and iv.value == pytest.approx(0.5)
+    diff = pg.pointing_interval(better, minus=worse, resamples=300)
+    assert diff.value == pytest.approx(0.5) and diff.low > 0
+    assert math.isnan(worse.interval("difficult").value)
+
+
+def test_cat_joins_batches():
+    a = pg.PointingResult.from_hits([True], [0], [False], torch.zeros(1, 2))
+    b = pg.PointingResult.from_hits([False, False], [1, 1], [True, True], torch.zeros(2, 2))
+    joined = pg.PointingResult.cat([a, b])
+    assert joined.accuracy == pytest.approx(0.5) and joined.accuracy_difficult == 0.0
+
+
+def test_grid_pointing():
+    images = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 4, 4)
+    grids = pg.grid_images(images)
+    assert grids.shape == (2, 3, 8, 8)
+    assert grids[0, 0, 0, 0] == 0 and grids[0, 0, 0, 4] == 1 and grids[0, 0, 4, 0] == 2 and grids[1, 0, 7, 7] == 7
+    maps = torch.zeros(4, 8, 8)
+    maps[0, 1, 1] = 1  # tile 0, max in tile 0: hit
+    maps[1, 1, 1] = 1  # tile 1, max in tile 0: miss
+    maps[2, 6, 1] = 1  # tile 2 (bottom left): hit
+    maps[3] = 1.0  # uniform: first maximum in tile 0 -> miss; energy 1/4
+    result = pg.grid_pointing(maps)
+    assert result.hits.tolist() == [[True, False, True, False]]
+    assert result.energy[0].tolist() == pytest.approx([1.0, 0.0, 1.0, 0.25])
+    groups = pg.grid_groups(torch.tensor([0, 0, 1, 1, 2, 3, 3]), 5, seed=1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 3, 3])[groups]
+    assert groups.shape == (5, 4) and all(len(set(row.tolist())) == 4 for row in labels)
+    with pytest.raises(ValueError):
+        pg.grid_groups(torch.tensor([0, 1, 1]), 1)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError):
+        pg.pointing_hits([torch.zeros(3, 3)], [torch.zeros(3, 4, dtype=torch.bool)])
+    with pytest.raises(ValueError):
+        pg.hits_at([[0, 0]], [])
+    with pytest.raises(ValueError):
+        pg.pointing_game(torch.zeros(2, 8, 8), [sample()], input_size=8)
+
+
+def test_pointing_games_and_table_match_single_game():
+    s1 = sample(100, 80, boxes=((10, 10, 30, 30),), label=0)
+    s2 = sample(100, 80, boxes=((60, 40, 90, 70),), label=1)
+    a = torch.zeros(2, 100, 100)
+    a[0, 25, 20] = 1
+    a[1, 25, 20] = 1
+    b = torch.rand(2, 100, 100, generator=torch.Generator().manual_seed(0))
+    games = pg.pointing_games({"a": a, "b": b}, [s1, s2], input_size=100)
+    for key, maps in (("a", a), ("b", b)):
+        single = pg.pointing_game(maps, [s1, s2], input_size=100)
+        assert torch.equal(games[key].hits, single.hits) and games[key].accuracy == single.accuracy
+    table = pg.PointingTable(input_size=100)
+    table.update({("m", "l1"): a[:1]}, [s1])
+    table.update({("m", "l1"): a[1:]}, [s2])
+    table.add(("centre", "-"), pg.centre_baseline([s1, s2]))
+    frame = table.frame(names=("method", "layer"))
+    row = frame[frame.method == "m"].iloc[0]
+    assert row.accuracy == pytest.approx(games["a"].accuracy) and row.n == 2
+
+
+@pytest.mark.parametrize("size", [(400, 300), (300, 500), (224, 224), (150, 120)])
+def test_stacked_mapping_equals_map_to_original(size):
+    maps = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ours = pg._stack_to_original(maps, size, 224, 0.875)
+    reference = data.map_to_original(maps, [size] * 3, 224, 0.875)
+    for k in range(3):
+        assert torch.allclose(ours[k], reference[k], atol=1e-6)
+    small = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(pg._stack_to_original(small, size, 224, 0.875)[1], data.map_to_original(small, [size] * 2, 224)[1], atol=1e-6)
