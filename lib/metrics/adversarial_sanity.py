@@ -1,0 +1,249 @@
+r"""The adversarial-cleaning sanity check of CAMERAS.
+
+Jalwana, Akhtar, Bennamoun & Mian, "CAMERAS: Enhanced Resolution And Sanity preserving
+Class Activation Mapping for image saliency", CVPR 2021, Sec. 5.6.1 and supplementary
+Sec. 5.7.4, Eqs. 5.7-5.8, Fig. 5.9.  Attack an image (the paper uses its enhanced PGD), then
+restore the adversarial pixels to their clean values one by one in *descending* order of a
+saliency map and track the model's probability of the original label: a "sane" map
+restores it steeply.  With :math:`N = \lfloor f\,H W \rceil` the pixel budget (a fixed
+fraction :math:`f` of the image, 10% in Fig. 5.9) and :math:`P(n)` the probability after
+cleaning the :math:`n` most salient pixels,
+
+.. math::
+
+    \text{Area}_\Psi = \int_0^N P(n)\,dn, \qquad
+    \text{Area}_\text{Ideal} = P_\text{GT}\,N,\ P_\text{GT} = P\big(K(I)\big), \qquad
+    \text{Sanity} = \frac{\text{Area}_\text{Ideal} - \text{Area}_\Psi}{\text{Area}_\text{Ideal}}
+
+(Eq. 5.7 writes :math:`H \times W` for the budget; the text and Fig. 5.9 fix it to a fraction
+of the pixels).  Smaller is better.
+
+**The ideal ordering**, precisely (Eq. 5.7 and the sentence before it): the one that
+"raises the ground truth confidence almost instantly", i.e. whose curve equals the clean
+image's probability of its own predicted label :math:`K(I)` from the first cleaning step to
+the budget :math:`N`; its score is 0 by definition.  An ordering reaches it only when
+cleaning the first step's pixels restores the clean prediction, e.g. when the
+perturbation is confined to those pixels and the map ranks them first (the construction
+the tests use).  A map that ranks them last (the *reversed* ordering) keeps the
+adversarial probability and scores :math:`1 - P_\text{adv}/P_\text{GT}`.
+
+Choices where the paper is silent, exposed as keywords:
+
+* a *pixel* is a spatial location: all three colour channels are restored together;
+* the curve is sampled at ``steps`` evenly spaced pixel counts :math:`0 < n_1 < \dots <
+  n_S = N` and the area is the right-endpoint Riemann sum
+  :math:`\sum_k P(n_k)(n_k - n_{k-1})` (``integration="right"``: the ideal curve, a step at
+  :math:`0^+`, integrates exactly to :math:`P_\text{GT} N`) or the trapezoid rule
+  (``integration="trapezoid"``, which starts from the adversarial probability
+  :math:`P(0)`);
+* ties in the map are broken in a random (seeded) order, not in raster order;
+* the score is not clipped: partially cleaned images more confident than the clean one
+  give negative scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attacks import check_pixels, normalizer, pgd
+from ..capture import check_targets, prepared
+from ..saliency._common import chunks
+
+__all__ = ["CleaningCurve", "SanityResult", "cleaning_curve", "sanity_score", "adversarial_sanity", "cleaning_order"]
+
+
+@dataclass
+class CleaningCurve:
+    """Probability of the original label while adversarial pixels are cleaned.
+
+    Attributes:
+        pixels_cleaned: (S + 1,) pixel counts :math:`0 = n_0 < \\dots < n_S = N`.
+        fraction: (S + 1,) the same counts as fractions of the image's H W pixels.
+        probabilities: (B, S + 1) probability of ``labels`` after cleaning ``n_k`` pixels
+            (column 0: the adversarial image).
+        clean_probability: (B,) :math:`P_\\text{GT}`, the probability of ``labels`` on the clean image.
+        labels: (B,) the original labels (the clean prediction :math:`K(I)` by default).
+    """
+
+    pixels_cleaned: torch.Tensor
+    fraction: torch.Tensor
+    probabilities: torch.Tensor
+    clean_probability: torch.Tensor
+    labels: torch.Tensor
+
+    def area(self, integration: str = "right") -> torch.Tensor:
+        """(B,) :math:`\\text{Area}_\\Psi` in pixels (see the module docstring for ``integration``)."""
+        widths = (self.pixels_cleaned[1:] - self.pixels_cleaned[:-1]).to(self.probabilities.dtype)
+        if integration == "right":
+            return (self.probabilities[:, 1:] * widths).sum(dim=1)
+        if integration == "trapezoid":
+            return (0.5 * (self.probabilities[:, 1:] + self.probabilities[:, :-1]) * widths).sum(dim=1)
+        raise ValueError(f"unknown integration {integration!r}; accepted: right, trapezoid")
+
+    def ideal_area(self) -> torch.Tensor:
+        """(B,) :math:`\\text{Area}_\\text{Ideal} = P_\\text{GT} N` (Eq. 5.7 with the pixel budget)."""
+        return self.clean_probability * float(self.pixels_cleaned[-1])
+
+    def score(self, integration: str = "right") -> torch.Tensor:
+        """(B,) the sanity score of Eq. 5.8 (smaller is better; 0 for the ideal ordering)."""
+        ideal = self.ideal_area()
+        return (ideal - self.area(integration)) / ideal.clamp_min(torch.finfo(ideal.dtype).tiny)
+
+
+def sanity_score(curve: CleaningCurve, integration: str = "right") -> torch.Tensor:
+    """(B,) Eq. 5.8, :math:`(\\text{Area}_\\text{Ideal} - \\text{Area}_\\Psi) / \\text{Area}_\\text{Ideal}`."""
+    return curve.score(integration)
+
+
+def cleaning_order(maps: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """(B, H W) pixel indices in descending order of each map, ties in a seeded random order."""
+    flat = maps.flatten(1)
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffle = torch.randperm(flat.shape[1], generator=generator).to(flat.device)
+    order = torch.argsort(flat[:, shuffle], dim=1, descending=True, stable=True)
+    return shuffle[order]
+
+
+def _check_maps(maps, pixels) -> torch.Tensor:
+    batch, _, height, width = pixels.shape
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a (B, H, W) tensor, got {type(maps).__name__}")
+    if maps.dim() == 4 and maps.shape[1] == 1:
+        maps = maps[:, 0]
+    if tuple(maps.shape) != (batch, height, width):
+        raise ValueError(f"maps must have shape {(batch, height, width)} (B, H, W) like the pixels, got {tuple(maps.shape)}")
+    if not torch.isfinite(maps).all():
+        raise ValueError("maps contain NaN or infinite values")
+    return maps.to(pixels.device)
+
+
+def cleaning_curve(
+    model,
+    pixels: torch.Tensor,
+    adversarial: torch.Tensor,
+    maps: torch.Tensor,
+    labels=None,
+    *,
+    fraction: float = 0.1,
+    steps: int = 20,
+    seed: int = 0,
+    batch_size: int | None = 64,
+    mean=None,
+    std=None,
+) -> CleaningCurve:
+    """Restore adversarial pixels in descending order of ``maps``; the probability of ``labels`` at each step.
+
+    Batched over images and restoration steps: the (B (S + 1)) partly cleaned images are
+    built from one ranking per image and classified ``batch_size`` at a time.
+
+    Args:
+        model: a ``lib.models.Classifier`` or an ``nn.Module``.
+        pixels: (B, 3, H, W) clean pixels in [0, 1].
+        adversarial: (B, 3, H, W) their adversarial versions in [0, 1].
+        maps: (B, H, W) saliency maps (any real values; only their order matters).
+        labels: (B,) original labels, an int, or None for the clean prediction :math:`K(I)`.
+        fraction: pixel budget :math:`N / (H W)` (10% in the paper's Fig. 5.9).
+        steps: number of evenly spaced cleaning steps up to the budget.
+        seed: tie-breaking order of equal map values.
+        batch_size: images per forward pass (None: all at once).
+        mean, std: normalisation for a plain ``nn.Module`` (see :func:`lib.attacks.normalizer`).
+
+    Returns:
+        :class:`CleaningCurve`.
+    """
+    check_pixels(pixels)
+    check_pixels(adversarial)
+    if adversarial.shape != pixels.shape:
+        raise ValueError(f"adversarial must have the pixels' shape {tuple(pixels.shape)}, got {tuple(adversarial.shape)}")
+    maps = _check_maps(maps, pixels)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    batch, _, height, width = pixels.shape
+    budget = max(1, round(fraction * height * width))
+    steps = min(int(steps), budget)
+    counts = torch.round(torch.linspace(0, budget, steps + 1, dtype=torch.float64)).long()
+    normalize = normalizer(model, mean, std)
+
+    order = cleaning_order(maps, seed=seed)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    rank = rank.view(batch, 1, height, width)
+    thresholds = counts.to(pixels.device)
+
+    with prepared(model) as module, torch.no_grad():
+        clean_logits = torch.cat([module(normalize(pixels[p])) for p in chunks(batch, batch_size)])
+        labels = check_targets(labels, clean_logits)
+        clean_probability = clean_logits.softmax(dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+        total = batch * (steps + 1)
+        probabilities = torch.empty(total, dtype=pixels.dtype, device=pixels.device)
+        for piece in chunks(total, batch_size):
+            flat = torch.arange(piece.start, piece.stop, device=pixels.device)
+            image, step = flat // (steps + 1), flat % (steps + 1)
+            cleaned = rank[image] < thresholds[step].view(-1, 1, 1, 1)
+            mixed = torch.where(cleaned, pixels[image], adversarial[image])
+            logits = module(normalize(mixed))
+            probabilities[piece] = logits.softmax(dim=1).gather(1, labels[image].view(-1, 1)).squeeze(1)
+    return CleaningCurve(
+        pixels_cleaned=counts,
+        fraction=counts.double() / (height * width),
+        probabilities=probabilities.view(batch, steps + 1),
+        clean_probability=clean_probability,
+        labels=labels,
+    )
+
+
+@dataclass
+class SanityResult:
+    """The curve, the per-image scores (Eq. 5.8) and the attack they were measured on."""
+
+    curve: CleaningCurve
+    score: torch.Tensor
+    adversarial: torch.Tensor
+
+
+def adversarial_sanity(
+    model,
+    pixels: torch.Tensor,
+    maps: torch.Tensor,
+    labels=None,
+    *,
+    adversarial: torch.Tensor | None = None,
+    attack=pgd,
+    attack_kwargs: dict | None = None,
+    fraction: float = 0.1,
+    steps: int = 20,
+    integration: str = "right",
+    seed: int = 0,
+    batch_size: int | None = 64,
+    mean=None,
+    std=None,
+) -> SanityResult:
+    """The whole check (Jalwana et al. 2021, Sec. 5.7.4): attack, clean in map order, score.
+
+    Args:
+        maps: (B, H, W) saliency maps of the clean images.
+        adversarial: already attacked pixels (to score several maps on one attack); None
+            runs ``attack(model, pixels, **attack_kwargs)`` (default: targeted
+            least-likely :func:`lib.attacks.pgd`; the paper uses CAMERAS-enhanced PGD,
+            :func:`lib.attacks.saliency_pgd`).
+        other arguments: as in :func:`cleaning_curve` and :meth:`CleaningCurve.score`.
+
+    Returns:
+        :class:`SanityResult`.
+    """
+    check_pixels(pixels)
+    if adversarial is None:
+        kwargs = dict(attack_kwargs or {})
+        if mean is not None:
+            kwargs.update(mean=mean, std=std)
+        kwargs.setdefault("batch_size", batch_size)
+        adversarial = attack(model, pixels, **kwargs).adversarial
+    curve = cleaning_curve(
+        model, pixels, adversarial, maps, labels, fraction=fraction, steps=steps, seed=seed,
+        batch_size=batch_size, mean=mean, std=std,
+    )
+    return SanityResult(curve=curve, score=curve.score(integration), adversarial=adversarial)
