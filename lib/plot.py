@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["to_numpy_image", "overlay", "method_grid", "curves", "line_with_interval"]
+__all__ = ["to_numpy_image", "overlay", "display_scale", "method_grid", "curves", "line_with_interval"]
 
 
 def to_numpy_image(image) -> np.ndarray:
@@ -37,6 +37,12 @@ def overlay(ax, image, saliency: torch.Tensor | None = None, *, alpha: float = 0
     return ax
 
 
+def display_scale(saliency: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
+    """Divide a map by its ``percentile``-th value and clip to [0, 1] (display only)."""
+    top = torch.quantile(saliency.detach().float().flatten(), percentile / 100.0)
+    return (saliency / top).clamp(0, 1) if top > 0 else saliency
+
+
 def method_grid(
     pixels: torch.Tensor,
     maps: Mapping[str, torch.Tensor],
@@ -44,6 +50,7 @@ def method_grid(
     row_titles: Sequence[str] | None = None,
     alpha: float = 0.5,
     cell: float = 1.6,
+    percentile: float | None = 99.0,
 ):
     """Images (rows) x methods (columns): the image, then each method's map over it.
 
@@ -51,13 +58,17 @@ def method_grid(
         pixels: (B, 3, H, W) in [0, 1] (use ``Classifier.denormalize``).
         maps: method name -> (B, H, W) maps in [0, 1].
         row_titles: one label per image (class name and confidence, say).
+        percentile: for display only, each map is divided by its value at this
+            percentile and clipped to 1, as is usual for sparse gradient maps (their few
+            extreme pixels would otherwise leave everything else dark); None shows maps as given.
     """
     rows, columns = pixels.shape[0], 1 + len(maps)
     fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows), squeeze=False)
     for r in range(rows):
         overlay(axes[r, 0], pixels[r], title=row_titles[r] if row_titles else None)
         for c, (name, batch) in enumerate(maps.items(), start=1):
-            overlay(axes[r, c], pixels[r], batch[r], alpha=alpha, title=name if r == 0 else None)
+            shown = batch[r] if percentile is None else display_scale(batch[r], percentile)
+            overlay(axes[r, c], pixels[r], shown, alpha=alpha, title=name if r == 0 else None)
     fig.tight_layout()
     return fig
 
@@ -83,3 +94,349 @@ def line_with_interval(ax, frame, *, x: str, y: str, hue: str | None = None, tit
     if title:
         ax.set_title(title)
     return ax
+
+
+# --------------------------------------------------------------------------- Group-CAM (04_groupcam_ablations)
+
+
+def insertion_deletion_examples(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], insertion: Mapping[str, torch.Tensor],
+                                deletion: Mapping[str, torch.Tensor], fractions, *, row_titles: Sequence[str] | None = None,
+                                cell: float = 1.8):
+    """Group-CAM Fig. 4 analogue: per image (rows) each method's map, then its insertion and deletion curves.
+
+    Args:
+        pixels: (B, 3, H, W) in [0, 1].
+        maps, insertion, deletion: method -> (B, H, W) maps / (B, n + 1) probability curves.
+        fractions: (n + 1,) fraction of pixels inserted or deleted at each point.
+    """
+    rows, names = pixels.shape[0], list(maps)
+    columns = 1 + len(names) + 2
+    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows), squeeze=False)
+    x = torch.as_tensor(fractions).cpu().numpy()
+    for r in range(rows):
+        overlay(axes[r, 0], pixels[r], title=row_titles[r] if row_titles else None)
+        for c, name in enumerate(names, start=1):
+            overlay(axes[r, c], pixels[r], maps[name][r], title=name if r == 0 else None)
+        for c, (game, data) in enumerate((("insertion", insertion), ("deletion", deletion)), start=1 + len(names)):
+            ax = axes[r, c]
+            for name in names:
+                y = data[name][r].detach().cpu().numpy()
+                ax.plot(x, y, label=f"{name} ({float(np.trapezoid(y, dx=1 / (len(y) - 1))):.2f})")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(game if r == 0 else None, fontsize=8)
+            ax.tick_params(labelsize=6)
+            ax.legend(fontsize=5, loc="upper right" if game == "deletion" else "lower right")
+    fig.tight_layout()
+    return fig
+
+
+def ablation_lines(frame, *, x: str, log_x: bool = False, title: str | None = None):
+    """Group-CAM Table 2 / Fig. 5 analogue: insertion, deletion and over-all AUC against ``x``.
+
+    Args:
+        frame: long form with columns ``x``, ``"metric"`` (insertion/deletion/over-all),
+            ``"value"`` (one row per image and setting); bands are 95% bootstrap intervals.
+    """
+    import seaborn as sns
+
+    metrics = list(dict.fromkeys(frame["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.lineplot(data=frame[frame["metric"] == metric], x=x, y="value", errorbar=("ci", 95), marker="o", ax=ax)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_title(metric)
+        ax.set_ylabel("AUC")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def randomization_maps(pixels: torch.Tensor, rows: Mapping[str, torch.Tensor], layer_names: Sequence[str], *,
+                       every: int = 1, cell: float = 1.3):
+    """Group-CAM Fig. 6 analogue: one image, the trained map then the map after each randomisation step.
+
+    Args:
+        pixels: (3, H, W) image in [0, 1].
+        rows: label (e.g. "cascading") -> (L + 1, H, W) maps, ``[0]`` the trained model's.
+        layer_names: the L layers randomised, in order.
+        every: show every ``every``-th step (the last always).
+    """
+    steps = sorted(set(range(1, len(layer_names) + 1, every)) | {len(layer_names)})
+    columns = 2 + len(steps)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(cell * columns, cell * len(rows) + 0.3), squeeze=False)
+    for r, (label, maps) in enumerate(rows.items()):
+        overlay(axes[r, 0], pixels, title=label)
+        overlay(axes[r, 1], pixels, maps[0], title="trained")
+        for c, s in enumerate(steps, start=2):
+            overlay(axes[r, c], pixels, maps[s], title=layer_names[s - 1])
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- CAMERAS (03_cameras_lemmas)
+
+
+def cameras_steps(pixels: torch.Tensor, per_scale: torch.Tensor, sizes: Sequence, kept: torch.Tensor,
+                  fused: torch.Tensor, gradcam_map: torch.Tensor, *, cell: float = 1.7):
+    """CAMERAS on one image (Jalwana et al. 2021, Fig. 5.1 top): each scale's map, the fused map, Grad-CAM.
+
+    Args:
+        pixels: (3, H, W) image in [0, 1].
+        per_scale: (T, H, W) single-scale maps in [0, 1]; ``sizes`` their input heights and
+            ``kept`` (T,) bool whether the class gate kept them.
+        fused: (H, W) the CAMERAS map; gradcam_map: (H, W) Grad-CAM at the same layer.
+    """
+    count = per_scale.shape[0] + 3
+    fig, axes = plt.subplots(1, count, figsize=(cell * count, cell * 1.15), squeeze=False)
+    overlay(axes[0, 0], pixels, title="image")
+    for t in range(per_scale.shape[0]):
+        size = sizes[t][0] if isinstance(sizes[t], (tuple, list)) else sizes[t]
+        overlay(axes[0, t + 1], pixels, per_scale[t], title=f"{size}px" + ("" if bool(kept[t]) else " (dropped)"))
+    overlay(axes[0, -2], pixels, fused, title="CAMERAS")
+    overlay(axes[0, -1], pixels, gradcam_map, title="Grad-CAM")
+    fig.tight_layout()
+    return fig
+
+
+def difference_table(matrix: torch.Tensor, labels: Sequence, *, title: str = "", fmt: str = ".2f"):
+    """Heat map of a square table (Table 5.4 analogue: Eq. 5.5 differences between settings)."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(0.8 * len(labels) + 1.5, 0.7 * len(labels) + 1))
+    sns.heatmap(torch.as_tensor(matrix).cpu().numpy(), annot=True, fmt=fmt, xticklabels=labels, yticklabels=labels,
+                cmap="viridis", ax=ax, cbar=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def lemma_errors(frame, *, x: str, y: str, hue: str, panels: str):
+    """One panel per value of ``panels``: relative interpolation error against ``x`` (Lemmas 5.1-5.2)."""
+    import seaborn as sns
+
+    names = list(dict.fromkeys(frame[panels]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        sns.lineplot(data=frame[frame[panels] == name], x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
+        ax.set_title(str(name), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def interpolation_metrics(gammas, values: Mapping[str, torch.Tensor], *, xlabel: str = "gamma"):
+    """Metrics along the Eq. 5.6 path from CAMERAS (gamma = 0) to Grad-CAM (gamma = 1), one panel each (Fig. 5.8)."""
+    fig, axes = plt.subplots(1, len(values), figsize=(3.6 * len(values), 3.0), squeeze=False)
+    for ax, (name, y) in zip(axes[0], values.items()):
+        ax.plot(torch.as_tensor(gammas).cpu().numpy(), torch.as_tensor(y).cpu().numpy(), marker="o")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Layer combination (02_layer_combination)
+
+
+def pointing_by_layer(frame, *, baseline: Mapping[str, float] | None = None, paper_baseline: Mapping[str, float] | None = None,
+                      layer_order: Sequence[str] | None = None):
+    """Rebuffi et al. Fig. 3 analogue: pointing accuracy per layer, one line per method, all and difficult panels.
+
+    Args:
+        frame: rows with columns ``method``, ``layer``, ``accuracy``, ``accuracy_difficult``
+            (and optionally ``low``/``high``, ``low_difficult``/``high_difficult`` for error bars).
+        baseline: ``{"all": value, "difficult": value}``, our centre baseline (dashed line).
+        paper_baseline: the paper's centre baseline (dotted line).
+        layer_order: x-axis order (default: first appearance).
+    """
+    layers = list(layer_order) if layer_order is not None else list(dict.fromkeys(frame["layer"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, (subset, column) in zip(axes, (("all", "accuracy"), ("difficult", "accuracy_difficult"))):
+        for method, part in frame.groupby("method", sort=False):
+            part = part.set_index("layer").reindex(layers)
+            x = np.arange(len(layers))
+            y = part[column].to_numpy(dtype=float) * 100
+            low_col, high_col = ("low", "high") if subset == "all" else ("low_difficult", "high_difficult")
+            if low_col in part and high_col in part:
+                err = np.stack([y - part[low_col].to_numpy(dtype=float) * 100, part[high_col].to_numpy(dtype=float) * 100 - y])
+                ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", capsize=2, label=method)
+            else:
+                ax.plot(x, y, marker="o", label=method)
+        if baseline is not None and subset in baseline:
+            ax.axhline(100 * baseline[subset], color="k", ls="--", lw=1, label="centre (ours)")
+        if paper_baseline is not None and subset in paper_baseline:
+            ax.axhline(100 * paper_baseline[subset], color="grey", ls=":", lw=1, label="centre (paper, VOC07)")
+        ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
+        ax.set_title(f"{subset} ({'A' if subset == 'all' else 'D'})")
+        ax.set_xlabel("layer (shallow to deep)")
+    axes[0].set_ylabel("pointing accuracy (%)")
+    axes[1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def layer_weights(frame, *, title: str | None = None):
+    """Rebuffi et al. Fig. 9 analogue: each scheme's normalised weight across depth (columns: layer, scheme, weight)."""
+    layers = list(dict.fromkeys(frame["layer"]))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for scheme, part in frame.groupby("scheme", sort=False):
+        part = part.set_index("layer").reindex(layers)
+        ax.plot(np.arange(len(layers)), part["weight"].to_numpy(dtype=float), marker="o", label=scheme)
+    ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
+    ax.set_ylabel("normalised weight")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- Extract & Aggregate (01_extract_aggregate)
+
+
+def framework_grid(pixels: torch.Tensor, maps: Mapping[str, Mapping[str, torch.Tensor]], *, title: str | None = None,
+                   cell: float = 1.6, percentile: float | None = 99.0):
+    """Rebuffi et al. Fig. 15 analogue: one image, methods (rows) x layers (columns).
+
+    Args:
+        pixels: (3, H, W) image in [0, 1].
+        maps: method -> layer -> (H, W) map in [0, 1].
+        percentile: display scaling of each map (see :func:`display_scale`); None: as given.
+    """
+    methods = list(maps)
+    layers = list(next(iter(maps.values())))
+    fig, axes = plt.subplots(len(methods), len(layers), figsize=(cell * len(layers), cell * len(methods) + 0.3), squeeze=False)
+    for r, method in enumerate(methods):
+        for c, layer in enumerate(layers):
+            shown = maps[method][layer]
+            shown = shown if percentile is None else display_scale(shown, percentile)
+            overlay(axes[r, c], pixels, shown, title=layer if r == 0 else None)
+        axes[r, 0].set_axis_on()
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(method, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def class_sensitivity_points(frame, *, panels: str = "meta", x: str = "layer", hue: str = "method"):
+    """Rebuffi et al. Figs. 6-7 analogue: Spearman(max-class map, min-class map) per layer and method.
+
+    Args:
+        frame: long-form DataFrame with columns ``spearman``, ``x``, ``hue`` and ``panels``
+            (one panel per value, e.g. without / with meta-saliency); one row per image.
+    Points are means with 95% bootstrap intervals; 0 (dashed) is the class-sensitive ideal.
+    """
+    import seaborn as sns
+
+    values = list(dict.fromkeys(frame[panels]))
+    fig, axes = plt.subplots(1, len(values), figsize=(4.2 * len(values) + 1.6, 3.6), sharey=True, squeeze=False)
+    for ax, value in zip(axes[0], values):
+        part = frame[frame[panels] == value]
+        sns.pointplot(data=part, x=x, y="spearman", hue=hue, errorbar=("ci", 95), dodge=0.4, markersize=4,
+                      linewidth=1, ax=ax, legend=ax is axes[0, -1])
+        ax.axhline(0, color="k", ls="--", lw=0.8)
+        ax.set_title(f"{panels} = {value}", fontsize=9)
+        ax.set_ylabel("Spearman(max class, min class)")
+        ax.tick_params(axis="x", rotation=30)
+    handles = axes[0, -1].get_legend()
+    if handles is not None:
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- PGD enhancement (05_pgd_enhancement)
+
+
+def attack_examples(pixels: torch.Tensor, perturbations: Mapping[str, torch.Tensor], adversarials: Mapping[str, torch.Tensor],
+                    *, clean_titles: Sequence[str], adversarial_titles: Mapping[str, Sequence[str]], cell: float = 1.8):
+    """CAMERAS Fig. 5.6 analogue: per image (row) the clean image, then for each attack its
+    perturbation (amplified to the row's largest absolute value, grey = 0) and its adversarial image.
+
+    Args:
+        pixels: (B, 3, H, W) clean pixels in [0, 1].
+        perturbations, adversarials: attack name -> (B, 3, H, W).
+        clean_titles: one title per row (label and confidence).
+        adversarial_titles: attack name -> one title per row.
+    """
+    rows, names = pixels.shape[0], list(perturbations)
+    fig, axes = plt.subplots(rows, 1 + 2 * len(names), figsize=(cell * (1 + 2 * len(names)), cell * rows), squeeze=False)
+    for r in range(rows):
+        overlay(axes[r, 0], pixels[r], title=clean_titles[r])
+        scale = max(float(perturbations[n][r].abs().max()) for n in names) or 1.0
+        for c, name in enumerate(names):
+            shown = (perturbations[name][r] / (2 * scale) + 0.5).clamp(0, 1)
+            overlay(axes[r, 1 + 2 * c], shown, title=f"{name}: perturbation" if r == 0 else None)
+            overlay(axes[r, 2 + 2 * c], adversarials[name][r], title=adversarial_titles[name][r])
+    fig.tight_layout()
+    return fig
+
+
+def beta_sweep(frame, *, x: str = "beta", panels: Sequence[tuple[str, str]] = (), reference: Mapping[str, float] | None = None):
+    """One panel per ``(column, label)`` of ``panels``: its mean over images against ``x`` (log axis,
+    with 95% bootstrap bands), a dashed line at ``reference[column]`` where given."""
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.2), squeeze=False)
+    for ax, (column, label) in zip(axes[0], panels):
+        sns.lineplot(data=frame, x=x, y=column, errorbar=("ci", 95), marker="o", ax=ax)
+        if reference and column in reference:
+            ax.axhline(reference[column], color="grey", linestyle="--", linewidth=1, label="plain PGD")
+            ax.legend(fontsize=7)
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_ylabel(label)
+    fig.tight_layout()
+    return fig
+
+
+def cleaning_curves(fraction: torch.Tensor, panels: Mapping[str, Mapping[str, torch.Tensor]]):
+    """CAMERAS Fig. 5.9 (last column) over a set of images: one panel per attack, the mean
+    probability of the original label, relative to the clean image's (so the ideal curve of
+    Eq. 5.7 is 1), against the fraction of pixels cleaned, one line per map.
+
+    Args:
+        fraction: (S + 1,) cleaned fraction of the image.
+        panels: attack name -> {map name -> (B, S + 1) relative probabilities}.
+    """
+    x = torch.as_tensor(fraction).double().cpu().numpy() * 100
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="ideal (Eq. 5.7)")
+        for name, values in lines.items():
+            ax.plot(x, values.double().mean(dim=0).cpu().numpy(), label=name, marker=".")
+        ax.set_xlabel("pixels cleaned (% of image)")
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].set_ylabel("P(original label) / P on clean image")
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sanity_example(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], scores: Mapping[str, float],
+                   fraction: torch.Tensor, probabilities: Mapping[str, torch.Tensor], clean_probability: float):
+    """CAMERAS Fig. 5.9 for one image: the image, each map with its sanity score, and the
+    probability-pixels curves with the ideal level.
+
+    Args:
+        pixels: (3, H, W); maps: name -> (H, W); scores: name -> score;
+        probabilities: name -> (S + 1,) probability of the original label.
+    """
+    fig, axes = plt.subplots(1, 2 + len(maps), figsize=(2.4 * (2 + len(maps)) + 1.2, 2.6),
+                             gridspec_kw={"width_ratios": [1] * (1 + len(maps)) + [1.6]})
+    overlay(axes[0], pixels, title="image")
+    for ax, (name, heat) in zip(axes[1:], maps.items()):
+        overlay(ax, pixels, heat, title=f"{name}: {scores[name]:.3f}")
+    ax = axes[-1]
+    x = torch.as_tensor(fraction).double().cpu().numpy() * 100
+    ax.axhline(clean_probability, color="black", linestyle="--", linewidth=1, label="ideal")
+    for name, values in probabilities.items():
+        ax.plot(x, values.double().cpu().numpy(), label=name)
+    ax.set_xlabel("pixels cleaned (%)")
+    ax.set_ylabel("P(original label)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

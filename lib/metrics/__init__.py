@@ -2,6 +2,18 @@
 
 Modules: ``stats`` (bootstrap intervals), and one module per metric family
 (``pointing``, ``insertion_deletion``, ``density``, ``sanity``, ``class_sensitivity``).
+
+``pointing``: the pointing game on original image coordinates (TorchRay's rule, per-class mean), its
+difficult subset, the centre baseline, batch accumulation (``PointingTable``) and the grid pointing
+game of Böhle et al. 2022.
+
+``insertion_deletion``: the insertion and deletion games of RISE (Petsiuk et al. 2018) batched
+over steps and images, their AUCs and Group-CAM's over-all score (``insertion_deletion``,
+``causal_curves``, a one-by-one ``causal_curves_reference``).
+
+``adversarial_sanity``: the adversarial-cleaning sanity check of CAMERAS (Jalwana et al. 2021,
+Eqs. 5.7-5.8): clean an attacked image in descending map order, the probability-pixels curve,
+the area against the ideal one (``cleaning_curve``, ``CleaningCurve.score``, ``adversarial_sanity``).
 """
 
 from .stats import bootstrap_ci, Interval

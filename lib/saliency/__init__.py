@@ -16,6 +16,10 @@ native resolution.  The model comes back exactly as it was given.
 from .cam import gradcam, gradcam_pp, layercam, scorecam
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
 from .perturbation import rise
+from .groupcam import groupcam
+from .cameras import cameras
+from .normgrad import extract_aggregate, linear_approx, normgrad, normgrad_conv, selective_normgrad
+from .meta import meta_saliency
 
 METHODS = {
     "gradient": gradient,
@@ -31,4 +35,9 @@ METHODS = {
 
 BASELINES = tuple(METHODS)
 
-__all__ = ["METHODS", "BASELINES", *METHODS]
+METHODS["cameras"] = cameras  # Jalwana et al. 2021 (notebooks/03_cameras_lemmas)
+METHODS["groupcam"] = groupcam  # Zhang et al. 2021 (notebooks/04_groupcam_ablations)
+# Rebuffi et al. 2020, Table 2 (notebooks/01_extract_aggregate)
+METHODS.update(normgrad=normgrad, selective_normgrad=selective_normgrad, linear_approx=linear_approx, normgrad_conv=normgrad_conv)
+
+__all__ = ["METHODS", "BASELINES", "extract_aggregate", "meta_saliency", *METHODS]

@@ -1,0 +1,296 @@
+r"""Sanity checks of saliency maps by model-parameter randomisation.
+
+Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018, Sec. 3.1: a map that
+explains the *model* must change when the model's parameters are destroyed.  The
+*cascading* test re-initialises the layers one after another from the logits down to the
+input, cumulatively, and recomputes the map after every step; the *independent* test
+re-initialises one layer at a time, the rest keeping their trained weights.  Similarity
+to the map of the trained model is measured per image by
+
+* Spearman's rank correlation of the two maps (Spearman 1904; ties get average ranks,
+  as in ``scipy.stats.spearmanr``), and
+* the structural similarity index SSIM (Wang et al., "Image Quality Assessment: From
+  Error Visibility to Structural Similarity", IEEE TIP 2004, Eq. 13) with a Gaussian
+  window of side 11 and :math:`\sigma = 1.5`, :math:`C_1 = (0.01 L)^2`,
+  :math:`C_2 = (0.03 L)^2`, :math:`L = 1` (maps in [0, 1]), averaged over the valid
+  positions of the window (the paper's reference implementation; equal to
+  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1)``).
+
+Both work on a *copy* of the model: the caller's model stays bit-identical.  The targets
+are fixed once, from the trained model's prediction (or as given), so every map of an
+image explains the same class.
+
+The CAMERAS paper (Jalwana et al., CVPR 2021, Fig. 5.1 bottom) uses the cascading test.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..capture import check_images, unwrap
+from ..saliency._common import predict
+
+__all__ = [
+    "RandomizationResult",
+    "cascading_randomization",
+    "independent_randomization",
+    "default_layers",
+    "spearman",
+    "ssim",
+]
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def _average_ranks(row: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of a 1-D tensor, tied values sharing their average rank."""
+    values, order = torch.sort(row)
+    _, inverse, counts = torch.unique_consecutive(values, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).to(torch.float64)
+    average = ends - (counts.to(torch.float64) - 1) / 2
+    ranks = torch.empty_like(row, dtype=torch.float64)
+    ranks[order] = average[inverse]
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r"""Spearman's rank correlation of paired maps (B, ...) -> (B,).
+
+    :math:`\rho = \mathrm{corr}(\mathrm{rank}(a), \mathrm{rank}(b))` with average ranks for
+    ties.  A constant map carries no ranking; its correlation is reported as 0 (no
+    similarity), where ``scipy.stats.spearmanr`` would return NaN.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    out = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+    for i in range(a.shape[0]):
+        ra, rb = _average_ranks(a[i].double()), _average_ranks(b[i].double())
+        ra, rb = ra - ra.mean(), rb - rb.mean()
+        norm = ra.norm() * rb.norm()
+        if norm > 0:
+            out[i] = (ra * rb).sum() / norm
+    return out.float()
+
+
+def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    r"""Mean structural similarity of paired maps (B, H, W) -> (B,).
+
+    Wang et al. 2004, Eq. 13:
+    :math:`\mathrm{SSIM} = \frac{(2\mu_a\mu_b + C_1)(2\sigma_{ab} + C_2)}{(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)}`
+    with local statistics under a normalised Gaussian window (side ``window``, ``sigma``),
+    averaged over the positions where the window fits inside the map.
+
+    Raises:
+        ValueError: shapes differ or the maps are smaller than the window.
+    """
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(f"ssim compares two (B, H, W) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < window:
+        raise ValueError(f"maps of size {tuple(a.shape[-2:])} are smaller than the {window}x{window} SSIM window")
+    a, b = a.double().unsqueeze(1), b.double().unsqueeze(1)
+    w = _gaussian_window(window, sigma, a.dtype, a.device)
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a**2
+    var_b = F.conv2d(b * b, w) - mu_b**2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return index.mean(dim=(1, 2, 3)).float()
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def default_layers(model) -> list[str]:
+    """Parametrised top-level blocks of a model, from the output towards the input.
+
+    Top-level children that are plain containers (``nn.Sequential``/``nn.ModuleList``
+    exactly, not subclasses) are opened one level.  EfficientNet-Lite gives
+    ``classifier, head, blocks.15, ..., blocks.0, stem``; a torchvision VGG16
+    ``classifier.6, classifier.3, classifier.0, features.28, ..., features.0``.
+    """
+    module, _ = unwrap(model)
+    names: list[str] = []
+    for name, child in module.named_children():
+        if type(child) in (nn.Sequential, nn.ModuleList):
+            names += [f"{name}.{sub}" for sub, grand in child.named_children() if any(True for _ in grand.parameters())]
+        elif any(True for _ in child.parameters()):
+            names.append(name)
+    if not names:
+        raise ValueError("the model has no parametrised layer to randomise")
+    return names[::-1]
+
+
+def _copy(model):
+    """A deep copy of a Classifier (aliases kept) or of a module."""
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model)
+    return dataclasses.replace(model, model=copy.deepcopy(model.model))
+
+
+def _reinitialise(module: nn.Module, seed: int) -> None:
+    r"""Re-initialise every parameter of ``module`` with PyTorch's default initialisers.
+
+    Sub-modules with ``reset_parameters`` (convolutions, linear layers, batch norms: the
+    latter also reset their running statistics) use it; a parameter owned by a module
+    without one is drawn from :math:`\mathcal{N}(0, 0.01^2)` (Adebayo et al.'s scale).
+    The draws come from ``seed``; the global random state is left untouched.
+    """
+    devices = sorted({p.device.index for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters") and callable(sub.reset_parameters):
+                sub.reset_parameters()
+            else:
+                for p in sub.parameters(recurse=False):
+                    p.normal_(0.0, 0.01)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@dataclass
+class RandomizationResult:
+    """Maps of a randomisation test and their similarity to the trained model's map.
+
+    Attributes:
+        layer_names: the layers re-initialised, in order (cascading: cumulative).
+        spearman: (B, L) rank correlation between the map after step l and the original.
+        ssim: (B, L) structural similarity, likewise.
+        maps: (L+1, B, H, W); ``maps[0]`` is the trained model's map.
+        targets: (B,) the classes explained.
+        mode: ``"cascading"`` or ``"independent"``.
+    """
+
+    layer_names: list[str]
+    spearman: torch.Tensor
+    ssim: torch.Tensor
+    maps: torch.Tensor
+    targets: torch.Tensor
+    mode: str
+
+    def to_frame(self, method: str | None = None):
+        """Long-form ``pandas.DataFrame`` (image, depth, layer, metric, value[, method])."""
+        import pandas as pd
+
+        rows = []
+        for metric in ("spearman", "ssim"):
+            values = getattr(self, metric).detach().cpu()
+            for i in range(values.shape[0]):
+                for depth, layer in enumerate(self.layer_names):
+                    row = {"image": i, "depth": depth + 1, "layer": layer, "metric": metric, "value": float(values[i, depth])}
+                    if method is not None:
+                        row["method"] = method
+                    rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _method(method) -> Callable:
+    if callable(method):
+        return method
+    from ..saliency import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown saliency method {method!r}; registered: {', '.join(sorted(METHODS))}")
+    return METHODS[method]
+
+
+def _run(model, method, images, targets, layers, seed, method_kwargs, cascading: bool) -> RandomizationResult:
+    check_images(images)
+    explain = _method(method)
+    kwargs = dict(method_kwargs or {})
+    _, chosen = predict(model, images, targets)
+    names = list(default_layers(model) if layers is None else layers)
+    if not names:
+        raise ValueError("layers is empty; give at least one layer to randomise")
+    twin = _copy(model)
+    twin_module, _ = unwrap(twin)
+    modules = dict(twin_module.named_modules())
+    unknown = [n for n in names if n not in modules or n == ""]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; module names look like {default_layers(model)[:6]}")
+    original = explain(model, images, chosen, **kwargs).detach()
+    maps = [original]
+    for step, name in enumerate(names):
+        layer = modules[name]
+        saved = None if cascading else copy.deepcopy(layer.state_dict())
+        _reinitialise(layer, seed * 100_003 + step)
+        maps.append(explain(twin, images, chosen, **kwargs).detach())
+        if saved is not None:
+            layer.load_state_dict(saved)
+    stacked = torch.stack(maps)
+    rho = torch.stack([spearman(m, original) for m in maps[1:]], dim=1)
+    structure = torch.stack([ssim(m, original) for m in maps[1:]], dim=1)
+    return RandomizationResult(names, rho, structure, stacked, chosen, "cascading" if cascading else "independent")
+
+
+def cascading_randomization(
+    model,
+    method,
+    images: torch.Tensor,
+    targets=None,
+    *,
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+    method_kwargs: dict | None = None,
+) -> RandomizationResult:
+    """Cascading model-parameter randomisation (Adebayo et al. 2018, Sec. 3.1, Fig. 2).
+
+    On a copy of the model, re-initialise ``layers`` one after another, cumulatively
+    (step l has layers 1..l random), and recompute the map after each step.
+
+    Args:
+        model: a ``lib.models.Classifier`` or ``nn.Module``; left bit-identical.
+        method: a name of ``lib.saliency.METHODS`` or a function with the calling
+            convention ``f(model, images, targets, **method_kwargs) -> (B, H, W)``.
+        images: (B, 3, H, W) normalised images.
+        targets: classes to explain; None fixes the trained model's prediction.
+        layers: module names in the order to randomise (default:
+            :func:`default_layers`, from the logits towards the input).
+        seed: the re-initialisation's randomness (step l uses a seed derived from it).
+        method_kwargs: keywords for the method (``layer=``, ``batch_size=``, ...).
+
+    Returns:
+        :class:`RandomizationResult` with ``maps`` (L+1, B, H, W), ``spearman`` and
+        ``ssim`` (B, L) against ``maps[0]``.
+
+    Raises:
+        ValueError: unknown method or layer names; bad images or targets.
+    """
+    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=True)
+
+
+def independent_randomization(
+    model,
+    method,
+    images: torch.Tensor,
+    targets=None,
+    *,
+    layers: Sequence[str] | None = None,
+    seed: int = 0,
+    method_kwargs: dict | None = None,
+) -> RandomizationResult:
+    """Independent model-parameter randomisation (Adebayo et al. 2018, Sec. 3.1).
+
+    Like :func:`cascading_randomization`, but only one layer is random at each step; the
+    others keep their trained parameters (and buffers).  Same arguments and result.
+    """
+    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=False)

@@ -1,0 +1,104 @@
+"""Model-parameter randomisation tests (Adebayo et al. 2018) and their similarity measures."""
+
+import pytest
+import torch
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+
+from _tiny import images, no_hooks_left, tiny_cnn
+from lib.metrics.sanity import (
+    cascading_randomization,
+    default_layers,
+    independent_randomization,
+    spearman,
+    ssim,
+)
+
+
+def test_spearman_matches_scipy_including_ties():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 5, (3, 6, 7), generator=g).float()  # many ties, like ReLU maps
+    b = torch.rand(3, 6, 7, generator=g)
+    b[1] = a[1] * 2 + 1  # monotone transform: rho = 1
+    ours = spearman(a, b)
+    for i in range(3):
+        assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten(), b[i].flatten()).statistic, abs=1e-6)
+    assert ours[1].item() == pytest.approx(1.0)
+    assert spearman(a[:1], -a[:1]).item() == pytest.approx(-1.0)
+    assert spearman(torch.zeros(1, 4, 4), b[:1, :4, :4]).item() == 0.0  # constant map: no ranking
+
+
+def test_ssim_matches_skimage_gaussian_reference():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 20, 24, generator=g)
+    b = (a + 0.2 * torch.randn(2, 20, 24, generator=g)).clamp(0, 1)
+    ours = ssim(a, b)
+    for i in range(2):
+        ref = structural_similarity(
+            a[i].double().numpy(), b[i].double().numpy(), gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, data_range=1.0,
+        )
+        assert ours[i].item() == pytest.approx(ref, abs=1e-5)
+    assert torch.allclose(ssim(a, a), torch.ones(2))
+    with pytest.raises(ValueError, match="smaller than"):
+        ssim(a[:, :8, :8], b[:, :8, :8])
+
+
+def test_default_layers_run_from_the_logits_down():
+    assert default_layers(tiny_cnn()) == ["fc", "features.2", "features.0"]
+
+
+def test_cascading_leaves_the_model_bit_identical_and_randomises_cumulatively():
+    model, x = tiny_cnn(), images(2, size=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = cascading_randomization(model, "gradcam", x, method_kwargs={"layer": "features.3"}, seed=3)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert no_hooks_left(model) and not any(p.requires_grad is False for p in model.parameters())
+    assert result.layer_names == ["fc", "features.2", "features.0"]
+    assert result.maps.shape == (4, 2, 16, 16)
+    assert result.spearman.shape == (2, 3) and result.ssim.shape == (2, 3)
+    assert torch.equal(result.targets, model(x).argmax(1))
+    # maps[0] is the trained model's map; later maps differ from it.
+    from lib.saliency import gradcam
+
+    assert torch.allclose(result.maps[0], gradcam(model, x, result.targets, layer="features.3"))
+    assert not torch.allclose(result.maps[1], result.maps[0])
+    # Reported similarities are those of the stored maps.
+    assert torch.allclose(result.spearman[:, 2], spearman(result.maps[3], result.maps[0]))
+    assert torch.allclose(result.ssim[:, 0], ssim(result.maps[1], result.maps[0]))
+    # Same seed, same result.
+    again = cascading_randomization(model, "gradcam", x, method_kwargs={"layer": "features.3"}, seed=3)
+    assert torch.equal(again.maps, result.maps)
+
+
+def test_cascading_step_equals_a_model_with_those_layers_reset_and_independent_resets_only_one():
+    model, x = tiny_cnn(), images(2, size=16)
+    seen = []
+
+    def probe(m, imgs, targets):  # records the fc weights of the model it is handed
+        seen.append([p.detach().clone() for p in m.parameters()])
+        return torch.zeros(imgs.shape[0], 16, 16)
+
+    cascading_randomization(model, probe, x)
+    trained = [p.detach().clone() for p in model.parameters()]  # features.0 w,b; features.2 w,b; fc w,b
+    # step 1: only fc random; step 2: fc and features.2; step 3: all.
+    changed = [[not torch.equal(a, b) for a, b in zip(state, trained)] for state in seen]
+    assert changed == [[False] * 6, [False] * 4 + [True] * 2, [False, False] + [True] * 4, [True] * 6]
+    assert torch.equal(seen[1][4], seen[2][4])  # cumulative: fc keeps its first random draw
+    seen.clear()
+    independent_randomization(model, probe, x)
+    changed = [[not torch.equal(a, b) for a, b in zip(state, trained)] for state in seen]
+    assert changed == [[False] * 6, [False] * 4 + [True] * 2, [False] * 2 + [True] * 2 + [False] * 2, [True] * 2 + [False] * 4]
+
+
+def test_constant_model_targets_and_errors():
+    model, x = tiny_cnn(), images(2, size=16)
+    result = independent_randomization(model, "gradient", x, targets=torch.tensor([1, 2]), layers=["fc"])
+    assert result.layer_names == ["fc"] and result.mode == "independent"
+    assert torch.equal(result.targets, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        cascading_randomization(model, "nope", x)
+    with pytest.raises(ValueError, match="unknown layer"):
+        cascading_randomization(model, "gradient", x, layers=["fc9"])
+    frame = result.to_frame("gradient")
+    assert set(frame.metric) == {"spearman", "ssim"} and len(frame) == 4
