@@ -321,11 +321,9 @@ def _saliency_map(model, pixels, saliency, saliency_targets, saliency_kwargs, no
         return maps.to(pixels.device, pixels.dtype)
     kwargs = dict(saliency_kwargs or {})
     if isinstance(saliency, str):
-        from .saliency import METHODS
+        from .saliency import resolve_method
 
-        if saliency not in METHODS:
-            raise ValueError(f"unknown saliency method {saliency!r}; registered: {', '.join(METHODS)}")
-        saliency = METHODS[saliency]
+        saliency = resolve_method(saliency)
         kwargs.setdefault("batch_size", batch_size)
     if not callable(saliency):
         raise TypeError("saliency must be a method name, a function f(model, images, targets, **kw) or a (B, H, W) tensor")

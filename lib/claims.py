@@ -79,3 +79,31 @@ def table(claims: list[Claim]):
 
     columns = ["claim", "source", "paper_value", "our_value", "setting", "verdict", "evidence"]
     return pd.DataFrame([asdict(c) for c in claims], columns=["section", *columns])[columns]
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def markdown(claims: list[Claim]) -> str:
+    """The book's claims page: one table per section, generated from the saved claims."""
+    lines = [
+        "# Claims and verdicts",
+        "",
+        "Every claim the sections test, gathered from their verdict tables when the book was built",
+        "(`lib.claims`); each row links to the section holding the evidence. Verdicts hold for the model,",
+        "data and profile in the *setting* column, not beyond.",
+        "",
+    ]
+    counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
+    lines += ["Totals: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
+    for section in sorted({c.section for c in claims}):
+        lines += [f"## {{doc}}`sections/{section}`", "",
+                  "| claim | source | paper | ours | setting | verdict |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| " + " | ".join(_cell(x) for x in (c.claim, c.source, c.paper_value, c.our_value, c.setting, f"**{c.verdict}**")) + " |"
+            for c in claims
+            if c.section == section
+        ]
+        lines.append("")
+    return "\n".join(lines)

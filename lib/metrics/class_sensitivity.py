@@ -57,13 +57,9 @@ def max_min_correlation(maps_max: torch.Tensor, maps_min: torch.Tensor) -> torch
 
 
 def _method(method) -> Callable:
-    if callable(method):
-        return method
-    from ..saliency import METHODS
+    from ..saliency import resolve_method
 
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[method]
+    return resolve_method(method)
 
 
 def _pair(maps_max, maps_min, top, bottom):

@@ -204,13 +204,9 @@ class RandomizationResult:
 
 
 def _method(method) -> Callable:
-    if callable(method):
-        return method
-    from ..saliency import METHODS
+    from ..saliency import resolve_method
 
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[method]
+    return resolve_method(method)
 
 
 def _run(model, method, images, targets, layers, seed, method_kwargs, cascading: bool) -> RandomizationResult:

@@ -13,6 +13,9 @@ native resolution.  The model comes back exactly as it was given.
 ``METHODS`` maps each registered name to its function so notebooks can loop over them.
 """
 
+import difflib
+from typing import Callable
+
 from .cam import gradcam, gradcam_pp, layercam, scorecam
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
 from .perturbation import rise
@@ -40,4 +43,20 @@ METHODS["groupcam"] = groupcam  # Zhang et al. 2021 (notebooks/04_groupcam_ablat
 # Rebuffi et al. 2020, Table 2 (notebooks/01_extract_aggregate)
 METHODS.update(normgrad=normgrad, selective_normgrad=selective_normgrad, linear_approx=linear_approx, normgrad_conv=normgrad_conv)
 
-__all__ = ["METHODS", "BASELINES", "extract_aggregate", "meta_saliency", *METHODS]
+
+
+def resolve_method(method: str | Callable) -> Callable:
+    """A registered method by name (or a callable, returned as is).
+
+    Raises:
+        ValueError: unknown name; the message lists the closest registered names.
+    """
+    if callable(method):
+        return method
+    if method not in METHODS:
+        close = difflib.get_close_matches(str(method), METHODS, n=5, cutoff=0.4)
+        raise ValueError(f"unknown saliency method {method!r}; closest: {', '.join(close or sorted(METHODS))}")
+    return METHODS[method]
+
+
+__all__ = ["METHODS", "BASELINES", "resolve_method", "extract_aggregate", "meta_saliency", *METHODS]

@@ -46,14 +46,10 @@ __all__ = ["meta_saliency", "inner_step", "DIRECTIONS"]
 DIRECTIONS = ("positive", "negative")
 
 
-def _method(method: str | Callable) -> Callable:
-    if callable(method):
-        return method
-    from . import METHODS  # late import: the registry imports this package's modules
+def _method(method) -> Callable:
+    from . import resolve_method  # late import: the registry imports this module
 
-    if method not in METHODS:
-        raise ValueError(f"unknown saliency method {method!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[method]
+    return resolve_method(method)
 
 
 def _with_module(model, module: nn.Module):
