@@ -37,7 +37,7 @@ PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA)
 TOC_STAMP := book/sections/.notebooks
 TOC_STAMP_TEXT := $(NOTEBOOKS)
 
-.PHONY: help venv book sections check-notebooks test test-fast bench clean FORCE
+.PHONY: help venv book sections check-notebooks check-book chromium test test-fast bench clean FORCE
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PROFILE=smoke|quick|full]   (PROFILE defaults to quick)"
@@ -50,7 +50,7 @@ venv: $(VENV_STAMP) ## Create .venv and install the project with its book and te
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(TORCH_PINS)
-	$(PY) -m pip install -e '.[book,test]'
+	$(PY) -m pip install -e '.[book,test,browser]'
 	touch $@
 
 book: $(HTML_INDEX) ## Execute stale notebooks with PROFILE and build the HTML book
@@ -75,7 +75,15 @@ $(HTML_INDEX): $(SECTIONS) $(TOC_STAMP) $(BOOK_SOURCES) scripts/build_book.py $(
 check-notebooks: $(VENV_STAMP) ## Check that source notebooks carry no outputs and one parameters cell
 	$(PY) scripts/check_notebooks_clean.py $(NOTEBOOKS)
 
-test: $(VENV_STAMP) check-notebooks ## Run the whole test suite (unit tests, notebook smoke runs, book build)
+# Debian's Chromium for the browser checks (Playwright drives it; it downloads no browser).
+chromium: ## Install Debian's chromium if it is missing (needs root; the browser test is skipped without it)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install chromium; the browser check will be skipped" >&2
+
+check-book: $(HTML_INDEX) chromium ## Open every page of the built book in headless Chromium (errors, images, links, screenshots)
+	$(PY) scripts/check_book.py $(HTML_INDEX:/index.html=) --screenshots build/screenshots
+
+test: $(VENV_STAMP) check-notebooks chromium ## Run the whole test suite (unit tests, notebook smoke runs, book build, browser check)
 	$(PY) -m pytest
 
 test-fast: $(VENV_STAMP) ## Run the tests that do not execute notebooks

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import paths
 
-__all__ = ["Claim", "save", "load_all", "table", "VERDICTS"]
+__all__ = ["Claim", "verdict", "save", "load_all", "table", "VERDICTS"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 
@@ -54,6 +54,11 @@ def claims_dir() -> Path:
 
     sections = os.environ.get("SALIENCY_SECTIONS")
     return (Path(sections) if sections else paths.REPO_ROOT / "book" / "sections") / "claims"
+
+
+def verdict(holds: bool, partly: bool = False) -> str:
+    """``reproduced`` when the claim holds, else ``partly`` when the weaker form holds, else ``not reproduced``."""
+    return "reproduced" if holds else ("partly" if partly else "not reproduced")
 
 
 def save(claims: list[Claim], section: str, directory: Path | None = None) -> Path:
@@ -98,7 +103,7 @@ def markdown(claims: list[Claim]) -> str:
     counts = {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
     lines += ["Totals: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
     for section in sorted({c.section for c in claims}):
-        lines += [f"## {{doc}}`sections/{section}`", "",
+        lines += [f"## {section.replace('_', ' ', 1).replace('_', ' ')}", "", f"Evidence: {{doc}}`sections/{section}`.", "",
                   "| claim | source | paper | ours | setting | verdict |", "|---|---|---|---|---|---|"]
         lines += [
             "| " + " | ".join(_cell(x) for x in (c.claim, c.source, c.paper_value, c.our_value, c.setting, f"**{c.verdict}**")) + " |"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,8 +48,47 @@ def stage_sources(src: Path, notebooks: list[Path]) -> None:
     (src / "sections").mkdir()
     for nb in notebooks:
         shutil.copy2(nb, src / "sections" / nb.name)
+    stage_mathjax(src / "_static" / "mathjax")
     has_claims = write_claims_page(src, notebooks)
     (src / "_toc.yml").write_text(toc(notebooks, has_references=(BOOK / "references.md").is_file(), has_claims=has_claims))
+
+
+def stage_mathjax(target: Path) -> None:
+    """MathJax 3 from the django-static-mathjax wheel, so pages with math need no CDN."""
+    import mathjax
+
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(es5 / "tex-chtml.js", target / "tex-chtml.js")
+    shutil.copytree(es5 / "output" / "chtml" / "fonts" / "woff-v2", target / "output" / "chtml" / "fonts" / "woff-v2")
+
+
+def repair_pages(html_root: Path) -> None:
+    """Fix what Jupyter Book 1's templates get wrong in every page (found by ``make check-book``).
+
+    Repeated <script> tags are dropped (the first copy is kept), and the colour mode falls
+    back to "light" instead of "" (sphinx-book-theme has no ``default_mode`` option, so
+    pydata-sphinx-theme logs "Got invalid theme mode" on a reader's first visit).
+
+    Jupyter Book 1 writes sphinx-thebe's inline ``const THEBE_JS_URL`` script twice (a
+    "has already been declared" error in every browser) and, with a local ``mathjax_path``,
+    MathJax twice (MathJax 3 then fails on its second start).
+    """
+    source = re.compile(r'<script[^>]*\ssrc="([^"?]+)')
+    for page in html_root.rglob("*.html"):
+        original = page.read_text()
+        seen, kept = set(), []
+        for line in original.split("\n"):
+            match = source.search(line)
+            key = match.group(1) if match else (line.strip() if "const THEBE_JS_URL" in line else None)
+            if key is not None and key in seen:
+                continue
+            if key is not None:
+                seen.add(key)
+            kept.append(line)
+        text = "\n".join(kept).replace('localStorage.getItem("mode") || ""', 'localStorage.getItem("mode") || "light"')
+        if text != original:
+            page.write_text(text)
 
 
 def write_claims_page(src: Path, notebooks: list[Path]) -> bool:
@@ -130,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        repair_pages(html)
         swap_in(html, out, stage)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -132,3 +132,23 @@ def test_book_builds_from_smoke_runs(executed, tmp_path):
         assert page.is_file(), f"no page for {stem}"
         pngs = sum(_pngs(c) for c in nbformat.read(dst, as_version=4).cells)
         assert page.read_text(encoding="utf-8").count("<img") >= pngs, f"{page.name} lost some of its {pngs} figure(s)"
+    claims_page = out / "claims.html"
+    assert claims_page.is_file(), "the claims page was not generated from the sections' verdicts"
+    assert "Claims and verdicts" in claims_page.read_text(encoding="utf-8")
+    browser_check(out, tmp_path / "screenshots")
+
+
+def browser_check(html: Path, screenshots: Path) -> None:
+    """What `make check-book` does, on the smoke-built book (skipped without Chromium)."""
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (make test installs Debian's chromium when it can)")
+    pytest.importorskip("playwright")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "check_book.py"), str(html), "--screenshots", str(screenshots), "--chromium", chromium],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, f"browser check failed:\n{proc.stdout}\n{proc.stderr}"
