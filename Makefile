@@ -37,7 +37,7 @@ PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA)
 TOC_STAMP := book/sections/.notebooks
 TOC_STAMP_TEXT := $(NOTEBOOKS)
 
-.PHONY: help venv book sections check-notebooks check-book chromium test test-fast bench clean FORCE
+.PHONY: help venv book sections check-notebooks check-book chromium test test-fast bench readme clean FORCE
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PROFILE=smoke|quick|full]   (PROFILE defaults to quick)"
@@ -89,9 +89,12 @@ test: $(VENV_STAMP) check-notebooks chromium ## Run the whole test suite (unit t
 test-fast: $(VENV_STAMP) ## Run the tests that do not execute notebooks
 	$(PY) -m pytest -m "not notebooks"
 
-bench: $(VENV_STAMP) ## Run the benchmarks into benchmarks/results/
+bench: $(VENV_STAMP) ## Time every method beside its peers and floor into benchmarks/results/benchmarks.md
 	mkdir -p benchmarks/results
 	$(PY) benchmarks/run_all.py --out benchmarks/results
+
+readme: $(HTML_INDEX) ## Refresh the README's figure (book/images/overview.png) and claims headline from the built book
+	$(PY) scripts/update_readme.py --sections book/sections
 
 clean: ## Remove the built book, the executed notebooks and build/
 	rm -rf book/_build book/sections build

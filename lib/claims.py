@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import paths
 
-__all__ = ["Claim", "verdict", "save", "load_all", "table", "VERDICTS"]
+__all__ = ["Claim", "verdict", "save", "load_all", "table", "markdown", "headline", "VERDICTS"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 
@@ -111,4 +111,15 @@ def markdown(claims: list[Claim]) -> str:
             if c.section == section
         ]
         lines.append("")
+    return "\n".join(lines)
+
+
+def headline(claims: list[Claim]) -> str:
+    """Verdict counts per section and in total, as a Markdown table (the README's headline)."""
+    sections = sorted({c.section for c in claims})
+    lines = ["| section | " + " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]
+    for section in [*sections, None]:
+        chosen = [c for c in claims if section is None or c.section == section]
+        name = "**all**" if section is None else section
+        lines.append(f"| {name} | " + " | ".join(str(sum(c.verdict == v for c in chosen)) for v in VERDICTS) + " |")
     return "\n".join(lines)

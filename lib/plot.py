@@ -440,3 +440,38 @@ def sanity_example(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], score
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- Benchmarks (06_benchmarks)
+
+
+def benchmark_ratios(frame, *, batches: Sequence[int] | None = None):
+    """Time ratios of every method, one panel per batch size, log scale with 1 marked.
+
+    Args:
+        frame: rows of ``lib.benchmark.compare`` (columns method, batch, peer, ours / peer,
+            ours / floor).  Bars: ours / each peer, and ours / floor (grey).
+    """
+    batches = sorted(frame["batch"].unique()) if batches is None else list(batches)
+    methods = list(dict.fromkeys(frame["method"]))
+    peers = [p for p in dict.fromkeys(frame["peer"]) if p != "-"]
+    series = [("floor", "ours / floor", "0.6")] + [(p, "ours / peer", None) for p in peers]
+    height = 0.8 / len(series)
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 0.32 * len(methods) * len(series) / 2 + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        part = frame[frame["batch"] == batch]
+        for k, (label, column, color) in enumerate(series):
+            rows = part if label == "floor" else part[part["peer"] == label]
+            values = rows.drop_duplicates("method").set_index("method")[column].reindex(methods)
+            ax.barh(np.arange(len(methods)) + (k - (len(series) - 1) / 2) * height, values.to_numpy(dtype=float),
+                    height=height, color=color, label=f"ours / {label}")
+        ax.axvline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_title(f"batch {batch}")
+        ax.set_xlabel("time ratio (< 1: ours faster)")
+    axes[0, 0].set_yticks(np.arange(len(methods)), methods)
+    axes[0, 0].invert_yaxis()
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -116,8 +116,15 @@ def kernel_environment() -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 
-def hide_injected_parameters(path: Path) -> None:
-    """Collapse the cell papermill injected (the book shows it behind a toggle)."""
+def collapse_redraws(text: str) -> str:
+    """Each line as a terminal leaves it: the text after its last carriage return."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def tidy(path: Path) -> None:
+    """Collapse the cell papermill injected (the book shows it behind a toggle) and keep
+    only the last state of every progress-bar line (``lib.progress``): consecutive stream
+    outputs are merged, then each line is collapsed to what a terminal would show."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -125,6 +132,18 @@ def hide_injected_parameters(path: Path) -> None:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "hide-input" not in tags:
             tags.append("hide-input")
+        merged = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                if merged and merged[-1].get("output_type") == "stream" and merged[-1]["name"] == output["name"]:
+                    merged[-1]["text"] += output["text"]
+                    continue
+            merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream":
+                output["text"] = collapse_redraws(output["text"])
+        if "outputs" in cell:
+            cell["outputs"] = merged
     nbformat.write(nb, path)
 
 
@@ -152,7 +171,7 @@ def execute(src: Path, dst: Path, profile: str) -> None:
             # CurveZMQ keys for the kernel's sockets (else ipykernel warns about plain TCP).
             config=Config({"KernelManager": {"transport_encryption": "auto"}}),
         )
-        hide_injected_parameters(tmp)
+        tidy(tmp)
         os.replace(tmp, dst)
     except BaseException:
         if tmp.exists():

@@ -72,6 +72,22 @@ def test_profiles_set_the_same_keys():
         assert shape == reference, f"params/{name}.yaml sets other sections or keys than params/smoke.yaml"
 
 
+def test_progress_redraws_collapse_to_the_last_state(tmp_path):
+    execute = _script("execute_notebook")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="loop:   0%|   | 0/2\r"),
+        nbformat.v4.new_output("stream", name="stdout", text="loop:  50%|#  | 1/2\rloop: 100%|## | 2/2\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="note\n"),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    execute.tidy(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "loop: 100%|## | 2/2\ndone\n"), ("stderr", "note\n")]
+
+
 # ---------------------------------------------------------------- smoke runs
 
 
@@ -104,6 +120,9 @@ def test_notebook_executes(executed, src):
     assert not errors, f"{src.name}: error outputs {[e.ename for e in errors]}"
     text = "".join(o.get("text", "") for c in code_cells for o in c.outputs if o.output_type == "stream")
     assert "non-interactive, and thus cannot be shown" not in text, f"{src.name}: a non-inline backend dropped a figure"
+    assert "\r" not in text, f"{src.name}: a progress bar left its redraws in the executed copy"
+    if "progress.track(" in "".join(c.source for c in code_cells):
+        assert "100%|" in text, f"{src.name}: a progress bar did not finish (or was not shown)"
 
     for i, cell in enumerate(nb.cells):
         figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency._common import chunks, slice_targets
+from ..saliency._common import AUTO, auto_batch_size, chunks, slice_targets
 from ..saliency.groupcam import gaussian_blur
 
 __all__ = [
@@ -117,7 +117,7 @@ def causal_curves(
     substrate_kind: str = "blur",
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
-    batch_size: int | None = 64,
+    batch_size: int | str | None = AUTO,
 ) -> torch.Tensor:
     """Insertion or deletion curves of a batch, batched over images *and* steps.
 
@@ -135,12 +135,13 @@ def causal_curves(
         step: pixels per step (RISE: 224; Group-CAM's script: 1,792).
         substrate_kind: ``"blur"`` or ``"zeros"`` (see the module docstring).
         blur_kernel, blur_sigma: the Gaussian blur of the ``"blur"`` substrate.
-        batch_size: perturbed images per forward pass.
+        batch_size: perturbed images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
 
     Returns:
         (B, n + 1) softmax probabilities of the target, n = ceil(H W / step).
     """
     _check(images, maps, mode, step)
+    batch_size = auto_batch_size(batch_size, images)
     with prepared(model) as module:
         chosen = _targets(module, images, targets, batch_size)
         return _curves(module, images, maps, chosen, mode, step, substrate_kind, blur_kernel, blur_sigma, batch_size)
@@ -257,7 +258,7 @@ def insertion_deletion(
     deletion_substrate: str = "blur",
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
-    batch_size: int | None = 64,
+    batch_size: int | str | None = AUTO,
 ) -> InsertionDeletion:
     """Insertion and deletion curves and their AUCs (RISE, Sec. 4.1; Group-CAM §4.3).
 
@@ -266,6 +267,7 @@ def insertion_deletion(
     zeros; Group-CAM's text: blur for both, the default here).
     """
     _check(images, maps, "insertion", step)
+    batch_size = auto_batch_size(batch_size, images)
     for kind in (insertion_substrate, deletion_substrate):
         if kind not in SUBSTRATES:
             raise ValueError(f"unknown substrate {kind!r}; accepted: {', '.join(SUBSTRATES)}")

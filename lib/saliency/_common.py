@@ -15,9 +15,12 @@ __all__ = [
     "finish",
     "upsample",
     "chunks",
+    "auto_batch_size",
+    "AUTO",
     "target_scores",
     "slice_targets",
     "predict",
+    "resolve_targets",
     "LayerPass",
     "layer_pass",
     "aggregate_channels",
@@ -48,6 +51,25 @@ def finish(maps: torch.Tensor, images: torch.Tensor, raw: bool) -> torch.Tensor:
     if raw:
         return maps
     return normalize_maps(upsample(maps, tuple(images.shape[-2:])))
+
+
+#: ``batch_size="auto"``: a chunk that suits the device (see :func:`auto_batch_size`).
+AUTO = "auto"
+#: Input elements per chunk on a CPU: 4 images of 3 x 224 x 224.  Measured on EfficientNet-Lite0
+#: with 2 cores, forward time per image is lowest at 2-4 images per pass (10 ms) and rises
+#: with the chunk (15 ms at 1, 19 ms at 16, 35 ms at 64): big chunks fall out of the caches.
+CPU_CHUNK_ELEMENTS = 4 * 3 * 224 * 224
+GPU_CHUNK = 64
+
+
+def auto_batch_size(batch_size: int | str | None, images: torch.Tensor) -> int | None:
+    """``batch_size`` as given, or for ``"auto"``: 64 images per pass on a GPU and on a CPU
+    as many as fit :data:`CPU_CHUNK_ELEMENTS` (4 at 224 x 224, at least 1, at most 64)."""
+    if batch_size != AUTO:
+        return batch_size
+    if images.device.type != "cpu":
+        return GPU_CHUNK
+    return max(1, min(GPU_CHUNK, CPU_CHUNK_ELEMENTS // max(1, images[0].numel())))
 
 
 def chunks(total: int, size: int | None):
@@ -82,6 +104,20 @@ def predict(model, images: torch.Tensor, targets=None) -> tuple[torch.Tensor, to
     with prepared(model) as module, torch.no_grad():
         logits = module(images)
     return logits, check_targets(targets, logits)
+
+
+def resolve_targets(model, images: torch.Tensor, targets=None) -> torch.Tensor:
+    """Validated targets (None -> the predicted class), with a forward pass only when needed.
+
+    A ``lib.models.Classifier`` knows its class count (``categories``), so given targets are
+    checked against it without running the network; a bare module, or ``targets=None``,
+    costs one forward pass (:func:`predict`).
+    """
+    classes = len(getattr(model, "categories", None) or ())
+    if targets is None or not classes:
+        return predict(model, images, targets)[1]
+    check_images(images)
+    return check_targets(targets, images.new_empty((images.shape[0], classes)))
 
 
 def aggregate_channels(attributions: torch.Tensor, how: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import capture, check_images, prepared
-from ._common import chunks, finish, layer_pass, normalize_maps, predict, upsample
+from ._common import AUTO, auto_batch_size, chunks, finish, layer_pass, normalize_maps, resolve_targets, upsample
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum"]
 
@@ -96,7 +96,7 @@ def scorecam(
     *,
     layer: str = "last",
     raw: bool = False,
-    batch_size: int | None = 32,
+    batch_size: int | str | None = AUTO,
     weighting: str = "channel_softmax",
 ):
     r"""Score-CAM.
@@ -114,14 +114,15 @@ def scorecam(
     authors' public code does.  A constant channel gives an all-zero mask.
 
     Args:
-        batch_size: masked images per forward pass (K passes per image in all).
+        batch_size: masked images per forward pass, K per image in all (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
         weighting: ``channel_softmax`` or ``probability``.
     Other arguments as :func:`gradcam`.
     """
     if weighting not in ("channel_softmax", "probability"):
         raise ValueError(f"unknown weighting {weighting!r}; accepted: channel_softmax, probability")
     check_images(images)
-    _, chosen = predict(model, images, targets)
+    batch_size = auto_batch_size(batch_size, images)
+    chosen = resolve_targets(model, images, targets)
     maps = []
     with prepared(model) as module, torch.no_grad():
         for b in range(images.shape[0]):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..capture import check_images, check_targets, prepared, unwrap
-from ._common import aggregate_channels, chunks, finish, predict, slice_targets, target_scores
+from ._common import AUTO, aggregate_channels, auto_batch_size, chunks, finish, resolve_targets, slice_targets, target_scores
 
 __all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop"]
 
@@ -82,7 +82,7 @@ def smoothgrad(
     noise_level: float = 0.15,
     aggregate: str | None = "max_abs",
     raw: bool = False,
-    batch_size: int | None = 32,
+    batch_size: int | str | None = AUTO,
     seed: int = 0,
     generator: torch.Generator | None = None,
 ):
@@ -97,16 +97,17 @@ def smoothgrad(
     Args:
         n_samples: noisy copies per image.
         noise_level: standard deviation as a fraction of the image's value range.
-        batch_size: noisy images per forward/backward pass.
+        batch_size: noisy images per forward/backward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
         seed, generator: the noise's randomness.  With ``seed`` every image gets the same
             noise draws, so a map does not depend on the batch it was computed in or on
             ``batch_size``; a ``generator`` is consumed image after image.
     Other arguments as :func:`gradient`.
     """
     check_images(images)
+    batch_size = auto_batch_size(batch_size, images)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    _, targets = predict(model, images, targets)
+    targets = resolve_targets(model, images, targets)
     total = torch.zeros_like(images)
     with prepared(model) as module:
         for b in range(images.shape[0]):
@@ -128,7 +129,7 @@ def integrated_gradients(
     steps: int = 50,
     aggregate: str | None = "sum_abs",
     raw: bool = False,
-    batch_size: int | None = 32,
+    batch_size: int | str | None = AUTO,
 ):
     r"""Integrated Gradients with the trapezoidal rule.
 
@@ -145,13 +146,14 @@ def integrated_gradients(
         steps: quadrature points (>= 2).
         aggregate: channel reduction; ``sum_abs`` (default, as the paper's figures sum
             over colour channels) or ``sum`` to keep completeness in the map.
-        batch_size: interpolated images per pass.
+        batch_size: interpolated images per pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
     Other arguments as :func:`gradient`.
     """
     check_images(images)
+    batch_size = auto_batch_size(batch_size, images)
     if steps < 2:
         raise ValueError(f"steps must be >= 2 for the trapezoidal rule, got {steps}")
-    _, targets = predict(model, images, targets)
+    targets = resolve_targets(model, images, targets)
     reference = torch.as_tensor(baseline, dtype=images.dtype, device=images.device).expand_as(images)
     alphas = torch.linspace(0.0, 1.0, steps, device=images.device, dtype=images.dtype)
     weights = torch.full_like(alphas, 1.0 / (steps - 1))

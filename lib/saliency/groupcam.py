@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from ._common import chunks, finish, layer_pass, normalize_maps, upsample
+from ._common import AUTO, auto_batch_size, chunks, finish, layer_pass, normalize_maps, upsample
 
 __all__ = ["groupcam", "gaussian_blur", "gaussian_kernel", "percentile_filter", "group_maps", "VARIANTS"]
 
@@ -144,7 +144,7 @@ def groupcam(
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
     raw: bool = False,
-    batch_size: int | None = 64,
+    batch_size: int | str | None = AUTO,
 ):
     r"""Group-CAM (Zhang et al. 2021, Algorithm 1, Eqs. 1-7); see the module docstring.
 
@@ -163,7 +163,7 @@ def groupcam(
         variant: ``"paper"`` (Eqs. 3-7 as written) or ``"code"`` (authors' latest code).
         blur_kernel, blur_sigma: Gaussian blur of the baseline (code: 51 and 50).
         raw: return the unnormalised (B, H, W) map (the sum of Eq. 7).
-        batch_size: masked images per forward pass (None: all B x G at once).
+        batch_size: masked images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all B x G at once).
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
@@ -176,6 +176,7 @@ def groupcam(
     if theta is _DEFAULT:
         theta = PAPER_THETA if variant == "paper" else None
     check_images(images)
+    batch_size = auto_batch_size(batch_size, images)
     record = layer_pass(model, images, targets, layer, batch_size=batch_size)
     maps = group_maps(record.activations, record.gradients.mean(dim=(2, 3)), groups)  # (B, G, h, w)
     if theta is not None:

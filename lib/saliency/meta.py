@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, prepared
-from ._common import predict
+from ._common import resolve_targets
 
 __all__ = ["meta_saliency", "inner_step", "DIRECTIONS"]
 
@@ -143,7 +143,7 @@ def meta_saliency(
         raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     function = _method(method)
     check_images(images)
-    _, chosen = predict(model, images, targets)
+    chosen = resolve_targets(model, images, targets)
     maps = []
     with prepared(model) as frozen:
         clone = copy.deepcopy(frozen)  # eval mode, parameters frozen: the state the step needs

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from ._common import chunks, finish, predict
+from ._common import AUTO, auto_batch_size, chunks, finish, resolve_targets
 
 __all__ = ["rise", "rise_masks"]
 
@@ -61,7 +61,7 @@ def rise(
     cells: int = 7,
     keep_probability: float = 0.5,
     raw: bool = False,
-    batch_size: int | None = 64,
+    batch_size: int | str | None = AUTO,
     seed: int = 0,
     generator: torch.Generator | None = None,
 ):
@@ -80,17 +80,18 @@ def rise(
         n_masks: N. The map's noise falls as 1/sqrt(N); the quick profile uses fewer.
         cells: grid side s.
         keep_probability: p.
-        batch_size: masks per forward pass.
+        batch_size: masks per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
         seed, generator: the masks' randomness.
     Other arguments and returns as :func:`lib.saliency.gradcam` (raw maps are at the
     input's resolution).
     """
     check_images(images)
+    batch_size = auto_batch_size(batch_size, images)
     if n_masks < 1:
         raise ValueError(f"n_masks must be >= 1, got {n_masks}")
     if not 0 < keep_probability <= 1:
         raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
-    _, chosen = predict(model, images, targets)
+    chosen = resolve_targets(model, images, targets)
     rng = generator if generator is not None else torch.Generator(device=images.device).manual_seed(seed)
     size = tuple(images.shape[-2:])
     total = torch.zeros((images.shape[0], *size), device=images.device, dtype=images.dtype)

@@ -1,0 +1,119 @@
+"""lib.benchmark: the measurement, the floors (same passes as the methods) and the peers' table."""
+
+import math
+import time
+
+import pytest
+import torch
+
+from _tiny import images, no_hooks_left, tiny_cnn
+from lib import benchmark, saliency
+from lib.models import Classifier
+from lib.metrics import insertion_deletion as causal
+
+LAYER = "features.3"
+# Method settings on the tiny network; every method with a floor.
+WORK = {
+    "gradient": {},
+    "guided_backprop": {},
+    "smoothgrad": {"n_samples": 3, "batch_size": 4},
+    "integrated_gradients": {"steps": 3, "batch_size": 4},
+    "gradcam": {"layer": LAYER},
+    "gradcam_pp": {"layer": LAYER},
+    "layercam": {"layer": LAYER},
+    "normgrad": {"layer": LAYER},
+    "selective_normgrad": {"layer": LAYER},
+    "linear_approx": {"layer": LAYER},
+    "normgrad_conv": {"layer": "features.2"},
+    "scorecam": {"layer": LAYER, "batch_size": 5},
+    "rise": {"n_masks": 6, "batch_size": 4},
+    "cameras": {"layer": LAYER, "scales": (16, 24, 32), "batch_size": 2},
+    "groupcam": {"layer": LAYER, "groups": 4, "batch_size": 3},
+}
+
+
+class ImageCounter:
+    """Counts the images going through a model's forward passes."""
+
+    def __init__(self, model):
+        self.images = 0
+        self.handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.images += args[0].shape[0]
+
+
+def _tiny_classifier() -> Classifier:
+    """The tiny network as a Classifier: it knows its 5 classes, so given targets need no pass."""
+    return Classifier(tiny_cnn(), "tiny", 16, torch.zeros(3), torch.ones(3), [f"class {i}" for i in range(5)])
+
+
+def _images_through(model, fn) -> int:
+    counter = ImageCounter(model)
+    try:
+        fn()
+    finally:
+        counter.handle.remove()
+    return counter.images
+
+
+def test_measure_repeats_after_one_warm_up_and_reports_the_median():
+    durations = iter([0.0, 0.03, 0.01, 0.02])
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(next(durations))
+
+    result = benchmark.measure(fn, repeats=3, budget=10.0)
+    assert len(calls) == 4
+    assert 0.02 <= result.seconds < 0.03  # median of 0.03, 0.01, 0.02 (plus overhead)
+
+
+def test_measure_takes_a_warm_up_over_budget_as_the_measurement():
+    calls = []
+    result = benchmark.measure(lambda: (calls.append(1), time.sleep(0.05)), repeats=3, budget=0.01)
+    assert len(calls) == 1 and result.seconds >= 0.05
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/status").exists(), reason="peak memory needs Linux /proc")
+def test_measure_sees_the_memory_a_call_touches():
+    result = benchmark.measure(lambda: torch.ones(64 * 2**20 // 4).sum(), repeats=1)  # 64 MiB, written then freed
+    assert result.peak_mib >= 48
+
+
+def test_measure_rejects_no_repeats():
+    with pytest.raises(ValueError, match="repeats"):
+        benchmark.measure(lambda: None, repeats=0)
+
+
+@pytest.mark.parametrize("name", sorted(WORK))
+def test_floor_sends_as_many_images_through_the_network_as_the_method(name):
+    classifier, x = _tiny_classifier(), images(2, size=16)
+    targets = torch.tensor([1, 3])
+    floor = benchmark.floor(classifier, x, targets, name, WORK[name])
+    assert floor is not None
+    ours = _images_through(classifier.model, lambda: saliency.METHODS[name](classifier, x, targets, **WORK[name]))
+    passes = _images_through(classifier.model, floor)
+    assert passes == ours
+    assert no_hooks_left(classifier.model)
+
+
+def test_given_targets_cost_a_classifier_no_extra_pass_but_are_still_checked():
+    classifier, x = _tiny_classifier(), images(2, size=16)
+    assert _images_through(classifier.model, lambda: saliency.smoothgrad(classifier, x, torch.tensor([0, 4]), n_samples=3)) == 6
+    assert _images_through(classifier.model, lambda: saliency.smoothgrad(classifier, x, None, n_samples=3)) == 2 + 6
+    with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+        saliency.smoothgrad(classifier, x, torch.tensor([0, 5]), n_samples=3)
+
+
+def test_insertion_deletion_floor_matches_the_batched_games():
+    model, x = tiny_cnn(), images(2, size=16)
+    maps = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(0))
+    step = 40
+    ours = _images_through(model, lambda: causal.insertion_deletion(model, x, maps, step=step))
+    assert ours == 2 * (math.ceil(16 * 16 / step) + 1) * 2 + 2  # both curves, plus the pass that picks the targets
+
+
+def test_no_floor_for_an_unknown_method():
+    assert benchmark.floor(tiny_cnn(), images(1, size=16), torch.tensor([0]), "meta_saliency") is None
