@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def overview_figure(path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from PIL import Image
+
     import lib
     from lib import data, models, plot
 
@@ -44,8 +47,11 @@ def overview_figure(path: Path) -> None:
     fig = plot.method_grid(classifier.denormalize(batch.images), maps, row_titles=[classifier.categories[int(l)] for l in batch.labels],
                            cell=1.8, percentile=None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80)
     plt.close(fig)
+    # A 256-colour palette keeps the committed file small (about a third of the RGB file).
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 
 
