@@ -30,9 +30,10 @@ BOOK_SOURCES := $(shell find book \( -path book/_build -o -path book/sections \)
 HTML_INDEX := book/_build/html/index.html
 
 # Content stamps: rewritten only when their content changes, so their mtime says "changed".
-# What the executed notebooks depend on besides files: the profile and the data root.
+# What the executed notebooks depend on besides files: the profile and the data root
+# ($SALIENCY_DATA, else ./data, whose imagenet-val/ the notebooks use when it is there).
 PROFILE_STAMP := book/sections/.profile
-PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA)
+PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA) data/imagenet-val=$(if $(wildcard data/imagenet-val),present,absent)
 # Which notebooks the book has (adding or removing one rebuilds the table of contents).
 TOC_STAMP := book/sections/.notebooks
 TOC_STAMP_TEXT := $(NOTEBOOKS)
@@ -76,7 +77,7 @@ check-notebooks: $(VENV_STAMP) ## Check that source notebooks carry no outputs a
 	$(PY) scripts/check_notebooks_clean.py $(NOTEBOOKS)
 
 # Debian's Chromium for the browser checks (Playwright drives it; it downloads no browser).
-chromium: ## Install Debian's chromium if it is missing (needs root; the browser test is skipped without it)
+chromium: ## Install Debian's chromium if it is missing (needs root; without it the browser test skips, and fails under CI=true)
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "warning: could not install chromium; the browser check will be skipped" >&2
 

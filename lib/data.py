@@ -66,6 +66,8 @@ __all__ = [
     "Sample",
     "Dataset",
     "image_set",
+    "find_imagenet",
+    "concat",
     "Batch",
     "CropGeometry",
     "VOC_CLASSES",
@@ -1232,20 +1234,52 @@ def batches(
         yield batch(samples[start:start + batch_size], preprocess, input_size, crop_fraction)
 
 
+def find_imagenet(data_root: str | os.PathLike | None = None) -> Path | None:
+    """The ``imagenet-val/`` folder of a data root, or None when it has none.
+
+    Args:
+        data_root: a data root (same meaning as ``$SALIENCY_DATA``); None: :func:`lib.paths.data_root`,
+            that is ``$SALIENCY_DATA`` when set, else ``./data``.
+    """
+    candidate = paths.imagenet_val_root() if data_root is None else Path(data_root).expanduser() / "imagenet-val"
+    return candidate if candidate.is_dir() else None
+
+
+def concat(*datasets: Dataset) -> Dataset:
+    """The samples of several datasets one after the other (nothing opened).
+
+    Raises:
+        ValueError: no dataset given, or datasets whose class names differ (their labels would
+            not mean the same classes).
+    """
+    if not datasets:
+        raise ValueError("concat: give at least one dataset")
+    first = datasets[0]
+    for other in datasets[1:]:
+        if other.categories != first.categories:
+            raise ValueError(f"concat: {other.name!r} and {first.name!r} label different classes")
+    records = [record for dataset in datasets for record in dataset._records]
+    return Dataset("+".join(dataset.name for dataset in datasets), records, first.categories, first.root)
+
+
 def image_set(data_root: str | os.PathLike | None = None, limit: int | None = None) -> Dataset:
     """The images a section notebook runs on: ImageNet val when a data root has it, else the embedded set.
 
     Args:
         data_root: a data root holding ``imagenet-val/`` (same meaning as
-            ``$SALIENCY_DATA``).  None: ``$SALIENCY_DATA`` when it is set and holds
-            ``imagenet-val/``, otherwise :func:`embedded` (no data folder needed).
+            ``$SALIENCY_DATA``).  None: the data root of :func:`lib.paths.data_root`
+            (``$SALIENCY_DATA``, else ``./data``) when it holds ``imagenet-val/``, otherwise
+            :func:`embedded` (no data folder needed).
         limit: at most this many images (None: all).
+
+    Raises:
+        FileNotFoundError: an explicit ``data_root`` without ``imagenet-val/``.
     """
     _check_limit(limit)
     if data_root is None:
-        candidate = paths.imagenet_val_root()
-        if os.environ.get(paths.DATA_ENV) and candidate.is_dir():
-            return imagenet_val(candidate, limit=limit)
+        found = find_imagenet()
+        if found is not None:
+            return imagenet_val(found, limit=limit)
         images = embedded()
         return images if limit is None else images[:limit]
     return imagenet_val(Path(data_root).expanduser() / "imagenet-val", limit=limit)

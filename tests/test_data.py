@@ -124,6 +124,37 @@ def test_datasets_are_lazy(monkeypatch, empty_data_root):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_image_set_falls_back_to_the_embedded_images(empty_data_root):
+    assert data.find_imagenet() is None
+    images = data.image_set(limit=2)
+    assert images.name == "embedded" and images.ids == ["chelsea", "coffee"]
+    with pytest.raises(FileNotFoundError, match="imagenet"):
+        data.image_set(empty_data_root)
+
+
+@needs_imagenet
+def test_image_set_finds_imagenet_under_the_data_root(monkeypatch):
+    monkeypatch.setenv("SALIENCY_DATA", str(SHARED))
+    assert data.find_imagenet() == IMAGENET.resolve()
+    assert data.image_set(limit=3).ids == data.imagenet_val(IMAGENET, limit=3).ids
+    # Without the variable the repository's ./data is the root; it has no imagenet-val/ in a clean clone.
+    monkeypatch.delenv("SALIENCY_DATA")
+    assert data.find_imagenet() == (None if not (paths.REPO_ROOT / "data" / "imagenet-val").is_dir()
+                                    else paths.REPO_ROOT / "data" / "imagenet-val")
+
+
+def test_concat_keeps_order_and_refuses_other_classes(empty_data_root):
+    embedded = data.embedded()
+    joined = data.concat(embedded[:2], embedded[4:])
+    assert joined.ids == ["chelsea", "coffee", "motorcycle", "grace_hopper"]
+    assert joined.labels.tolist() == [281, 967, 665, 652] and joined[3].id == "grace_hopper"
+    other = data.Dataset("other", [], ["a", "b"])
+    with pytest.raises(ValueError, match="different classes"):
+        data.concat(embedded, other)
+    with pytest.raises(ValueError, match="at least one"):
+        data.concat()
+
+
 @needs_imagenet
 def test_imagenet_matches_the_csv():
     ds = data.imagenet_val(IMAGENET, limit=40)
