@@ -8,7 +8,7 @@ from torch import nn
 from _tiny import images, no_hooks_left, tiny_cnn
 from lib.saliency import cameras
 from lib.saliency._common import layer_pass, normalize_maps
-from lib.saliency.cameras import PUBLIC_CODE, cameras_scales, fuse, scale_sizes
+from lib.saliency.cameras import PUBLIC_CODE, GateFallbackWarning, cameras_scales, fuse, scale_sizes
 
 
 def reference(model, x, target, layer, sizes, mode="bilinear", keep=None):
@@ -82,9 +82,9 @@ def test_class_gating_drops_exactly_the_scales_whose_prediction_is_not_the_label
     assert top1_none.kept.tolist() == with_label.kept.tolist()
     assert cameras_scales(model, x, layer="net.features.3", scales=sizes, gating="none").kept.all()
     # A label no scale predicts: 0/0 in Algorithm 6; every scale is kept, with a warning.
-    with pytest.warns(UserWarning, match="no scale predicts the label"):
+    with pytest.warns(GateFallbackWarning, match="no scale predicts the label") as caught:
         fallback = cameras_scales(model, x, 2, layer="net.features.3", scales=sizes)
-    assert fallback.kept.all()
+    assert fallback.kept.all() and [w.message.count for w in caught] == [2]
     # The label at the input size is used even when no scale is the input size.
     with pytest.warns(UserWarning, match="no scale predicts"):
         assert cameras_scales(model, x, layer="net.features.3", scales=(20, 24)).targets.tolist() == [0, 0]
@@ -99,6 +99,34 @@ def test_batched_equals_one_by_one_and_the_model_comes_back_untouched():
     assert torch.allclose(together, alone, atol=1e-6) and torch.allclose(chunked, alone, atol=1e-6)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert no_hooks_left(model) and all(p.requires_grad for p in model.parameters())
+
+
+class ContentSwitch(SizeSwitch):
+    """Class 0 wins, except at sides >= 20 on images whose mean red value is positive: there class 1 wins."""
+
+    def forward(self, x):
+        logits = self.net(x)
+        red = (x[:, 0].mean(dim=(1, 2)) > 0).float()
+        large = float(x.shape[-1] >= 20)
+        return logits + 100.0 * torch.stack([1 - red * large, red * large, torch.zeros_like(red)], dim=1)
+
+
+@pytest.mark.parametrize("fusion", ["gram", "direct"])
+def test_images_of_one_batch_keep_different_scales_as_they_would_alone(fusion):
+    model, x = ContentSwitch().eval(), images(6, size=16)
+    x[::2, 0] = x[::2, 0].abs() + 0.1  # even images red: their larger scales predict class 1, not the label 0
+    x[1::2, 0] = -x[1::2, 0].abs() - 0.1
+    sizes = (16, 24, 32)
+    record = cameras_scales(model, x, layer="net.features.3", scales=sizes)
+    assert record.kept.tolist() == [[True, False, False], [True, True, True]] * 3
+    options = dict(layer="net.features.3", scales=sizes, fusion=fusion, raw=True)
+    together, chunked = cameras(model, x, **options, batch_size=None), cameras(model, x, **options, batch_size=4)
+    alone = torch.cat([cameras(model, x[i : i + 1], **options) for i in range(6)])
+    for i in range(6):
+        by_hand = reference(model, x[i : i + 1], 0, "net.features.3", sizes, keep=record.kept[i].tolist())
+        assert torch.allclose(alone[i : i + 1], by_hand, atol=1e-5 * by_hand.abs().max())
+    assert torch.allclose(together, alone, atol=1e-5 * alone.abs().max())
+    assert torch.allclose(chunked, alone, atol=1e-5 * alone.abs().max())
 
 
 def test_single_scale_weights_give_per_scale_maps_and_fusions_agree():

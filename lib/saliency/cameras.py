@@ -43,7 +43,7 @@ the height of the up-sampled input; the width follows the image's aspect ratio.
   ``targets=None`` the label is the prediction at the input size (Algorithm 6, line 1),
   and ``"label"`` and ``"top1"`` coincide.  When no scale of an image passes the gate
   (the average of Algorithm 6, lines 12-13 would be 0/0) every scale is kept for that image,
-  with a warning.
+  with a :class:`GateFallbackWarning` (its ``count`` says for how many images).
 
 :data:`PUBLIC_CODE` holds the public code's settings: ``cameras(..., **PUBLIC_CODE)``.
 
@@ -75,12 +75,21 @@ import torch.nn.functional as F
 from ..capture import capture, check_images, check_targets, prepared, resolve_layer
 from ._common import chunks, finish, slice_targets, target_scores
 
-__all__ = ["cameras", "cameras_scales", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights"]
+__all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights"]
 
 #: Settings of the authors' public code (VisMIL/CAMERAS, ``CAMERAS.py``).
 PUBLIC_CODE = {"scales": tuple(range(224, 1000, 100)), "upsample": "bicubic", "gating": "top1"}
 
 _GATINGS = ("label", "top1", "none")
+
+
+class GateFallbackWarning(UserWarning):
+    """No scale of ``count`` image(s) passed the class gate, so every scale was kept for them."""
+
+    def __init__(self, message: str, count: int):
+        super().__init__(message)
+        self.count = count
+
 _UPSAMPLINGS = ("bilinear", "bicubic")
 
 
@@ -157,9 +166,12 @@ def _gate(logits: torch.Tensor, targets: torch.Tensor, label_at_input: torch.Ten
         kept = predictions == targets[:, None]
     empty = ~kept.any(dim=1)
     if empty.any():
+        count = int(empty.sum())
         warnings.warn(
-            f"CAMERAS: for {int(empty.sum())} image(s) no scale predicts the label (gating={gating!r}); "
-            "every scale is kept for them",
+            GateFallbackWarning(
+                f"CAMERAS: for {count} image(s) no scale predicts the label (gating={gating!r}); every scale is kept for them",
+                count,
+            ),
             stacklevel=3,
         )
         kept = kept | empty[:, None]
