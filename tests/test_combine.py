@@ -108,6 +108,13 @@ def test_layer_weights_cached(tmp_path, monkeypatch):
     files[0].write_text(json.dumps(stored))
     again = cb.layer_weights(model, ["features.1", "features.3"], x, x, labels, model_name="tiny", probe_steps=50)
     assert again.scheme("spread").tolist() == pytest.approx([0.25, 0.75])
+    # Other images, other labels or other weights of the same shapes are other entries, not the tampered one.
+    for other_x, other_labels, other_model in ((x.flip(0), labels, model), (x, labels.flip(0), model),
+                                               (x, labels, tiny_cnn(seed=1))):
+        fresh = cb.layer_weights(other_model, ["features.1", "features.3"], other_x, other_x, other_labels,
+                                 model_name="tiny", probe_steps=50)
+        assert fresh.scheme("spread").tolist() != pytest.approx([0.25, 0.75])
+    assert len(list((tmp_path / "layer_weights").glob("tiny-*.json"))) == 4
     # Without probe images the accuracy scheme is absent, and says why.
     none = cb.layer_weights(model, ["features.1"], x, model_name="tiny", use_cache=False)
     assert none.accuracy is None and "accuracy" not in none.available

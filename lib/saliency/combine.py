@@ -328,6 +328,15 @@ class LayerWeights:
         return pd.DataFrame(rows)
 
 
+def _digest(*tensors: torch.Tensor) -> str:
+    """sha1 of tensors' values (what makes two cache entries differ beyond their shapes)."""
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _cache_path(model_name: str, key: dict) -> Path:
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return paths.cache_dir() / "layer_weights" / f"{model_name}-{digest}.json"
@@ -362,7 +371,9 @@ def layer_weights(
         probe_images, probe_labels: labelled images (tensor or callable) for the linear probe,
             **disjoint from the images the combination is evaluated on**; None: no accuracy
             scheme.
-        model_name: name in the cache key (default ``model.name`` or the class name).
+        model_name: name in the cache key (default ``model.name`` or the class name).  The key
+            also holds a digest of the model's parameters and buffers, of the probe labels and,
+            for tensors, of the images themselves.
         cache_key: anything else that identifies the images (e.g. their ids); part of the key.
         use_cache: read/write ``cache_dir()/layer_weights/<model>-<hash>.json``.
         probe_weight: ``"heldout"`` (default) or ``"train"`` accuracy as the weight.
@@ -385,9 +396,12 @@ def layer_weights(
         "spread_norm": spread_norm, "heldout_per_class": heldout_per_class, "min_per_class": min_per_class,
         "probe_steps": probe_steps, "seed": seed,
     }
+    module = getattr(model, "model", model)
+    key["weights"] = _digest(*module.state_dict().values())
+    key["probe_labels"] = None if probe_labels is None else _digest(torch.as_tensor(probe_labels))
     if not lazy:
-        key["n_spread"] = int(spread_images.shape[0])
-        key["n_probe"] = 0 if probe_images is None else int(probe_images.shape[0])
+        key["spread_images"] = _digest(spread_images)
+        key["probe_images"] = None if probe_images is None else _digest(probe_images)
     path = _cache_path(name, key)
     if use_cache and path.is_file():
         return LayerWeights(**json.loads(path.read_text())["weights"])
