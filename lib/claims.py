@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import paths
 
-__all__ = ["Claim", "verdict", "save", "load_all", "table", "markdown", "headline", "VERDICTS"]
+__all__ = ["Claim", "verdict", "save", "load_all", "table", "markdown", "headline", "figure_labels", "VERDICTS"]
 
 VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 
@@ -90,8 +90,31 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def markdown(claims: list[Claim]) -> str:
-    """The book's claims page: one table per section, generated from the saved claims."""
+def figure_labels(notebook: Path) -> set[str]:
+    """The figure labels (``mystnb.figure.name``) of an executed notebook's cells that drew an image."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    return {
+        cell["metadata"]["mystnb"]["figure"]["name"]
+        for cell in cells
+        if cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")
+        and any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
+    }
+
+
+def _evidence(text: str, labels: set[str]) -> str:
+    """Each comma-separated item of ``evidence``: a cross-reference when it is a known figure label."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    return ", ".join(f"{{numref}}`{item}`" if item in labels else _cell(item) for item in items)
+
+
+def markdown(claims: list[Claim], labels: set[str] = frozenset()) -> str:
+    """The book's claims page: one table per section, generated from the saved claims.
+
+    Args:
+        claims: the saved claims (:func:`load_all`).
+        labels: figure labels that exist in the book (:func:`figure_labels`); evidence naming
+            one becomes a link to that figure, any other evidence stays text.
+    """
     lines = [
         "# Claims and verdicts",
         "",
@@ -104,9 +127,10 @@ def markdown(claims: list[Claim]) -> str:
     lines += ["Totals: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", ""]
     for section in sorted({c.section for c in claims}):
         lines += [f"## {section.replace('_', ' ', 1).replace('_', ' ')}", "", f"Evidence: {{doc}}`sections/{section}`.", "",
-                  "| claim | source | paper | ours | setting | verdict |", "|---|---|---|---|---|---|"]
+                  "| claim | source | paper | ours | setting | verdict | evidence |", "|---|---|---|---|---|---|---|"]
         lines += [
-            "| " + " | ".join(_cell(x) for x in (c.claim, c.source, c.paper_value, c.our_value, c.setting, f"**{c.verdict}**")) + " |"
+            "| " + " | ".join(_cell(x) for x in (c.claim, c.source, c.paper_value, c.our_value, c.setting, f"**{c.verdict}**"))
+            + f" | {_evidence(c.evidence, labels)} |"
             for c in claims
             if c.section == section
         ]

@@ -101,7 +101,8 @@ def write_claims_page(src: Path, notebooks: list[Path]) -> bool:
         if directory.is_dir():
             found += [c for c in claims.load_all(directory) if any(nb.stem == c.section for nb in notebooks)]
     if found:
-        (src / "claims.md").write_text(claims.markdown(found))
+        labels = set().union(*(claims.figure_labels(nb) for nb in notebooks))
+        (src / "claims.md").write_text(claims.markdown(found, labels))
     return bool(found)
 
 

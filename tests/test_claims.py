@@ -1,6 +1,7 @@
 """lib.claims: verdicts are validated, saved and gathered; the README headline counts them."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,20 @@ def test_saved_claims_come_back_and_count_per_section(tmp_path):
     page = claims.markdown(found)
     assert "Totals: 1 reproduced, 1 partly, 0 not reproduced, 1 not tested." in page
     assert "a claim \\| with a pipe" in page  # a pipe would split the table's cell
+    assert page.count("| fig-x |") == 3  # an unknown label stays text (a dangling reference fails the -W build)
+    assert claims.markdown(found, {"fig-x"}).count("| {numref}`fig-x` |") == 3
+
+
+def test_figure_labels_are_those_of_cells_that_drew_an_image(tmp_path):
+    figure = {"mystnb": {"figure": {"name": "fig-drawn", "caption": "c"}}}
+    cells = [
+        {"cell_type": "code", "metadata": figure, "outputs": [{"output_type": "display_data", "data": {"image/png": "x"}}]},
+        {"cell_type": "code", "metadata": {"mystnb": {"figure": {"name": "fig-empty"}}}, "outputs": []},
+        {"cell_type": "markdown", "metadata": {}},
+    ]
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({"cells": cells}))
+    assert claims.figure_labels(notebook) == {"fig-drawn"}
 
 
 def test_readme_headline_is_replaced_between_its_markers(tmp_path):
