@@ -4,7 +4,9 @@
 For each HTML page under the build folder: it loads without console errors or failed
 requests to local files, every <img> has loaded (natural width > 0), every internal link
 resolves to an existing file (and anchor, when it names one), and a screenshot is saved.
-Uses Debian's Chromium (/usr/bin/chromium) through Playwright; nothing is downloaded.
+Uses Debian's Chromium (/usr/bin/chromium) through Playwright's Python package; nothing is
+downloaded.  Playwright rather than chromium-driver (WebDriver): it talks to Chromium over the
+DevTools protocol, which reports console errors, page errors and failed requests as events.
 
     python scripts/check_book.py [book/_build/html] [--screenshots build/screenshots]
 """
@@ -12,6 +14,7 @@ Uses Debian's Chromium (/usr/bin/chromium) through Playwright; nothing is downlo
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,6 +45,8 @@ def check(root: Path, screenshots: Path, executable: str) -> list[str]:
     if not pages:
         return [f"no HTML pages under {root}"]
     screenshots.mkdir(parents=True, exist_ok=True)
+    for stale in screenshots.glob("*.png"):  # a page that is gone leaves no screenshot behind
+        stale.unlink()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -81,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.root / "index.html").is_file():
         print(f"error: no book at {args.root} (run `make book` first)", file=sys.stderr)
+        return 2
+    if shutil.which(args.chromium) is None:
+        print(f"error: no Chromium at {args.chromium} (Debian: apt-get install chromium; or pass --chromium PATH)", file=sys.stderr)
+        return 2
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        print("error: playwright is not installed (pip install -e '.[browser]')", file=sys.stderr)
         return 2
     problems = check(args.root.resolve(), args.screenshots, args.chromium)
     for problem in problems:

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -158,12 +160,13 @@ def test_book_builds_from_smoke_runs(executed, tmp_path):
 
 
 def browser_check(html: Path, screenshots: Path) -> None:
-    """What `make check-book` does, on the smoke-built book (skipped without Chromium)."""
-    import shutil
+    """What `make check-book` does, on the smoke-built book (skipped without Chromium, failed under CI)."""
 
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.skip("Chromium is not installed (make test installs Debian's chromium when it can)")
+        # In CI the browser check is part of the contract: a missing browser fails, it does not skip.
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(
+            "Chromium is not installed (make test installs Debian's chromium when it can)")
     pytest.importorskip("playwright")
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "check_book.py"), str(html), "--screenshots", str(screenshots), "--chromium", chromium],
