@@ -159,7 +159,8 @@ def floor(classifier, images: torch.Tensor, targets: torch.Tensor, method: str, 
         return input_passes(work.get("n_samples", 50), chunk)
     if method == "integrated_gradients":
         return input_passes(work.get("steps", 50), chunk)
-    if method in ("gradcam", "gradcam_pp", "layercam", "normgrad", "selective_normgrad", "linear_approx", "normgrad_conv"):
+    if method in ("gradcam", "gradcam_pp", "layercam", "normgrad", "selective_normgrad", "linear_approx", "layer_gradient",
+                  "normgrad_conv"):
         return lambda: layer_pass(classifier, images, targets, layer)
     if method == "scorecam":
         channels = layer_pass(classifier, images[:1], targets[:1], layer).activations.shape[1]
@@ -231,6 +232,7 @@ def peers(classifier, images: torch.Tensor, targets: torch.Tensor, method: str, 
     try:
         from torchcam import methods as torchcam
 
+        # torchcam's ScoreCAM is left out: 2 images at stage7 (320 channels) took 423 s here, beyond any budget.
         cams = {"gradcam": torchcam.GradCAM, "gradcam_pp": torchcam.GradCAMpp, "layercam": torchcam.LayerCAM}
         if method in cams:
             def run_torchcam(cls=cams[method]):

@@ -24,6 +24,7 @@ WORK = {
     "normgrad": {"layer": LAYER},
     "selective_normgrad": {"layer": LAYER},
     "linear_approx": {"layer": LAYER},
+    "layer_gradient": {"layer": LAYER},
     "normgrad_conv": {"layer": "features.2"},
     "scorecam": {"layer": LAYER, "batch_size": 5},
     "rise": {"n_masks": 6, "batch_size": 4},

@@ -76,6 +76,11 @@ def test_vector_aggregations_match_the_hand_computation(layer, split):
     assert torch.allclose(normgrad(model, x, target, layer=layer, raw=True), expected[("conv1x1", "norm")], atol=1e-6)
     assert torch.allclose(linear_approx(model, x, target, layer=layer, raw=True), expected[("scaling", "sum")], atol=1e-6)
     assert torch.allclose(selective_normgrad(model, x, target, layer=layer, raw=True), expected[("scaling", "filter_norm")], atol=1e-6)
+    assert torch.allclose(saliency.layer_gradient(model, x, target, layer=layer, raw=True), expected[("bias", "max_abs")], atol=1e-6)
+    # A virtual 3x3 identity convolution: ||g_u|| times the norm of the zero-padded 3x3 patch of x around u.
+    patch_norm = (9 * F.avg_pool2d(a.pow(2).sum(1, keepdim=True), 3, stride=1, padding=1, count_include_pad=True)).sqrt()[:, 0]
+    got = extract_aggregate(model, x, target, layer=layer, extract="conv3x3", aggregate="norm", raw=True)
+    assert torch.allclose(got, g.pow(2).sum(1).sqrt() * patch_norm, atol=1e-6, rtol=1e-5)
     assert no_hooks_left(model)
 
 

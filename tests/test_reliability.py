@@ -18,7 +18,7 @@ FAST = {
     "groupcam": {"groups": 4},
 }
 CAM_LIKE = {"gradcam", "gradcam_pp", "layercam", "scorecam", "groupcam", "cameras",
-            "normgrad", "selective_normgrad", "linear_approx", "normgrad_conv"}
+            "normgrad", "selective_normgrad", "linear_approx", "normgrad_conv", "layer_gradient"}
 
 
 def call(name, model, x, targets=None, **extra):

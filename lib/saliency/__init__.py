@@ -21,7 +21,7 @@ from .gradients import gradient, guided_backprop, integrated_gradients, smoothgr
 from .perturbation import rise
 from .groupcam import groupcam
 from .cameras import cameras
-from .normgrad import extract_aggregate, linear_approx, normgrad, normgrad_conv, selective_normgrad
+from .normgrad import extract_aggregate, layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
 from .meta import meta_saliency
 
 METHODS = {
@@ -41,7 +41,8 @@ BASELINES = tuple(METHODS)
 METHODS["cameras"] = cameras  # Jalwana et al. 2021 (notebooks/03_cameras_lemmas)
 METHODS["groupcam"] = groupcam  # Zhang et al. 2021 (notebooks/04_groupcam_ablations)
 # Rebuffi et al. 2020, Table 2 (notebooks/01_extract_aggregate)
-METHODS.update(normgrad=normgrad, selective_normgrad=selective_normgrad, linear_approx=linear_approx, normgrad_conv=normgrad_conv)
+METHODS.update(layer_gradient=layer_gradient, linear_approx=linear_approx, selective_normgrad=selective_normgrad, normgrad=normgrad,
+               normgrad_conv=normgrad_conv)
 
 
 

@@ -96,6 +96,7 @@ __all__ = [
     "normgrad",
     "selective_normgrad",
     "linear_approx",
+    "layer_gradient",
     "normgrad_conv",
     "aggregate_vector",
     "aggregate_outer",
@@ -569,6 +570,18 @@ def selective_normgrad(
     return extract_aggregate(
         model, images, targets, layer=layer, extract=extracts[definition], aggregate="filter_norm", raw=raw, batch_size=batch_size
     )
+
+
+def layer_gradient(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
+    r"""The gradient at a layer: virtual bias identity + max-abs.
+
+    Simonyan et al. 2014 as cast by Rebuffi et al. 2020, Table 2 row 1, at any depth:
+    :math:`\max_k |g_k|` per location of the layer (``gradient`` is the same at the input,
+    on the pixels).  At the last layer of a network ending in global average pooling every
+    location gets the same gradient, so the map is constant there (Sec. 3).  Arguments and
+    returns as :func:`normgrad`.
+    """
+    return extract_aggregate(model, images, targets, layer=layer, extract="bias", aggregate="max_abs", raw=raw, batch_size=batch_size)
 
 
 def linear_approx(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
