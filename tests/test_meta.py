@@ -32,6 +32,7 @@ def test_the_callers_model_is_bit_identical(direction, method):
     assert maps.shape == (2, 16, 16) and 0 <= maps.min() and maps.max() <= 1
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())  # the inner step's gradients live on the copy
     assert no_hooks_left(model) and not model.training
 
 

@@ -87,6 +87,23 @@ def test_guided_backprop_equals_captum():
     assert torch.allclose(mine, theirs, atol=1e-6)
 
 
+def test_guided_backprop_on_relu6_by_hand():
+    # captum guides nn.ReLU only; the offline models use ReLU6, whose guided rule is checked by hand:
+    # the signal into the activation is clamped at zero, then masked by 0 < pre-activation < 6.
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 2, 2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4), torch.nn.ReLU6(), torch.nn.Linear(4, 2)).eval()
+    w1 = model[1].weight.detach()
+    with torch.no_grad():
+        model[1].bias.copy_(torch.tensor([-1.0, 3.0, 7.0, 2.0]) - w1 @ x.flatten())  # pre-activations -1, 3, 7, 2
+        model[3].weight[0] = torch.tensor([1.0, -2.0, 5.0, 0.5])
+    guided = saliency.guided_backprop(model, x, torch.tensor([0]), aggregate=None, raw=True)
+    # clamp(w2) = [1, 0, 5, 0.5]; mask 0 < pre < 6 = [0, 1, 0, 1]: only unit 3 passes, with 0.5.
+    assert torch.allclose(guided.flatten(), 0.5 * w1[3], atol=1e-6)
+    plain = saliency.gradient(model, x, torch.tensor([0]), aggregate=None, raw=True)
+    assert torch.allclose(plain.flatten(), -2.0 * w1[1] + 0.5 * w1[3], atol=1e-6)  # the negative unit 1 counts here
+
+
 def test_smoothgrad_agrees_with_captum_noise_tunnel():
     # Both are Monte-Carlo estimates of the same expectation with independent noise:
     # with many samples the maps correlate >= 0.99.
