@@ -385,8 +385,9 @@ def load(name: str = "efficientnet_lite0", *, device: torch.device | str = "cpu"
         ValueError: unknown name (the message lists close names).
         FileNotFoundError / RuntimeError: torchvision weights unavailable offline.
     """
-    if name.startswith("efficientnet_lite") and name[len("efficientnet_lite"):].isdigit() and int(name[-1]) in _LITE_WEIGHTS:
-        classifier = _load_lite(int(name[len("efficientnet_lite"):]))
+    suffix = name.removeprefix("efficientnet_lite")
+    if suffix != name and suffix.isdigit() and int(suffix) in _LITE_WEIGHTS:
+        classifier = _load_lite(int(suffix))
     else:
         import torchvision
 

@@ -32,6 +32,14 @@ def test_a_method_blind_to_the_class_scores_one_and_a_flipping_one_minus_one():
     assert torch.allclose(class_sensitivity(model, flipping, x).correlation, -torch.ones(3))
 
 
+def test_a_constant_map_has_no_score_not_the_ideal_zero():
+    varying = images(2, size=8)[:, 0]
+    constant = torch.full_like(varying, 0.5)
+    score = max_min_correlation(torch.stack([varying[0], constant[1]]), torch.stack([varying[1], varying[1]]))
+    assert torch.isfinite(score[0]) and torch.isnan(score[1])
+    assert torch.isclose(score[0], torch.tensor(spearmanr(varying[0].flatten(), varying[1].flatten())[0], dtype=score.dtype))
+
+
 def test_real_method_targets_and_correlation_match_scipy():
     model, x = tiny_cnn(), images(3, size=16)
     result = class_sensitivity(model, "normgrad", x, method_kwargs={"layer": "features.1"})

@@ -73,6 +73,8 @@ def test_normalize_roundtrip():
 def test_unknown_model_lists_close_names():
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         models.load("efficientnet_lite9")
+    with pytest.raises(ValueError, match="unknown model 'efficientnet_lite10'"):  # its last digit is a known variant
+        models.load("efficientnet_lite10")
     with pytest.raises(ValueError, match="resnet50"):
         models.load("resnet5O")
 

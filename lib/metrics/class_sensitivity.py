@@ -9,8 +9,9 @@ a class-sensitive method scores near 0.  Scores near 1 mean the map ignores the 
 (the paper finds this for guided backprop and excitation backprop); negative scores come
 from sum aggregations, whose votes flip sign between anti-correlated classes.
 
-Ties (the zeros of ReLU-filtered maps) get average ranks; a constant map has no ranking
-and scores 0 (:func:`lib.metrics.sanity.spearman`).
+Ties (the zeros of ReLU-filtered maps) get average ranks.  A constant map (the gradient at
+a layer followed by global average pooling, for one) has no ranking: its score is NaN, as in
+``scipy.stats.spearmanr``, since 0 would read as the class-sensitive ideal.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def extreme_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def max_min_correlation(maps_max: torch.Tensor, maps_min: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation of paired maps (B, H, W) -> (B,) (Sec. 4.3)."""
-    return spearman(maps_max, maps_min)
+    """Spearman correlation of paired maps (B, H, W) -> (B,) (Sec. 4.3); NaN where a map is constant."""
+    correlation = spearman(maps_max, maps_min)
+    constant = lambda maps: maps.flatten(1).amax(1) == maps.flatten(1).amin(1)
+    return correlation.masked_fill(constant(maps_max) | constant(maps_min), float("nan"))
 
 
 def _method(method) -> Callable:

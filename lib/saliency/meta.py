@@ -22,8 +22,10 @@ call, whose parameters are reset from the caller's before each image.  The calle
 is never written to.  Batch-norm layers stay in eval mode: their affine parameters take the
 step, their running statistics do not change.
 
-Paper and code: the paper uses :math:`\epsilon = 10^{-3}` (learning rate :math:`2\epsilon =
-2\cdot10^{-3}`) for its class-sensitivity analysis; TorchRay's ``meta_saliency`` takes a
+Paper and code: the paper's sentence "We use a learning rate :math:`\epsilon = 0.001`" (Sec. 4.4)
+names the same number both a learning rate and :math:`\epsilon`; we read it as
+:math:`\epsilon = 10^{-3}` (learning rate :math:`2\epsilon = 2\cdot10^{-3}`), and the other
+reading (learning rate :math:`10^{-3}`) is ``epsilon=5e-4``.  TorchRay's ``meta_saliency`` takes a
 learning rate ``lr=1e-4`` by default and steps on the batch-mean cross-entropy.  Here
 ``epsilon`` is the paper's :math:`\epsilon`; pass ``epsilon=lr/2`` to match a given learning
 rate.
