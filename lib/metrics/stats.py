@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 __all__ = ["Interval", "bootstrap_ci"]
@@ -43,7 +44,10 @@ def bootstrap_ci(
     Raises:
         ValueError: empty sample or a level outside (0, 1).
     """
-    sample = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if isinstance(values, torch.Tensor):
+        sample = values.detach().to("cpu", torch.float64).flatten()
+    else:  # a copy: pandas hands out read-only arrays, which torch.as_tensor warns about
+        sample = torch.tensor(np.asarray(values, dtype=np.float64)).flatten()
     if sample.numel() == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     if not 0 < level < 1:

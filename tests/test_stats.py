@@ -1,0 +1,45 @@
+"""lib.metrics.stats: the percentile bootstrap behind every interval the book reports."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from lib.metrics import bootstrap_ci
+
+
+def test_interval_of_the_mean_matches_the_normal_approximation():
+    # For n = 400 draws of N(0, 1) the 95% interval of the mean is close to mean -/+ 1.96 / sqrt(n).
+    sample = torch.randn(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    interval = bootstrap_ci(sample, resamples=4000, seed=3)
+    half = 1.96 * float(sample.std()) / 20
+    assert interval.value == pytest.approx(float(sample.mean()))
+    assert interval.low == pytest.approx(interval.value - half, abs=0.15 * half)
+    assert interval.high == pytest.approx(interval.value + half, abs=0.15 * half)
+    assert interval.n == 400
+
+
+def test_constant_sample_seeds_and_other_statistics():
+    assert bootstrap_ci([2.5] * 7) == bootstrap_ci(np.full(7, 2.5))
+    constant = bootstrap_ci([2.5] * 7)
+    assert (constant.value, constant.low, constant.high) == (2.5, 2.5, 2.5)
+    values = [0.0, 1.0, 5.0, 2.0, 8.0]
+    assert bootstrap_ci(values, seed=4) == bootstrap_ci(values, seed=4)
+    median = bootstrap_ci(values, statistic=torch.median)
+    assert median.value == 2.0 and median.low >= 0.0 and median.high <= 8.0
+
+
+def test_read_only_arrays_from_pandas_are_taken_without_a_warning():
+    frozen = np.arange(6.0)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert bootstrap_ci(frozen) == bootstrap_ci(list(range(6)))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="at least one value"):
+        bootstrap_ci([])
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci([1.0, 2.0], level=1.0)
