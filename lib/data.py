@@ -67,6 +67,7 @@ __all__ = [
     "Dataset",
     "image_set",
     "find_imagenet",
+    "image_source",
     "concat",
     "Batch",
     "CropGeometry",
@@ -1243,6 +1244,12 @@ def find_imagenet(data_root: str | os.PathLike | None = None) -> Path | None:
     """
     candidate = paths.imagenet_val_root() if data_root is None else Path(data_root).expanduser() / "imagenet-val"
     return candidate if candidate.is_dir() else None
+
+
+def image_source(data_root: str | os.PathLike | None = None) -> str:
+    """Where :func:`image_set` takes its images from, in words (for a section's provenance cell)."""
+    found = find_imagenet(data_root)
+    return f"ImageNet val at {found}" if found is not None else "the embedded photographs"
 
 
 def concat(*datasets: Dataset) -> Dataset:

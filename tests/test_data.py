@@ -125,7 +125,7 @@ def test_datasets_are_lazy(monkeypatch, empty_data_root):
 
 
 def test_image_set_falls_back_to_the_embedded_images(empty_data_root):
-    assert data.find_imagenet() is None
+    assert data.find_imagenet() is None and data.image_source() == "the embedded photographs"
     images = data.image_set(limit=2)
     assert images.name == "embedded" and images.ids == ["chelsea", "coffee"]
     with pytest.raises(FileNotFoundError, match="imagenet"):
@@ -136,6 +136,7 @@ def test_image_set_falls_back_to_the_embedded_images(empty_data_root):
 def test_image_set_finds_imagenet_under_the_data_root(monkeypatch):
     monkeypatch.setenv("SALIENCY_DATA", str(SHARED))
     assert data.find_imagenet() == IMAGENET.resolve()
+    assert data.image_source() == f"ImageNet val at {IMAGENET.resolve()}"
     assert data.image_set(limit=3).ids == data.imagenet_val(IMAGENET, limit=3).ids
     # Without the variable the repository's ./data is the root; it has no imagenet-val/ in a clean clone.
     monkeypatch.delenv("SALIENCY_DATA")
