@@ -28,7 +28,10 @@ Paper and public code (github.com/wofmanaf/Group-CAM) differ, exposed as ``varia
   :math:`\mathrm{ReLU}(\alpha_\ell)`, and they weight the *unnormalised* upsampled maps,
   :math:`L = \sum_\ell \mathrm{ReLU}(\alpha_\ell)\,\mathrm{Up}(M_\ell)`.  ``theta`` defaults
   to None there; giving one applies Eq. 3 at the layer's resolution before upsampling, as
-  the authors' earlier code did.
+  the authors' earlier code did.  The copy of ``cam/groupcam.py`` we could read (commit
+  0b61fdd) is such an earlier version: θ = 70 at the layer's resolution, upsampling, then
+  min-max normalising, and the *unrectified* gains times the normalised masks summed before
+  one final ReLU, which is the ``"paper"`` variant up to normalising after upsampling.
 
 Both take the gradient of the pre-softmax score (Eq. 1, as the code) and the gains on
 softmax probabilities (Eq. 6, as the code).  The blur is a Gaussian of kernel 51 and σ 50
