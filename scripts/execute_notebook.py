@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -153,11 +154,13 @@ def execute(src: Path, dst: Path, profile: str) -> None:
 
     params = parameters_for(src, profile)
     kernel_environment()
-    # Sections save their claims (lib.claims) beside the executed notebooks.
-    os.environ["SALIENCY_SECTIONS"] = str(dst.parent.resolve())
     dst.parent.mkdir(parents=True, exist_ok=True)
     (FAILED_DIR / dst.name).unlink(missing_ok=True)  # a copy kept from an earlier failure
     tmp = dst.parent / f".{dst.stem}.tmp-{os.getpid()}.ipynb"
+    # Sections save their claims (lib.claims) into a staging folder, published beside the
+    # executed notebooks only with it: a failed run leaves the last good claims in place.
+    stage = dst.parent / f".{dst.stem}.stage-{os.getpid()}"
+    os.environ["SALIENCY_SECTIONS"] = str(stage.resolve())
     try:
         papermill.execute_notebook(
             str(src),
@@ -172,12 +175,17 @@ def execute(src: Path, dst: Path, profile: str) -> None:
             config=Config({"KernelManager": {"transport_encryption": "auto"}}),
         )
         tidy(tmp)
+        (dst.parent / "claims").mkdir(exist_ok=True)
+        for saved in sorted((stage / "claims").glob("*.json")):
+            os.replace(saved, dst.parent / "claims" / saved.name)
         os.replace(tmp, dst)
     except BaseException:
         if tmp.exists():
             FAILED_DIR.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, FAILED_DIR / dst.name)
         raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def one_line(exc: BaseException) -> str:

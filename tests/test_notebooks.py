@@ -90,6 +90,30 @@ def test_progress_redraws_collapse_to_the_last_state(tmp_path):
     assert [(o.name, o.text) for o in outputs] == [("stdout", "loop: 100%|## | 2/2\ndone\n"), ("stderr", "note\n")]
 
 
+def test_claims_are_published_only_with_a_successful_run(tmp_path, monkeypatch):
+    execute = _script("execute_notebook")
+    monkeypatch.setattr(execute, "load_profile", lambda profile: {"common": {}})
+    monkeypatch.setattr(execute, "FAILED_DIR", tmp_path / "failed")
+    save = ('from lib import claims\n'
+            'claims.save([claims.Claim("99_probe", "c", "s", "p", "o", "set", "reproduced")], "99_probe")\n')
+    sections = tmp_path / "sections"
+    for body, fails in ((save + 'raise RuntimeError("boom")', True), (save, False)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('profile = "x"', metadata={"tags": ["parameters"]}),
+                                             nbformat.v4.new_code_cell(body)],
+                                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        src = tmp_path / "notebooks" / "99_probe.ipynb"
+        src.parent.mkdir(exist_ok=True)
+        nbformat.write(nb, src)
+        if fails:
+            with pytest.raises(Exception, match="boom"):
+                execute.execute(src, sections / src.name, "smoke")
+            assert not (sections / "claims" / "99_probe.json").exists() and not (sections / src.name).exists()
+        else:
+            execute.execute(src, sections / src.name, "smoke")
+            assert (sections / "claims" / "99_probe.json").is_file() and (sections / src.name).is_file()
+    assert not list(sections.glob(".99_probe.*"))  # no staging folder or temporary copy left behind
+
+
 # ---------------------------------------------------------------- smoke runs
 
 
