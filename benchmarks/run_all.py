@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     methods.to_csv(args.out / "methods.csv", index=False)
     causal.to_csv(args.out / "insertion_deletion.csv", index=False)
     text = [f"# Saliency methods: time and memory beside peers and floors ({args.model})", "", "```", about, "```", "",
-            markdown(methods), "", "## Insertion and deletion", "", markdown(causal), ""]
+            markdown(methods), "", "## Where a peer is faster", "", markdown(benchmark.slower_than_peers(methods)), "",
+            "## Insertion and deletion", "", markdown(causal), ""]
     (args.out / "benchmarks.md").write_text("\n".join(text))
     print(f"wrote {args.out / 'benchmarks.md'}")
     return 0

@@ -42,7 +42,7 @@ from .capture import prepared, resolve_layer
 from .metrics import insertion_deletion as causal
 from .saliency._common import AUTO, auto_batch_size, chunks, layer_pass
 
-__all__ = ["WORK", "REASONS", "Measurement", "measure", "peers", "floor", "compare", "insertion_deletion_rows"]
+__all__ = ["WORK", "REASONS", "NOISE", "slower_than_peers", "Measurement", "measure", "peers", "floor", "compare", "insertion_deletion_rows"]
 
 #: Reduced work shared by us and the peers, so that a row compares like with like.
 WORK = {
@@ -60,6 +60,21 @@ REASONS = {
     ("guided_backprop", "captum (ReLU only)"): "not the same work: captum's guided backprop overrides nn.ReLU only, so on "
     "this ReLU6 network it computes the plain gradient; ours applies the guided rule at every ReLU6 (a backward hook each)",
 }
+
+
+#: Ratios up to this, for a method whose time is the network's passes, are run-to-run noise on a
+#: shared 2-core CPU (repeated timings of the same call there spread by up to about 30%).
+NOISE = 1.25
+
+
+def slower_than_peers(frame, threshold: float = 1.1):
+    """The rows of a :func:`compare` table where a peer is faster (``ours / peer`` above
+    ``threshold``), each with its reason: a known one from :data:`REASONS`, noise up to
+    :data:`NOISE`, otherwise "not explained: to be looked at"."""
+    slower = frame[frame["ours / peer"] > threshold][["method", "batch", "peer", "ours ms/img", "peer ms/img", "ours / peer", "ours / floor"]]
+    reasons = [REASONS.get((m, p), f"within the run-to-run noise (ratio <= {NOISE})" if r <= NOISE else "not explained: to be looked at")
+               for m, p, r in zip(slower["method"], slower["peer"], slower["ours / peer"])]
+    return slower.assign(reason=reasons)
 
 
 @dataclass(frozen=True)

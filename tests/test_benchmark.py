@@ -118,3 +118,22 @@ def test_insertion_deletion_floor_matches_the_batched_games():
 
 def test_no_floor_for_an_unknown_method():
     assert benchmark.floor(tiny_cnn(), images(1, size=16), torch.tensor([0]), "meta_saliency") is None
+
+
+def test_rows_where_a_peer_is_faster_carry_their_reason():
+    import pandas as pd
+
+    row = dict(batch=1, **{"ours ms/img": 1.0, "peer ms/img": 1.0, "ours / floor": 1.0})
+    frame = pd.DataFrame([
+        {**row, "method": "gradcam", "peer": "torchcam", "ours / peer": 0.5},  # ours faster: not listed
+        {**row, "method": "gradient", "peer": "captum", "ours / peer": 1.2},
+        {**row, "method": "scorecam", "peer": "pytorch-grad-cam", "ours / peer": 1.3},
+        {**row, "method": "guided_backprop", "peer": "captum (ReLU only)", "ours / peer": 2.0},
+    ])
+    slower = benchmark.slower_than_peers(frame)
+    assert slower["method"].tolist() == ["gradient", "scorecam", "guided_backprop"]
+    assert slower["reason"].tolist() == [
+        f"within the run-to-run noise (ratio <= {benchmark.NOISE})",
+        "not explained: to be looked at",
+        benchmark.REASONS[("guided_backprop", "captum (ReLU only)")],
+    ]
