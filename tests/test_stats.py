@@ -43,3 +43,38 @@ def test_bad_input_is_named():
         bootstrap_ci([])
     with pytest.raises(ValueError, match="level"):
         bootstrap_ci([1.0, 2.0], level=1.0)
+
+
+# ---------------------------------------------------------------- the sign-flip test
+
+
+def test_sign_flip_matches_the_t_interval_on_normal_data_and_enumerates_small_n():
+    from scipy import stats
+
+    from lib.metrics import sign_flip
+
+    d = np.random.default_rng(0).normal(0.5, 1, 50)
+    test = sign_flip(d)
+    half = stats.t.ppf(0.975, 49) * d.std(ddof=1) / np.sqrt(50)
+    assert test.value == pytest.approx(d.mean())
+    assert test.low == pytest.approx(d.mean() - half, abs=0.1 * half)
+    assert test.high == pytest.approx(d.mean() + half, abs=0.1 * half)
+    # n = 6, all positive: only the identity pattern reaches the observed sum, p = 1/64 exactly.
+    small = sign_flip([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert small.exact and small.p_greater == pytest.approx(1 / 64) and small.low > 0
+    # n = 5 can never pass: 1/32 > 0.025.
+    assert sign_flip([1.0, 2.0, 3.0, 4.0, 5.0]).low == float("-inf")
+
+
+def test_sign_flip_weights_give_the_weighted_mean_and_are_checked():
+    from lib.metrics import sign_flip
+
+    d = np.array([1.0, 0.0, 0.0, 1.0] * 10)
+    w = np.array([0.5, 0.25, 0.25, 1.0] * 10)
+    assert sign_flip(d, w).value == pytest.approx((d * w).sum() / w.sum())
+    with pytest.raises(ValueError, match="3 weights for 40"):
+        sign_flip(d, w[:3])
+    with pytest.raises(ValueError, match="non-negative"):
+        sign_flip(d, -w)
+    with pytest.raises(ValueError, match="NaN"):
+        sign_flip([1.0, float("nan")])

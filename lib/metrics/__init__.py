@@ -16,6 +16,6 @@ Eqs. 5.7-5.8): clean an attacked image in descending map order, the probability-
 the area against the ideal one (``cleaning_curve``, ``CleaningCurve.score``, ``adversarial_sanity``).
 """
 
-from .stats import bootstrap_ci, Interval
+from .stats import bootstrap_ci, Interval, sign_flip, SignFlip
 
-__all__ = ["bootstrap_ci", "Interval"]
+__all__ = ["bootstrap_ci", "Interval", "sign_flip", "SignFlip"]
