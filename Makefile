@@ -31,9 +31,9 @@ HTML_INDEX := book/_build/html/index.html
 
 # Content stamps: rewritten only when their content changes, so their mtime says "changed".
 # What the executed notebooks depend on besides files: the profile and the data root
-# ($SALIENCY_DATA, else ./data, whose imagenet-val/ the notebooks use when it is there).
+# ($SALIENCY_DATA, else ./data, whose imagenet-val/ and coco128/ the notebooks use when there).
 PROFILE_STAMP := book/sections/.profile
-PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA) data/imagenet-val=$(if $(wildcard data/imagenet-val),present,absent)
+PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA) data/imagenet-val=$(if $(wildcard data/imagenet-val),present,absent) data/coco128=$(if $(wildcard data/coco128),present,absent)
 # Which notebooks the book has (adding or removing one rebuilds the table of contents).
 TOC_STAMP := book/sections/.notebooks
 TOC_STAMP_TEXT := $(NOTEBOOKS)

@@ -71,17 +71,20 @@ def claims_headline(readme: Path, sections: Path) -> bool:
     stamp = (sections / ".profile").read_text() if (sections / ".profile").is_file() else ""
     root = re.search(r"SALIENCY_DATA=(\S*)", stamp)
     if root and root.group(1):
-        images = f"ImageNet val images from `SALIENCY_DATA={root.group(1)}`"
+        images = f"ImageNet val and COCO128 images from `SALIENCY_DATA={root.group(1)}`"
     elif "data/imagenet-val=present" in stamp:
-        images = "ImageNet val images from `./data`"
+        images = "ImageNet val and COCO128 images from `./data`"
     else:
         images = "the embedded photographs"
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{readme}: the markers {BEGIN} and {END} are missing")
-    block = (f"{BEGIN}\nVerdicts of the {len(found)} claims the sections test, as measured by `make book` "
-             f"(profile {', '.join(sorted(profiles))}, on {images}; the book's claims page has every row with its numbers):\n\n"
-             f"{claims.headline(found)}\n{END}")
+    reproductions = sum(c.kind == "reproduction" for c in found)
+    block = (f"{BEGIN}\nVerdicts of the {reproductions} paper claims the sections test, and apart from them "
+             f"{len(found) - reproductions} checks of identities that hold by construction, as measured by `make book` "
+             f"(profile {', '.join(sorted(profiles))}, on {images}). Each verdict follows one protocol: at least "
+             f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
+             f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}\n{END}")
     readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
     print(f"updated the claims headline of {readme.name} ({len(found)} claims)")
     return True
