@@ -37,7 +37,10 @@ is flagged); ``-1`` when the image has no object.
 ``transforms.CenterCrop(S)`` of torchvision exactly (the longer side is truncated with
 ``int``, the crop offset rounded with Python's ``round``); :func:`boxes_to_input` maps boxes
 into the crop, :func:`map_to_original` maps saliency maps back onto the original image so a
-pointing game can be played there.
+pointing game can be played there. TorchRay's pointing benchmark uses no crop:
+:func:`whole_image_preprocess` / :func:`whole_geometry` resize the whole image (square, or
+TorchRay's exact shorter-side resize), :func:`whole_map_to_original` resizes a map back
+(``batch(..., geometry="whole")``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,13 @@ __all__ = [
     "resize_crop_geometry",
     "boxes_to_input",
     "map_to_original",
+    "WHOLE_GEOMETRIES",
+    "WholeGeometry",
+    "WholeImagePreprocess",
+    "whole_geometry",
+    "whole_image_preprocess",
+    "boxes_to_whole_input",
+    "whole_map_to_original",
     "object_mask",
     "batch",
     "batches",
@@ -294,6 +304,22 @@ class Dataset(Sequence):
     def select(self, indices: Iterable[int]) -> Dataset:
         """The samples at ``indices``, in that order, as a new dataset."""
         return self._subset([self._records[int(i)] for i in indices])
+
+    def objects(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(box_labels, difficult)`` of sample ``index`` without opening its image.
+
+        The same tensors as the loaded sample's ``box_labels`` (int64 ``(K,)``) and
+        ``difficult`` (bool ``(K,)`` or None); parses the annotation only (for expanding a
+        dataset into image/class pairs, :func:`lib.metrics.pointing.pairs`).
+        """
+        n = len(self._records)
+        index = operator.index(index)
+        if not -n <= index < n:
+            raise IndexError(f"{self.name}: index {index} out of range for {n} samples")
+        ann = self._records[index].annotation
+        labels = torch.as_tensor(np.asarray(ann.box_labels, dtype=np.int64).reshape(-1))
+        flags = None if ann.difficult is None else torch.as_tensor(np.asarray(ann.difficult, dtype=bool).reshape(-1))
+        return labels, flags
 
     def _subset(self, records: Sequence[_Record]) -> Dataset:
         return Dataset(self.name, records, self.categories, self.root, **self._attributes)
@@ -1127,6 +1153,203 @@ def map_to_original(
 
 
 # --------------------------------------------------------------------------------------------
+# Whole-image geometry (TorchRay's pointing benchmark: no centre crop)
+# --------------------------------------------------------------------------------------------
+
+WHOLE_GEOMETRIES: tuple[str, ...] = ("whole", "shorter")
+"""Whole-image geometries of :func:`batch`: ``"whole"`` (square ``S x S``), ``"shorter"`` (TorchRay's exact resize)."""
+
+
+@dataclass(frozen=True)
+class WholeGeometry:
+    """Where a whole-image resize (no crop) puts an image of ``width x height``.
+
+    The network sees the whole image resized to ``input_width x input_height``; a point
+    ``(x, y)`` of the original (continuous pixel coordinates) lands at
+    ``(x * scale_x, y * scale_y)`` of the input.
+    """
+
+    width: int
+    height: int
+    input_width: int
+    input_height: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.input_width / self.width
+
+    @property
+    def scale_y(self) -> float:
+        return self.input_height / self.height
+
+
+def whole_geometry(width: int, height: int, input_size: int, keep_aspect: bool = False) -> WholeGeometry:
+    """The input size of a whole image resized without crop.
+
+    TorchRay's pointing benchmark (``torchray/benchmark/models.py``, ``get_transform`` for
+    ``"voc"``/``"coco"``, called by ``examples/attribution_benchmark.py`` with ``size=224``)
+    resizes the **shorter side** to ``S`` and the longer one to ``int(S * long / short)``
+    (aspect kept, no crop), one image per batch; for RISE it passes ``size=(224, 224)``, a
+    square resize. ``keep_aspect=True`` reproduces the first (``width < height`` decides which
+    side is the shorter, as there); ``keep_aspect=False`` gives the square ``S x S``.
+
+    Raises:
+        ValueError: a size that is not a positive int.
+    """
+    width = _positive_int("width", width)
+    height = _positive_int("height", height)
+    input_size = _positive_int("input_size", input_size)
+    if not keep_aspect:
+        return WholeGeometry(width, height, input_size, input_size)
+    if width < height:
+        return WholeGeometry(width, height, input_size, int(input_size * height / width))
+    return WholeGeometry(width, height, int(input_size * width / height), input_size)
+
+
+class WholeImagePreprocess:
+    """PIL image -> ``(3, h, w)`` normalised tensor, the whole image resized without crop.
+
+    As TorchRay's ``get_transform`` for VOC/COCO (``torchray/benchmark/models.py``): pixels to
+    [0, 1] (``ToTensor``), ``torch.nn.functional.interpolate(mode="bilinear",
+    align_corners=False)`` to the size of :func:`whole_geometry` (no antialiasing, as there),
+    then normalisation. TorchRay normalises with Caffe's BGR means because its VOC/COCO models
+    were converted from Caffe; we use the classifier's ``mean``/``std``. A picklable object (for
+    DataLoader workers); build it with :func:`whole_image_preprocess`.
+    """
+
+    def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float],
+                 keep_aspect: bool = False, antialias: bool = False):
+        self.input_size = _positive_int("input_size", input_size)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        self.keep_aspect = bool(keep_aspect)
+        self.antialias = bool(antialias)
+
+    @property
+    def geometry(self) -> str:
+        """The :func:`batch` geometry this preprocessing implements."""
+        return "shorter" if self.keep_aspect else "whole"
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if not isinstance(image, Image.Image):
+            raise ValueError(f"whole-image preprocess: expected a PIL image, got {type(image).__name__}")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).div_(255)
+        g = whole_geometry(rgb.width, rgb.height, self.input_size, self.keep_aspect)
+        x = F.interpolate(x[None], size=(g.input_height, g.input_width), mode="bilinear",
+                          align_corners=False, antialias=self.antialias)[0]
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return (f"WholeImagePreprocess(input_size={self.input_size}, keep_aspect={self.keep_aspect}, "
+                f"antialias={self.antialias})")
+
+
+def whole_image_preprocess(
+    classifier: Any, *, keep_aspect: bool = False, antialias: bool = False
+) -> WholeImagePreprocess:
+    """The whole-image preprocessing of TorchRay's pointing benchmark for a classifier (no centre crop).
+
+    TorchRay (``torchray/benchmark/models.py`` ``get_transform``; ``examples/attribution_benchmark.py``)
+    resizes the shorter side to 224 and keeps the aspect ratio, with batches of one image
+    (``DataLoader(batch_size=1)``; its VOC/COCO networks are made fully convolutional). Ours
+    defaults to a **square** ``S x S`` resize of the whole image instead (TorchRay's own choice
+    for RISE, ``size=(224, 224)``), so that images of any aspect ratio stack into one batch
+    (:func:`batch` with ``geometry="whole"``); the image is squeezed along its longer side
+    rather than cropped, so no object is lost. ``keep_aspect=True`` gives TorchRay's exact
+    shorter-side resize (``geometry="shorter"``: batches of one image, or of images of one size).
+    Either way a map on the input covers the whole image: :func:`whole_map_to_original` carries
+    it back.
+
+    Args:
+        classifier: a :class:`lib.models.Classifier` (anything with ``input_size``, ``mean``,
+            ``std``).
+        keep_aspect: TorchRay's shorter-side resize instead of the square one.
+        antialias: antialias the downsampling (TorchRay does not).
+
+    Raises:
+        ValueError: ``classifier`` lacks ``input_size``/``mean``/``std``.
+    """
+    missing = [name for name in ("input_size", "mean", "std") if not hasattr(classifier, name)]
+    if missing:
+        raise ValueError(
+            f"whole_image_preprocess: expected a Classifier (with input_size, mean, std), got "
+            f"{type(classifier).__name__} without {', '.join(missing)}"
+        )
+    mean = torch.as_tensor(classifier.mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(classifier.std, dtype=torch.float32).reshape(-1)
+    if mean.numel() != 3 or std.numel() != 3:
+        raise ValueError(
+            f"whole_image_preprocess: mean and std must have 3 values, got {mean.numel()} and {std.numel()}"
+        )
+    return WholeImagePreprocess(classifier.input_size, mean.tolist(), std.tolist(), keep_aspect, antialias)
+
+
+def boxes_to_whole_input(
+    boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
+    width: int,
+    height: int,
+    input_size: int,
+    keep_aspect: bool = False,
+) -> torch.Tensor:
+    """Boxes ``(K, 4)`` in original pixels -> float32 ``(K, 4)`` in the whole-image input's pixels.
+
+    Each axis scaled by :func:`whole_geometry`'s ``scale_x``/``scale_y``, clipped to the input.
+    """
+    g = whole_geometry(width, height, input_size, keep_aspect)
+    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    scale = torch.tensor([g.scale_x, g.scale_y, g.scale_x, g.scale_y], dtype=torch.float64)
+    upper = torch.tensor([g.input_width, g.input_height, g.input_width, g.input_height], dtype=torch.float64)
+    return torch.minimum((b * scale).clamp_min(0), upper).to(torch.float32)
+
+
+def whole_map_to_original(
+    maps: torch.Tensor | Sequence[torch.Tensor],
+    original_sizes: Sequence[tuple[int, int]],
+    *,
+    antialias: bool = False,
+) -> list[torch.Tensor]:
+    """Saliency maps on a whole-image input -> maps on each original image.
+
+    The map covers the whole image (no crop), so it is resized bilinearly to the original
+    ``(height, width)``, whatever its resolution (an ``S x S`` input, a ``7 x 7`` CAM, a
+    TorchRay-shaped ``S x L`` input): TorchRay's ``resize=image_size`` of every attribution
+    method (``torchray/attribution/common.py``, ``resize_saliency``:
+    ``F.interpolate(mode="bilinear", align_corners=False)``, no antialiasing).
+
+    Args:
+        maps: ``(B, h, w)`` tensor, or ``B`` tensors ``(h_i, w_i)`` (sizes may differ).
+        original_sizes: ``B`` pairs ``(width, height)``.
+        antialias: antialias when a map is larger than its original (TorchRay does not).
+
+    Returns:
+        ``B`` tensors ``(H_orig, W_orig)`` on the maps' device, float32 (or the maps' float dtype).
+
+    Raises:
+        ValueError: a map that is not 2-D, or counts that differ.
+    """
+    if isinstance(maps, torch.Tensor):
+        if maps.dim() != 3:
+            raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {tuple(maps.shape)}")
+        maps = list(maps)
+    maps = list(maps)
+    if len(original_sizes) != len(maps):
+        raise ValueError(f"{len(maps)} maps but {len(original_sizes)} original sizes")
+    out = []
+    for m, size in zip(maps, original_sizes):
+        if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ValueError(f"each map must be a non-empty (h, w) tensor, got {shape}")
+        width, height = (_positive_int("width", int(v)) for v in size)
+        m = m.to(m.dtype if m.is_floating_point() else torch.float32)[None, None]
+        if m.shape[-2:] != (height, width):
+            m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False,
+                              antialias=antialias and (m.shape[-2] > height or m.shape[-1] > width))
+        out.append(m[0, 0])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------
 
@@ -1144,6 +1367,9 @@ class Batch:
         original_sizes: ``B`` pairs ``(width, height)``.
         ids: ``B`` sample ids.
         input_size, crop_fraction: the geometry used (for :func:`map_to_original`).
+        geometry: ``"crop"`` (resize + centre crop, :func:`crop_geometry`), ``"whole"`` or
+            ``"shorter"`` (the whole image without crop, :func:`whole_geometry`; maps go back
+            with :func:`whole_map_to_original`). With ``"shorter"`` images are ``(B, 3, h, w)``.
     """
 
     images: torch.Tensor
@@ -1154,6 +1380,7 @@ class Batch:
     ids: list[str]
     input_size: int
     crop_fraction: float = 0.875
+    geometry: str = "crop"
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -1169,10 +1396,13 @@ class Batch:
             list(self.ids),
             self.input_size,
             self.crop_fraction,
+            self.geometry,
         )
 
     def to_original(self, maps: torch.Tensor) -> list[torch.Tensor]:
-        """:func:`map_to_original` with this batch's sizes and geometry."""
+        """:func:`map_to_original` (crop) or :func:`whole_map_to_original` (whole image) with this batch's sizes."""
+        if self.geometry in WHOLE_GEOMETRIES:
+            return whole_map_to_original(maps, self.original_sizes)
         return map_to_original(maps, self.original_sizes, self.input_size, self.crop_fraction)
 
 
@@ -1181,6 +1411,7 @@ def batch(
     preprocess: Callable[[Image.Image], torch.Tensor],
     input_size: int,
     crop_fraction: float = 0.875,
+    geometry: str = "crop",
 ) -> Batch:
     """Stack samples into a :class:`Batch`.
 
@@ -1188,24 +1419,50 @@ def batch(
         samples: samples (a :class:`Dataset` slice, a list...).
         preprocess: PIL image -> ``(3, S, S)`` tensor, e.g. ``Classifier.preprocess``; it must
             resize and crop with the same ``input_size`` and ``crop_fraction`` as given here.
+            For ``geometry="whole"``/``"shorter"``, :func:`whole_image_preprocess` (its
+            ``keep_aspect`` False/True).
         input_size, crop_fraction: the geometry ``preprocess`` uses, for the boxes.
+        geometry: ``"crop"`` (default: resize + centre crop), ``"whole"`` (the whole image
+            squeezed to ``S x S``, TorchRay's pointing geometry made stackable) or
+            ``"shorter"`` (TorchRay's exact shorter-side resize: the images must all come out
+            the same size, e.g. one image per batch as TorchRay runs).
+
+    Raises:
+        ValueError: no samples, an unknown geometry, a preprocess output of the wrong shape, or
+            ``"shorter"`` images of different sizes.
     """
     input_size = _positive_int("input_size", input_size)
+    if geometry not in ("crop",) + WHOLE_GEOMETRIES:
+        raise ValueError(f"batch: geometry must be 'crop', 'whole' or 'shorter', not {geometry!r}")
     samples = list(samples)
     if not samples:
         raise ValueError("batch: no samples")
     images, boxes, box_labels, sizes, ids, labels = [], [], [], [], [], []
     for sample in samples:
         x = preprocess(sample.image)
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != (3, input_size, input_size):
+        width, height = sample.size
+        if geometry == "shorter":
+            g = whole_geometry(width, height, input_size, keep_aspect=True)
+            expected = (3, g.input_height, g.input_width)
+        else:
+            expected = (3, input_size, input_size)
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(
-                f"batch: preprocess returned {shape} for {sample.id}, expected (3, {input_size}, {input_size}); "
-                "input_size must match the preprocessing's crop"
+                f"batch: preprocess returned {shape} for {sample.id}, expected {expected} under geometry "
+                f"{geometry!r}; input_size and geometry must match the preprocessing"
             )
-        width, height = sample.size
+        if images and tuple(x.shape) != tuple(images[0].shape):
+            raise ValueError(
+                f"batch: under geometry 'shorter' {sample.id} is {tuple(x.shape)} but {ids[0]} is "
+                f"{tuple(images[0].shape)}; images of different aspect ratios do not stack (TorchRay runs one "
+                "image per batch): use batch_size=1 or geometry='whole'"
+            )
         images.append(x)
-        boxes.append(boxes_to_input(sample.boxes, width, height, input_size, crop_fraction))
+        if geometry == "crop":
+            boxes.append(boxes_to_input(sample.boxes, width, height, input_size, crop_fraction))
+        else:
+            boxes.append(boxes_to_whole_input(sample.boxes, width, height, input_size, geometry == "shorter"))
         box_labels.append(sample.box_labels.clone())
         sizes.append((width, height))
         ids.append(sample.id)
@@ -1219,6 +1476,7 @@ def batch(
         ids,
         input_size,
         crop_fraction,
+        geometry,
     )
 
 
@@ -1228,11 +1486,15 @@ def batches(
     input_size: int,
     batch_size: int = 16,
     crop_fraction: float = 0.875,
+    geometry: str = "crop",
 ) -> Iterator[Batch]:
-    """Consecutive :class:`Batch` es of at most ``batch_size`` samples (images opened per batch)."""
+    """Consecutive :class:`Batch` es of at most ``batch_size`` samples (images opened per batch).
+
+    ``geometry`` as in :func:`batch`.
+    """
     batch_size = _positive_int("batch_size", batch_size)
     for start in range(0, len(samples), batch_size):
-        yield batch(samples[start:start + batch_size], preprocess, input_size, crop_fraction)
+        yield batch(samples[start:start + batch_size], preprocess, input_size, crop_fraction, geometry)
 
 
 def find_imagenet(data_root: str | os.PathLike | None = None) -> Path | None:

@@ -4,13 +4,33 @@ revisiting backpropagation saliency methods*, CVPR 2020 (supplementary A).
 
 A saliency map "points" at its maximum. The point is a **hit** for class :math:`c` when some
 ground-truth pixel of :math:`c` lies within a tolerance :math:`\tau = 15` px of it, measured on
-the **original** image (the map is first carried back from the network's input crop with
-:func:`lib.data.map_to_original`):
+the **original** image (the map is first carried back from the network's input to the original
+image, see the two protocols below):
 
 .. math::
     \mathrm{hit}(p, \Omega_c) = \big[\exists\, q \in \Omega_c : \|q - p\|_2 < \tau\big],
     \qquad
     \mathrm{acc} = \frac{1}{|C|} \sum_{c \in C} \frac{|\mathrm{hits}_c|}{|\mathrm{hits}_c| + |\mathrm{misses}_c|}.
+
+Two **protocols** (the ``protocol`` argument of :func:`pointing_game`, :func:`pointing_games`,
+:class:`PointingTable`, :func:`centre_baseline`, :func:`difficult`, :func:`play`):
+
+- ``"torchray"``: the game as TorchRay's benchmark plays it on VOC07/COCO14
+  (``torchray/benchmark/pointing_game.py``, ``torchray/benchmark/datasets.py``,
+  ``torchray/benchmark/models.py``, ``examples/attribution_benchmark.py``). The network sees the
+  **whole** image, no centre crop (``get_transform``: shorter side resized to 224, aspect kept,
+  one image per batch; we default to a square resize so batches stack, see
+  :func:`lib.data.whole_image_preprocess`); the map is resized bilinearly to the original size
+  (:func:`lib.data.whole_map_to_original`, TorchRay's ``resize=image_size``). One pair per
+  class present in the image (:func:`pairs`: VOC classes whose objects are all ``difficult``
+  are skipped, COCO crowd objects count); the ground truth is the union of the class's COCO
+  segments (``coco_as_mask``) or VOC boxes (``voc_as_mask``); the difficult subset follows
+  Zhang et al.'s rule on the boxes (:func:`difficult`). Default for multi-object data (every
+  ``Sample.source`` other than ImageNet/embedded).
+- ``"crop"``: the present behaviour for single-class data (ImageNet, the embedded set):
+  maps on the network's resize + centre crop are carried back with
+  :func:`lib.data.map_to_original` (zeros outside the crop), the difficult area rule uses
+  segments where the sample has them. Default when every sample is ImageNet/embedded.
 
 Choices, with their sources:
 
@@ -24,18 +44,25 @@ Choices, with their sources:
   flattened map, as TorchRay's ``_saliency_to_point``). A constant map therefore points at
   the top-left pixel of the original image (usually a miss: a map that says nothing scores
   nothing).
-- **Per-class averaging.** TorchRay averages over all of the dataset's classes (an absent
-  class counts as 0 with ``clamp(min=1)``); VOC has all 20 classes present in its test set so
-  this is the mean over present classes. We average over the classes **present** among the
-  evaluated pairs (1,000 ImageNet classes are never all present in a subsample).
+- **Per-class averaging.** TorchRay's ``PointingGame.accuracy`` averages
+  ``hits / (hits + misses).clamp(min=1)`` over all of the dataset's classes (20 for VOC, 80
+  for COCO: an absent class counts as 0); VOC07 test and COCO14 val have every class present,
+  so there this is the mean over present classes. We average over the classes **present**
+  among the evaluated pairs (of the subset), under both protocols (1,000 ImageNet classes, or
+  80 COCO classes in COCO128, are never all present in a subsample).
 - **Centre baseline.** TorchRay's ``center`` method points at ``(W / 2, H / 2)`` of the
-  original image: :func:`centre_baseline`.
+  original image (``examples/attribution_benchmark.py``), under either protocol:
+  :func:`centre_baseline`. TorchRay's published centre accuracies (``docs/pointing.csv``):
+  VOC07 69.6% (difficult 42.4%), COCO14 27.8% (difficult 19.5%).
 - **Difficult subset** (Zhang et al. 2016; Rebuffi et al. supp. A): the image/class pairs
   whose objects of that class cover less than 25% of the image **and** whose image shows at
-  least one other class. TorchRay reads these flags from files made for VOC07/COCO14; we
+  least one other class. TorchRay reads these flags from files made by Zhang et al. for
+  VOC07/COCO14 (``pointing_game_ebp_voc07_difficult.txt``, ``..._coco_difficult.txt``); we
   recompute the rule from the annotation (:func:`difficult`). ImageNet validation images carry
   a single class, so the second condition can never hold; for single-class datasets
   (ImageNet, the embedded set) :func:`difficult` applies the area rule alone and says so.
+- **Paired tests.** :meth:`PointingResult.class_weights` gives per-pair weights whose dot
+  product with the hits is the class-mean accuracy (for sign-flip tests of paired differences).
 - TorchRay's benchmark smooths gradient-type maps with a Gaussian (``smooth=0.02``) before
   taking the maximum; this module takes the maps as given.
 
@@ -50,9 +77,11 @@ positive mass inside the tile).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +89,11 @@ from .. import data as _data
 from .stats import Interval, bootstrap_ci
 
 __all__ = [
+    "PROTOCOLS",
     "PointingResult",
+    "Pairs",
+    "pairs",
+    "play",
     "GridResult",
     "max_points",
     "hits_at",
@@ -80,6 +113,35 @@ __all__ = [
 
 SINGLE_CLASS_SOURCES = ("imagenet", "embedded")
 """Dataset names (prefixes of ``Sample.source``) whose images carry one class: difficult = area rule only."""
+
+PROTOCOLS = ("torchray", "crop")
+"""The pointing-game protocols: TorchRay's whole-image game, and the resize + centre-crop one."""
+
+VOC_SOURCES = ("voc",)
+"""Prefixes of ``Sample.source`` whose ``difficult`` flags are VOC's (pairs of all-difficult classes are skipped)."""
+
+
+def _is_single_class(sample: _data.Sample) -> bool:
+    return str(sample.source).startswith(SINGLE_CLASS_SOURCES)
+
+
+def _check_protocol(protocol) -> None:
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be 'torchray', 'crop' or None (by the data), not {protocol!r}")
+
+
+def _protocol(protocol: str | None, samples: Sequence[_data.Sample]) -> str:
+    """The protocol to play: as given, or by the data (``"crop"`` for ImageNet/embedded, else ``"torchray"``)."""
+    _check_protocol(protocol)
+    if protocol is not None:
+        return protocol
+    single = {_is_single_class(s) for s in samples}
+    if single == {True, False}:
+        raise ValueError(
+            "samples mix single-class (ImageNet/embedded) and multi-object (COCO/VOC) sources: "
+            "pass protocol='torchray' or protocol='crop'"
+        )
+    return "crop" if single != {False} else "torchray"
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,25 +265,52 @@ def difficult(
     *,
     area_fraction: float = 0.25,
     other_class: bool | None = None,
+    protocol: str | None = None,
 ) -> bool:
     """Whether an image/class pair is in the pointing game's "difficult" subset (Zhang et al. 2016).
 
-    Difficult: the objects of class ``label`` cover less than ``area_fraction`` of the image
-    (area of the union of its boxes or segments, :func:`lib.data.object_mask`) and, when
-    ``other_class`` holds, the image shows at least one other class.
+    Zhang et al. 2016 (the pointing game's experiments) define the difficult images of the pointing game as those where
+    the total area of the class's bounding boxes is less than 1/4 of the image and at least one
+    other (distracting) class is present. TorchRay does not recompute the rule: its
+    ``PointingGameBenchmark`` (``torchray/benchmark/pointing_game.py``) reads one flag per
+    image and class from the files Zhang et al. made, ``pointing_game_ebp_voc07_difficult.txt``
+    (4,952 VOC07 test images, 2,230 flagged image/class pairs; the COCO14 file
+    ``pointing_game_ebp_coco_difficult.txt`` was not in the snapshot we read) and keeps a pair of
+    the difficult subset when its image is absent from the file. We recompute the rule:
+
+    - ``protocol="torchray"``: the area of the **union of the class's bounding boxes**
+      (:func:`lib.data.object_mask` with ``use_segments=False``; VOC ``difficult`` and COCO
+      crowd boxes included) below ``area_fraction`` of the image, and another class among the
+      image's objects (any object, flagged or not). Where this may differ from the shipped
+      lists: "total area" may have been the sum of box areas (the sum is never smaller than the
+      union, so a sum rule flags a subset of our pairs); whether VOC ``difficult`` objects
+      counted, as area or as distractors, is not documented; COCO128's YOLO labels lack crowd
+      objects (ultralytics' converter drops ``iscrowd`` annotations), COCO14's crowd objects
+      count here.
+    - ``protocol="crop"`` (the rule of the crop protocol): the union of the class's
+      **segments** where the sample has them, else its boxes (:func:`lib.data.object_mask`).
 
     Args:
+        sample: the image and its annotation.
         label: the class (default ``sample.label``).
+        area_fraction: the area threshold (1/4).
         other_class: require another class in the image. None: required, except for
             single-class datasets (``sample.source`` starting with ``imagenet`` or
             ``embedded``), where only the area rule is applied (an ImageNet validation image
             is annotated with one class, so the rule could never hold).
+        protocol: ``"torchray"``, ``"crop"`` or None (by the sample: ``"crop"`` for
+            ImageNet/embedded, else ``"torchray"``).
+
+    Raises:
+        ValueError: an unknown protocol.
     """
+    protocol = _protocol(protocol, [sample])
     label = sample.label if label is None else int(label)
     if other_class is None:
-        other_class = not str(sample.source).startswith(SINGLE_CLASS_SOURCES)
-    mask = _data.object_mask(sample, label)
-    small = float(mask.to(torch.float64).mean()) < area_fraction
+        other_class = not _is_single_class(sample)
+    mask = _data.object_mask(sample, label, use_segments=protocol == "crop")
+    # The mask's mean, exactly (counted with numpy: a torch reduction of a full-size mask is slow under load).
+    small = int(np.count_nonzero(mask.cpu().numpy())) / max(mask.numel(), 1) < area_fraction
     if not other_class:
         return small
     return small and bool((sample.box_labels != label).any())
@@ -279,6 +368,36 @@ class PointingResult:
         """95% bootstrap interval of the class-averaged accuracy (see :func:`pointing_interval`)."""
         return pointing_interval(self, subset=subset, **kwargs)
 
+    def class_weights(self, subset: str = "all") -> torch.Tensor:
+        r"""Per-pair weights of the class-mean accuracy: float64 ``(N,)``, ``(w * hits).sum() == accuracy``.
+
+        The class-mean accuracy (TorchRay's ``PointingGame.accuracy`` over the classes present,
+        :func:`class_mean_accuracy`) is linear in the hits:
+        :math:`\mathrm{acc} = \sum_i w_i\,\mathrm{hit}_i` with
+        :math:`w_i = 1 / (C\, n_{c(i)})` for the pairs of the subset (``C`` classes present in
+        it, ``n_c`` pairs of class ``c``) and :math:`w_i = 0` outside it. For two methods on
+        the same pairs, :math:`\sum_i w_i (\mathrm{hit}^A_i - \mathrm{hit}^B_i)` is the
+        difference of their accuracies, a sum a paired sign-flip test can permute.
+
+        Args:
+            subset: ``"all"`` or ``"difficult"``.
+
+        Returns:
+            float64 ``(N,)``, summing to 1 over the subset (all zeros for an empty subset,
+            whose accuracy is ``nan``).
+
+        Raises:
+            ValueError: an unknown subset.
+        """
+        if subset not in ("all", "difficult"):
+            raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
+        keep = torch.ones_like(self.hits, dtype=torch.bool) if subset == "all" else self.difficult.to(torch.bool)
+        weights = torch.zeros(self.hits.numel(), dtype=torch.float64)
+        if bool(keep.any()):
+            classes, inverse, counts = torch.unique(self.labels[keep], return_inverse=True, return_counts=True)
+            weights[keep] = 1.0 / (len(classes) * counts[inverse].to(torch.float64))
+        return weights
+
 
 def _targets(samples: Sequence[_data.Sample], targets) -> list[int]:
     if targets is None:
@@ -291,48 +410,93 @@ def _targets(samples: Sequence[_data.Sample], targets) -> list[int]:
     return [int(t) for t in targets]
 
 
+def _map_list(maps, count: int, what: str) -> list[torch.Tensor]:
+    """``(B, h, w)`` tensor or ``B`` tensors ``(h_i, w_i)`` -> list of 2-D tensors (detached), checked."""
+    if isinstance(maps, torch.Tensor):
+        if maps.dim() != 3:
+            raise ValueError(f"{what} must be a (B, h, w) tensor or a list of (h, w) tensors, got {tuple(maps.shape)}")
+        items = list(maps.detach())
+    elif isinstance(maps, Sequence):
+        items = list(maps)
+        for m in items:
+            if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
+                shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"{what}: each map must be a non-empty (h, w) tensor, got {shape}")
+        items = [m.detach() for m in items]
+    else:
+        raise ValueError(f"{what} must be a (B, h, w) tensor or a list of (h, w) tensors, got {type(maps).__name__}")
+    if len(items) != count:
+        raise ValueError(f"{what}: {len(items)} maps for {count} samples")
+    return items
+
+
+def _crop_input_size(input_size) -> int:
+    if input_size is None:
+        raise ValueError("protocol 'crop' needs input_size (the side of the network's centre crop)")
+    return input_size
+
+
 def pointing_game(
-    maps: torch.Tensor,
+    maps: torch.Tensor | Sequence[torch.Tensor],
     samples: Sequence[_data.Sample],
     targets=None,
     *,
-    input_size: int,
+    input_size: int | None = None,
     crop_fraction: float = 0.875,
     tolerance: float = 15,
     inclusive: bool = False,
     area_fraction: float = 0.25,
+    protocol: str | None = None,
 ) -> PointingResult:
-    """Play the pointing game with maps on the network's input (Rebuffi et al. 2020, supp. A).
+    """Play the pointing game with maps on the network's input (Zhang et al. 2016; TorchRay; Rebuffi et al. 2020).
 
-    Each map is carried back to its original image (:func:`lib.data.map_to_original`: the
-    inverse of the resize + centre crop, zeros outside the crop), its first maximum is taken,
-    and it is a hit when it lies within ``tolerance`` px of the target class's boxes/segments
-    (:func:`lib.data.object_mask`).
+    Each map is carried back to its original image, its first maximum is taken, and it is a
+    hit when it lies within ``tolerance`` px of the target class's segments/boxes
+    (:func:`lib.data.object_mask`). How the map goes back depends on the protocol:
+
+    - ``"torchray"`` (TorchRay's ``examples/attribution_benchmark.py``: the whole image is the
+      input, the map is resized to ``image_size``): the map, of any resolution and aspect,
+      is resized bilinearly to the original (:func:`lib.data.whole_map_to_original`).
+    - ``"crop"``: the inverse of the resize + centre crop (:func:`lib.data.map_to_original`,
+      zeros outside the crop).
 
     Args:
-        maps: ``(B, h, w)`` saliency maps on the input crop (any resolution, usually ``S x S``).
+        maps: ``(B, h, w)`` saliency maps on the input (any resolution, usually ``S x S``);
+            under ``"torchray"`` also ``B`` tensors ``(h_i, w_i)`` of different sizes.
         samples: the ``B`` samples the maps were computed on (for sizes and annotations).
         targets: the class each map explains: None (each sample's label), an int, or ``(B,)``.
             For multi-class scenes pass one map per (image, class present) pair, repeating
-            the sample.
-        input_size, crop_fraction: the preprocessing's geometry.
+            the sample (:func:`pairs`, :func:`play`).
+        input_size, crop_fraction: the crop protocol's geometry (``input_size`` required
+            there, unused under ``"torchray"``).
         tolerance, inclusive: see :func:`hits_at`.
         area_fraction: the difficult subset's area threshold (:func:`difficult`).
+        protocol: ``"torchray"``, ``"crop"`` or None (by the data: ``"crop"`` when every
+            sample is ImageNet/embedded, ``"torchray"`` when none is).
 
     Returns:
         :class:`PointingResult`.
+
+    Raises:
+        ValueError: maps of the wrong shape or count, an unknown protocol, mixed data with no
+            protocol, ``"crop"`` without ``input_size``.
     """
     samples = list(samples)
-    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
-        raise ValueError("maps must be a (B, h, w) tensor")
-    if maps.shape[0] != len(samples):
-        raise ValueError(f"{maps.shape[0]} maps for {len(samples)} samples")
+    protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
-    originals = _data.map_to_original(maps.detach(), [s.size for s in samples], input_size, crop_fraction)
+    if protocol == "crop":
+        if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+            raise ValueError("maps must be a (B, h, w) tensor under protocol 'crop'")
+        if maps.shape[0] != len(samples):
+            raise ValueError(f"{maps.shape[0]} maps for {len(samples)} samples")
+        input_size = _crop_input_size(input_size)
+        originals = _data.map_to_original(maps.detach(), [s.size for s in samples], input_size, crop_fraction)
+    else:
+        originals = _data.whole_map_to_original(_map_list(maps, len(samples), "maps"), [s.size for s in samples])
     masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
     points = max_points(originals)
     hits = hits_at(points, masks, tolerance, inclusive=inclusive)
-    hard = [difficult(s, c, area_fraction=area_fraction) for s, c in zip(samples, labels)]
+    hard = [difficult(s, c, area_fraction=area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
     return PointingResult.from_hits(hits, labels, hard, points)
 
 
@@ -341,39 +505,69 @@ def pointing_games(
     samples: Sequence[_data.Sample],
     targets=None,
     *,
-    input_size: int,
+    input_size: int | None = None,
     crop_fraction: float = 0.875,
     tolerance: float = 15,
     inclusive: bool = False,
     area_fraction: float = 0.25,
+    protocol: str | None = None,
 ) -> dict:
     """:func:`pointing_game` for many sets of maps of the same samples (masks and difficult flags built once).
 
     Args:
-        maps: ``{key: (B, h, w)}``, e.g. ``{(method, layer): maps}``.
+        maps: ``{key: (B, h, w)}``, e.g. ``{(method, layer): maps}`` (under ``"torchray"`` also
+            ``{key: B tensors (h_i, w_i)}``).
         Other arguments as :func:`pointing_game`.
 
     Returns:
         ``{key: PointingResult}``.
     """
     samples = list(samples)
+    protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
     sizes = [s.size for s in samples]
-    masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
-    hard = [difficult(s, c, area_fraction=area_fraction) for s, c in zip(samples, labels)]
     keys = list(maps)
-    for key in keys:
-        m = maps[key]
-        if not isinstance(m, torch.Tensor) or m.dim() != 3 or m.shape[0] != len(samples):
-            raise ValueError(f"maps[{key!r}] must be ({len(samples)}, h, w)")
+    if protocol == "crop":
+        input_size = _crop_input_size(input_size)
+        for key in keys:
+            m = maps[key]
+            if not isinstance(m, torch.Tensor) or m.dim() != 3 or m.shape[0] != len(samples):
+                raise ValueError(f"maps[{key!r}] must be ({len(samples)}, h, w)")
+        per_key = {key: maps[key] for key in keys}
+    else:
+        per_key = {key: _map_list(maps[key], len(samples), f"maps[{key!r}]") for key in keys}
+    masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
+    hard = [difficult(s, c, area_fraction=area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
     points = torch.zeros(len(keys), len(samples), 2, dtype=torch.int64)
-    for i, size in enumerate(sizes):  # every key's map of one image carried back in one call
-        stacked = torch.stack([maps[key][i].detach() for key in keys])
-        points[:, i] = max_points(_stack_to_original(stacked, size, input_size, crop_fraction))
+    for i, size in enumerate(sizes):  # every key's map of one image carried back together
+        if not keys:
+            break
+        if protocol == "crop":
+            stacked = torch.stack([per_key[key][i].detach() for key in keys])
+            points[:, i] = max_points(_stack_to_original(stacked, size, input_size, crop_fraction))
+        else:
+            points[:, i] = max_points(_whole_stack_to_original([per_key[key][i] for key in keys], size))
     return {
         key: PointingResult.from_hits(hits_at(points[k], masks, tolerance, inclusive=inclusive), labels, hard, points[k])
         for k, key in enumerate(keys)
     }
+
+
+def _whole_stack_to_original(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+    """:func:`lib.data.whole_map_to_original` for ``K`` maps of ONE image, one interpolation per map shape."""
+    width, height = (int(v) for v in size)
+    out: list[torch.Tensor | None] = [None] * len(maps)
+    groups: dict = {}
+    for k, m in enumerate(maps):
+        groups.setdefault((tuple(m.shape), m.dtype, m.device), []).append(k)
+    for (shape, _, _), members in groups.items():
+        stacked = torch.stack([maps[k] for k in members])
+        stacked = stacked.to(stacked.dtype if stacked.is_floating_point() else torch.float32)[:, None]
+        if shape != (height, width):
+            stacked = F.interpolate(stacked, size=(height, width), mode="bilinear", align_corners=False)
+        for j, k in enumerate(members):
+            out[k] = stacked[j, 0]
+    return out
 
 
 def _stack_to_original(maps: torch.Tensor, size: tuple[int, int], input_size: int, crop_fraction: float) -> torch.Tensor:
@@ -393,6 +587,10 @@ def _stack_to_original(maps: torch.Tensor, size: tuple[int, int], input_size: in
 class PointingTable:
     """Accumulates pointing results over batches, TorchRay-style (``update`` per batch, then ``results``).
 
+    The options are :func:`pointing_games`'s: ``protocol`` (``"torchray"``, ``"crop"``, None by
+    the data), ``input_size``/``crop_fraction`` (the crop protocol's), ``tolerance``,
+    ``inclusive``, ``area_fraction``.
+
     Example::
 
         table = PointingTable(input_size=224)
@@ -403,6 +601,11 @@ class PointingTable:
     """
 
     def __init__(self, **options):
+        allowed = {"input_size", "crop_fraction", "tolerance", "inclusive", "area_fraction", "protocol"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ValueError(f"PointingTable: unknown options {unknown}; accepted: {sorted(allowed)}")
+        _check_protocol(options.get("protocol"))
         self.options = options
         self._parts: dict = {}
 
@@ -438,18 +641,27 @@ def centre_baseline(
     tolerance: float = 15,
     inclusive: bool = False,
     area_fraction: float = 0.25,
+    protocol: str | None = None,
 ) -> PointingResult:
     """Point at the centre ``(W / 2, H / 2)`` of every original image (TorchRay's ``center`` method).
 
-    The baseline every method must beat; Rebuffi et al. Fig. 3 reports 69.6% (all) and 42.4%
-    (difficult) for it on VOC07.
+    TorchRay's ``examples/attribution_benchmark.py`` (method ``"center"``) points at
+    ``(w / 2, h / 2)`` of the original image, whatever the network sees; the point is the same
+    under both protocols, which differ only in the difficult flags (:func:`difficult`). The
+    baseline every method must beat; TorchRay's ``docs/pointing.csv`` and Rebuffi et al.
+    Fig. 3 report 69.6% (all) and 42.4% (difficult) on VOC07, 27.8% and 19.5% on COCO14.
+
+    Args:
+        samples, targets: as :func:`pointing_game` (one sample per image/class pair).
+        tolerance, inclusive, area_fraction, protocol: as :func:`pointing_game`.
     """
     samples = list(samples)
+    protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
     points = torch.tensor([[s.size[0] / 2, s.size[1] / 2] for s in samples], dtype=torch.float64).reshape(-1, 2)
     masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
     hits = hits_at(points, masks, tolerance, inclusive=inclusive)
-    hard = [difficult(s, c, area_fraction=area_fraction) for s, c in zip(samples, labels)]
+    hard = [difficult(s, c, area_fraction=area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
     return PointingResult.from_hits(hits, labels, hard, points)
 
 
@@ -466,6 +678,257 @@ def centre_maps(batch: int, size: int | tuple[int, int], *, device=None) -> torc
     d = (y[:, None] ** 2 + x[None, :] ** 2).sqrt()
     cone = 1 - d / d.max().clamp_min(1e-12)
     return cone.expand(batch, height, width).clone()
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-object data: image/class pairs (TorchRay's loop over the classes of each image)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The image/class pairs of a pointing game on multi-object data (:func:`pairs`).
+
+    Iterating gives ``(sample index, category)`` tuples; ``len`` is the number of pairs.
+
+    Attributes:
+        indices: int64 ``(P,)``, the index of each pair's sample in the dataset.
+        categories: int64 ``(P,)``, each pair's class (the dataset's class index).
+        images: how many images were looked at.
+        empty_images: images without any object (no pair; TorchRay's ``coco_as_class_ids``
+            returns ``[]`` for them).
+        skipped_difficult: pairs dropped because every object of the class is flagged
+            difficult (VOC; TorchRay's ``PointingGameBenchmark.evaluate`` returns 0 for them).
+        skipped_unmapped: pairs dropped because their class is not in ``members``.
+    """
+
+    indices: torch.Tensor
+    categories: torch.Tensor
+    images: int
+    empty_images: int = 0
+    skipped_difficult: int = 0
+    skipped_unmapped: int = 0
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    def __iter__(self):
+        return iter(zip(self.indices.tolist(), self.categories.tolist()))
+
+    def __getitem__(self, k: int) -> tuple[int, int]:
+        return int(self.indices[k]), int(self.categories[k])
+
+    @property
+    def skipped(self) -> int:
+        """Pairs dropped (difficult-only plus unmapped classes)."""
+        return self.skipped_difficult + self.skipped_unmapped
+
+    @property
+    def classes(self) -> int:
+        """Distinct classes among the pairs."""
+        return int(torch.unique(self.categories).numel())
+
+    def __str__(self) -> str:
+        return (f"{len(self)} pairs ({self.classes} classes) from {self.images} images; "
+                f"skipped {self.skipped_difficult} all-difficult and {self.skipped_unmapped} unmapped pairs, "
+                f"{self.empty_images} images without objects")
+
+
+def _members(members) -> set[int] | None:
+    if members is None:
+        return None
+    if isinstance(members, (str, bytes)) or not isinstance(members, Iterable):
+        raise ValueError(f"members must be None or a collection of category indices, not {type(members).__name__}")
+    out = set()
+    for m in members:
+        try:
+            if isinstance(m, bool):
+                raise TypeError
+            out.add(operator.index(m))
+        except TypeError:
+            raise ValueError(f"members must hold category indices (ints), got {m!r}") from None
+    return out
+
+
+def pairs(
+    samples: Sequence[_data.Sample],
+    members=None,
+    *,
+    skip_difficult: bool | None = None,
+) -> Pairs:
+    """Expand a multi-object dataset into the pointing game's (image, class) pairs.
+
+    TorchRay's ``examples/attribution_benchmark.py`` computes one map per class present in an
+    image (``class_ids = data.as_class_ids(label)``) and scores each
+    (``PointingGameBenchmark.evaluate``, ``torchray/benchmark/pointing_game.py``):
+
+    - COCO (``torchray/benchmark/datasets.py``, ``coco_as_class_ids``): every class among the
+      image's annotations, **crowd annotations included** (and in the mask, ``coco_as_mask``).
+      Our COCO128 (YOLO layout) has no crowd objects (ultralytics' COCO-to-YOLO converter
+      skips ``iscrowd`` annotations);
+      COCO 2014 samples flag them in ``difficult`` and they are kept.
+    - VOC (``voc_as_class_ids``, then ``evaluate``): every class of the image, except those
+      whose objects are **all** ``difficult`` (skipped, neither hit nor miss); a class with one
+      non-difficult object is kept and its mask includes its difficult boxes (``voc_as_mask``).
+
+    Pairs come in image order, classes sorted within an image (TorchRay iterates over a set;
+    the order does not change a per-class score).
+
+    Args:
+        samples: a :class:`lib.data.Dataset` (annotations are read without opening an image,
+            :meth:`lib.data.Dataset.objects`) or a sequence of :class:`lib.data.Sample`.
+        members: the category indices to keep (a set, a list, a dict's keys), e.g. the COCO
+            classes a classifier's labels map to; pairs of other classes are dropped and
+            counted in ``skipped_unmapped``. None keeps every class.
+        skip_difficult: drop the classes whose objects are all flagged ``difficult``. None:
+            TorchRay's choice for the dataset (VOC, ``Sample.source`` starting with ``voc``:
+            yes; COCO crowd flags: no).
+
+    Returns:
+        :class:`Pairs`.
+
+    Raises:
+        ValueError: ``members`` that is not a collection of ints.
+    """
+    keep = _members(members)
+    is_dataset = isinstance(samples, _data.Dataset)
+    indices, categories = [], []
+    empty = skipped_difficult = skipped_unmapped = 0
+    for i in range(len(samples)):
+        if is_dataset:
+            box_labels, flags = samples.objects(i)
+            source = samples.name
+        else:
+            sample = samples[i]
+            box_labels, flags, source = sample.box_labels, sample.difficult, sample.source
+        box_labels = torch.as_tensor(box_labels, dtype=torch.int64).reshape(-1)
+        if box_labels.numel() == 0:
+            empty += 1
+            continue
+        skip = str(source).startswith(VOC_SOURCES) if skip_difficult is None else bool(skip_difficult)
+        flags = None if flags is None else torch.as_tensor(flags, dtype=torch.bool).reshape(-1)
+        if flags is not None and flags.numel() != box_labels.numel():
+            raise ValueError(f"sample {i}: {flags.numel()} difficult flags for {box_labels.numel()} objects")
+        for c in sorted(set(box_labels.tolist())):
+            if skip and flags is not None and bool(flags[box_labels == c].all()):
+                skipped_difficult += 1
+                continue
+            if keep is not None and c not in keep:
+                skipped_unmapped += 1
+                continue
+            indices.append(i)
+            categories.append(c)
+    return Pairs(
+        torch.tensor(indices, dtype=torch.int64),
+        torch.tensor(categories, dtype=torch.int64),
+        len(samples),
+        empty,
+        skipped_difficult,
+        skipped_unmapped,
+    )
+
+
+def play(
+    maps: dict,
+    pairs: Pairs | Sequence[tuple[int, int]],
+    samples: Sequence[_data.Sample],
+    *,
+    centre: bool | str = False,
+    protocol: str | None = None,
+    input_size: int | None = None,
+    crop_fraction: float = 0.875,
+    tolerance: float = 15,
+    inclusive: bool = False,
+    area_fraction: float = 0.25,
+) -> dict:
+    """Play the pointing game on image/class pairs for several methods (TorchRay's benchmark loop).
+
+    TorchRay's ``ExperimentExecutor`` (``examples/attribution_benchmark.py``) loops over the
+    images, computes one map per class present, and scores it with
+    ``PointingGameBenchmark.evaluate`` for the full and the difficult subsets. Here the maps
+    are computed by the caller (one per pair, in the order of ``pairs``); each image is opened
+    once, its masks and difficult flags built once for all methods, and every map scored as in
+    :func:`pointing_games`.
+
+    Args:
+        maps: ``{key: maps}``, each ``(P, h, w)`` or ``P`` tensors ``(h_i, w_i)`` aligned with
+            ``pairs`` (whole-image maps under ``"torchray"``, crop maps under ``"crop"``).
+        pairs: from :func:`pairs`, or ``(sample index, category)`` tuples.
+        samples: the dataset the pairs index.
+        centre: also score TorchRay's centre baseline (:func:`centre_baseline`), under the key
+            ``"centre"`` (or the string given).
+        protocol: ``"torchray"``, ``"crop"`` or None (by the data, :func:`pointing_game`).
+        input_size, crop_fraction, tolerance, inclusive, area_fraction: as :func:`pointing_game`.
+
+    Returns:
+        ``{key: PointingResult}``, the pairs in the order given (the same for every key, so
+        results of two keys can be compared pair by pair, :meth:`PointingResult.class_weights`).
+
+    Raises:
+        ValueError: maps not aligned with the pairs, a pair index out of range, a key clash with
+            the centre baseline's.
+    """
+    _check_protocol(protocol)
+    if isinstance(pairs, Pairs):
+        index, category = pairs.indices.tolist(), pairs.categories.tolist()
+    else:
+        items = [tuple(p) for p in pairs]
+        if any(len(p) != 2 for p in items):
+            raise ValueError("pairs must be a Pairs or (sample index, category) tuples")
+        index, category = [int(p[0]) for p in items], [int(p[1]) for p in items]
+    count = len(index)
+    centre_key = ("centre" if centre is True else centre) if centre else None
+    if centre_key is not None and centre_key in maps:
+        raise ValueError(f"maps already has a key {centre_key!r}; pass centre='<another key>'")
+    per_key = {key: _map_list(m, count, f"maps[{key!r}]") for key, m in maps.items()}
+    if not per_key and centre_key is None:
+        return {}
+    n = len(samples)
+    for i in index:
+        if not 0 <= i < n:
+            raise ValueError(f"pair index {i} out of range for {n} samples")
+    # Pairs of one image are consecutive in pairs(); group any order by image, keep positions.
+    groups: dict[int, list[int]] = {}
+    for position, i in enumerate(index):
+        groups.setdefault(i, []).append(position)
+    options = dict(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
+                   inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
+    parts: dict = {key: [] for key in per_key}
+    if centre_key is not None:
+        parts[centre_key] = []
+    order, resolved = [], None
+    for i, positions in groups.items():
+        sample = samples[i]
+        this = _protocol(protocol, [sample])
+        if resolved is not None and this != resolved:
+            raise ValueError(
+                "samples mix single-class (ImageNet/embedded) and multi-object (COCO/VOC) sources: "
+                "pass protocol='torchray' or protocol='crop'"
+            )
+        resolved = this
+        options["protocol"] = resolved
+        repeated = [sample] * len(positions)
+        targets = [category[p] for p in positions]
+        if per_key:
+            chunk = {key: [per_key[key][p] for p in positions] for key in per_key}
+            if resolved == "crop":
+                chunk = {key: torch.stack(v) for key, v in chunk.items()}
+            for key, result in pointing_games(chunk, repeated, targets, **options).items():
+                parts[key].append(result)
+        if centre_key is not None:
+            parts[centre_key].append(centre_baseline(repeated, targets, tolerance=tolerance, inclusive=inclusive,
+                                                     area_fraction=area_fraction, protocol=resolved))
+        order.extend(positions)
+    if not order:
+        raise ValueError("no pairs to play")
+    inverse = torch.empty(len(order), dtype=torch.int64)
+    inverse[torch.tensor(order, dtype=torch.int64)] = torch.arange(len(order))
+    out = {}
+    for key, results in parts.items():
+        joined = PointingResult.cat(results)
+        out[key] = PointingResult.from_hits(joined.hits[inverse], joined.labels[inverse],
+                                            joined.difficult[inverse], joined.points[inverse])
+    return out
 
 
 def pointing_interval(
