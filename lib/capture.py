@@ -78,8 +78,13 @@ def check_images(images) -> torch.Tensor:
     return images
 
 
-def check_targets(targets, logits: torch.Tensor) -> torch.Tensor:
-    """Targets: None (the predicted class), an int, or an int tensor (B,) in [0, classes)."""
+def check_targets(targets, logits: torch.Tensor, categories=None) -> torch.Tensor:
+    """Targets: None (the predicted class), an int, or an int tensor (B,) in [0, classes).
+
+    A target whose logit is ``-inf`` is refused: that is how a pooled label space marks a
+    category with no ImageNet member (``lib.models.load(..., labels="coco")``), which has no
+    score to explain.  ``categories`` (output names) only makes the message name it.
+    """
     batch, classes = logits.shape
     if targets is None:
         return logits.argmax(dim=1)
@@ -94,6 +99,14 @@ def check_targets(targets, logits: torch.Tensor) -> torch.Tensor:
     bad = (targets < 0) | (targets >= classes)
     if bad.any():
         raise ValueError(f"target {targets[bad][0].item()} is outside [0, {classes}) for this model")
+    unscored = torch.isneginf(logits.detach().gather(1, targets.view(-1, 1))).squeeze(1)
+    if unscored.any():
+        target = targets[unscored][0].item()
+        named = f" ({categories[target]!r})" if categories is not None and target < len(categories) else ""
+        raise ValueError(
+            f"target {target}{named} is an unmapped category: no ImageNet class pools into it, so its logit is -inf "
+            "and there is no score to explain; choose a target among the classifier's mapped categories"
+        )
     return targets
 
 

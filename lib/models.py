@@ -18,15 +18,25 @@ into it unchanged (only the parameter names are mapped) and the parity test
 torchvision classifiers (``resnet50``, ``vgg16``, ``densenet121``, ``inception_v3``, ...)
 load by name with their official weights from the torch hub cache, or are downloaded
 when the network allows it.
+
+``load(name, labels="coco")`` (or ``"voc"``) gives the same network with its 1,000
+ImageNet logits pooled into COCO's 80 (VOC's 20) categories: each category's logit is the
+logsumexp of the logits of the ImageNet classes it contains.  Which classes those are is a
+hand-curated data file shipped with the package, ``lib/label_spaces/<space>.json`` (its
+``rule`` field says how it was curated; :func:`label_space` reads it).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import importlib.resources
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +48,10 @@ from .data import imagenet_categories
 __all__ = [
     "Classifier",
     "EfficientNetLite",
+    "LABEL_SPACES",
+    "PooledLogits",
+    "PooledHead",
+    "label_space",
     "load",
     "available",
     "imagenet_categories",
@@ -204,6 +218,11 @@ class Classifier:
         mean, std: per-channel normalisation of pixels in [0, 1] (3-element tensors).
         categories: the class names, in output order.
         layers: alias -> module name (``"last"`` is the last convolutional feature map).
+        label_space: what the outputs are: ``"imagenet"``, ``"coco"`` or ``"voc"`` for
+            :func:`load`; None for a classifier built by hand (the network's own outputs).
+        members: output index -> the ImageNet class indices its logit pools (``[k]`` for
+            ImageNet class ``k``; ``[]`` for a category with no ImageNet counterpart); an
+            empty list when the outputs are not pooled from ImageNet classes.
 
     A ``Classifier`` is callable like its module and can be passed wherever a method
     accepts a model.
@@ -217,9 +236,22 @@ class Classifier:
     categories: list[str]
     layers: dict[str, str] = field(default_factory=dict)
     crop_fraction: float = 0.875
+    label_space: str | None = None
+    members: list[list[int]] = field(default_factory=list)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+    @property
+    def unmapped(self) -> list[int]:
+        """Output indices of categories that pool no ImageNet class (their logit is ``-inf``)."""
+        return [c for c, classes in enumerate(self.members) if not classes]
+
+    @property
+    def mapped(self) -> list[int]:
+        """Output indices with a real score: every output unless some category is unmapped."""
+        unmapped = set(self.unmapped)
+        return [c for c in range(len(self.categories)) if c not in unmapped]
 
     @property
     def resize_size(self) -> int:
@@ -363,28 +395,168 @@ def _load_torchvision(name: str, download: bool) -> Classifier:
     )
 
 
+# --------------------------------------------------------------------------- label spaces
+
+#: Label spaces :func:`load` accepts: the network's own 1,000 ImageNet classes, or COCO's 80
+#: / VOC's 20 categories pooled from them.
+LABEL_SPACES: tuple[str, ...] = ("imagenet", "coco", "voc")
+IMAGENET_CLASSES = 1000
+
+
+@functools.cache
+def _read_label_space(space: str) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...]]:
+    text = importlib.resources.files(__package__).joinpath("label_spaces", f"{space}.json").read_text(encoding="utf-8")
+    categories = json.loads(text)["categories"]
+    names = tuple(category["name"] for category in categories)
+    members = tuple(tuple(member["index"] for member in category["members"]) for category in categories)
+    return names, members
+
+
+def label_space(space: str) -> tuple[list[str], list[list[int]]]:
+    """The categories of a label space and the ImageNet classes each one pools.
+
+    COCO's 80 categories are in the contiguous order of :func:`lib.data.coco` (COCO category
+    ids 1..90 without the gaps), VOC's 20 in the order of :data:`lib.data.VOC_CLASSES`.  The
+    membership comes from ``lib/label_spaces/<space>.json``, curated by hand under one rule
+    (the file's ``rule`` field): an ImageNet class is a member of a category when every
+    instance of the class is an instance of the category as the dataset's annotators use the
+    name (a hyponym, judged from the WordNet synset and gloss; the images decide where the
+    gloss names no such object, as for ``cup`` and ``television``); classes that are only
+    parts, hypernyms, containers or contexts of a category, or persons defined by a role
+    (ballplayer, groom, scuba diver), are left out.  Each ImageNet class is in at most one
+    category; each category's ``note`` in the file gives the judgement calls.
+
+    Args:
+        space: one of :data:`LABEL_SPACES`.
+
+    Returns:
+        ``(categories, members)``: the category names in output order, and for each the
+        ImageNet class indices it pools (``[]`` for a category with no ImageNet
+        counterpart, ``person`` first of all; ``[[0], ..., [999]]`` for ``"imagenet"``).
+
+    Raises:
+        ValueError: an unknown label space (the message lists the accepted ones).
+    """
+    if not isinstance(space, str) or space not in LABEL_SPACES:
+        raise ValueError(f"unknown label space {space!r}; accepted: {', '.join(map(repr, LABEL_SPACES))}")
+    if space == "imagenet":
+        return imagenet_categories(), [[k] for k in range(IMAGENET_CLASSES)]
+    names, members = _read_label_space(space)
+    return list(names), [list(classes) for classes in members]
+
+
+class PooledLogits(nn.Module):
+    r"""Logits of categories pooled from the network's logits by logsumexp.
+
+    :math:`y_c = \log \sum_{k \in M_c} \exp z_k` for the members :math:`M_c` of category
+    :math:`c`, so :math:`e^{y_c} = \sum_{k \in M_c} e^{z_k}`: a softmax over the pooled
+    logits gives each category the total probability of its members under the softmax over
+    the pooled classes.  A category with no member gets :math:`y_c = -\infty` (the log of
+    an empty sum): a softmax gives it probability 0, an argmax never picks it, and no
+    gradient flows from it.  No parameters; the index tables are non-persistent buffers,
+    so the state dict is the network's own.
+    """
+
+    def __init__(self, members: Sequence[Sequence[int]]):
+        super().__init__()
+        mapped = [c for c, classes in enumerate(members) if classes]
+        width = max((len(members[c]) for c in mapped), default=1)
+        index = torch.zeros(len(mapped), width, dtype=torch.long)
+        padding = torch.full((len(mapped), width), float("-inf"))
+        for row, c in enumerate(mapped):
+            index[row, : len(members[c])] = torch.as_tensor(list(members[c]))
+            padding[row, : len(members[c])] = 0.0
+        # Output c reads pooled row `slot[c]`; unmapped categories read the extra -inf column.
+        rows = {c: row for row, c in enumerate(mapped)}
+        slot = torch.tensor([rows.get(c, len(mapped)) for c in range(len(members))])
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("padding", padding, persistent=False)
+        self.register_buffer("slot", slot, persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        pooled = torch.logsumexp(logits[:, self.index] + self.padding.to(logits.dtype), dim=-1)
+        missing = pooled.new_full((pooled.shape[0], 1), float("-inf"))
+        return torch.cat([pooled, missing], dim=1)[:, self.slot]
+
+
+class PooledHead(nn.Module):
+    """The network's output layer (``layer``) followed by :class:`PooledLogits` (``pooling``)."""
+
+    def __init__(self, layer: nn.Module, pooling: PooledLogits):
+        super().__init__()
+        self.layer = layer
+        self.pooling = pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pooling(self.layer(x))
+
+
+def _pool_output(network: nn.Module, members: Sequence[Sequence[int]], name: str) -> None:
+    """Replace the network's output layer, its last ``nn.Linear`` with 1,000 outputs, by a
+    :class:`PooledHead` in place; every other module keeps its name, so layer aliases hold."""
+    candidates = [n for n, m in network.named_modules() if isinstance(m, nn.Linear) and m.out_features == IMAGENET_CLASSES]
+    if not candidates:
+        raise ValueError(f"{name} has no nn.Linear output layer with {IMAGENET_CLASSES} outputs to pool into a label space")
+    parent_name, _, child_name = candidates[-1].rpartition(".")
+    parent = network.get_submodule(parent_name)
+    setattr(parent, child_name, PooledHead(getattr(parent, child_name), PooledLogits(members)))
+
+
 def available() -> list[str]:
     """Names :func:`load` accepts (torchvision names need their weights cached or a network)."""
     return [f"efficientnet_lite{v}" for v in _LITE_WEIGHTS] + sorted(_TORCHVISION_LAYERS)
 
 
-def load(name: str = "efficientnet_lite0", *, device: torch.device | str = "cpu", download: bool = True) -> Classifier:
-    """Load a pretrained ImageNet classifier by name, in eval mode, on ``device``.
+def load(
+    name: str = "efficientnet_lite0",
+    *,
+    labels: str = "imagenet",
+    device: torch.device | str = "cpu",
+    download: bool = True,
+) -> Classifier:
+    r"""Load a pretrained ImageNet classifier by name, in eval mode, on ``device``.
+
+    With ``labels="coco"`` or ``"voc"`` the classifier's outputs are COCO's 80 (VOC's 20)
+    categories pooled from its ImageNet logits :math:`z`: category :math:`c` with member
+    classes :math:`M_c` (:func:`label_space`) scores
+
+    .. math:: y_c = \log \sum_{k \in M_c} \exp z_k ,
+
+    so :math:`\mathrm{softmax}(y)_c = \sum_{k \in M_c} \mathrm{softmax}(z_{\cup M})_k`, the
+    summed probability of its members when both softmax denominators run over the same
+    (pooled) ImageNet logits; a category with one member scores exactly that member's
+    logit.  A category with no member (COCO ``person``, ``giraffe``, ...: 22 of COCO's 80,
+    VOC's ``person`` and ``pottedplant``) is unmapped: its logit is :math:`-\infty`, never a
+    number that looks like a score, so a softmax gives it probability 0 and an argmax never
+    picks it, and a saliency method asked to explain it raises a ``ValueError``
+    (:func:`lib.capture.check_targets`).  The pooling (:class:`PooledHead`) replaces the
+    network's output layer inside ``classifier.model``, so every saliency method works
+    unchanged on the new targets and every layer alias and module name stays the same
+    (only the output layer itself becomes ``<name>.layer``).  Methods that score softmax
+    probabilities (RISE, Group-CAM, Score-CAM's ``"probability"`` weighting) then use the
+    softmax over the categories; those that score logits give a one-member category
+    exactly the map of its ImageNet class.
 
     Args:
         name: ``efficientnet_lite0`` / ``1`` / ``2`` (offline) or a torchvision
             classifier name such as ``resnet50`` or ``vgg16``.
+        labels: the label space of the outputs, one of :data:`LABEL_SPACES`: ``"imagenet"``
+            (the network's own 1,000 classes), ``"coco"`` or ``"voc"``.
         device: where the network lives.
         download: for torchvision models, allow fetching weights missing from the
             torch hub cache (False raises a clear error instead).
 
     Returns:
-        A :class:`Classifier` whose parameters do not require gradients.
+        A :class:`Classifier` whose parameters do not require gradients, with
+        ``label_space`` set to ``labels``, ``categories`` and ``members`` those of
+        :func:`label_space` and ``unmapped`` the categories without a member.
 
     Raises:
-        ValueError: unknown name (the message lists close names).
+        ValueError: unknown name (the message lists close names) or label space (the
+            message lists the accepted ones).
         FileNotFoundError / RuntimeError: torchvision weights unavailable offline.
     """
+    categories, members = label_space(labels)
     suffix = name.removeprefix("efficientnet_lite")
     if suffix != name and suffix.isdigit() and int(suffix) in _LITE_WEIGHTS:
         classifier = _load_lite(int(suffix))
@@ -398,5 +570,10 @@ def load(name: str = "efficientnet_lite0", *, device: torch.device | str = "cpu"
             close = difflib.get_close_matches(name, available() + sorted(known), n=5, cutoff=0.5)
             raise ValueError(f"unknown model {name!r}; close names: {close or available()}")
         classifier = _load_torchvision(name, download)
+    if labels != "imagenet":
+        _pool_output(classifier.model, members, name)
+        classifier.categories = categories
+    classifier.label_space = labels
+    classifier.members = members
     classifier.model.eval().requires_grad_(False)
     return classifier.to(device)

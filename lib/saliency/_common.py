@@ -103,21 +103,24 @@ def predict(model, images: torch.Tensor, targets=None) -> tuple[torch.Tensor, to
     check_images(images)
     with prepared(model) as module, torch.no_grad():
         logits = module(images)
-    return logits, check_targets(targets, logits)
+    return logits, check_targets(targets, logits, getattr(model, "categories", None))
 
 
 def resolve_targets(model, images: torch.Tensor, targets=None) -> torch.Tensor:
     """Validated targets (None -> the predicted class), with a forward pass only when needed.
 
     A ``lib.models.Classifier`` knows its class count (``categories``), so given targets are
-    checked against it without running the network; a bare module, or ``targets=None``,
-    costs one forward pass (:func:`predict`).
+    checked against it without running the network (its ``unmapped`` categories are refused
+    as their ``-inf`` logits would be); a bare module, or ``targets=None``, costs one forward
+    pass (:func:`predict`).
     """
-    classes = len(getattr(model, "categories", None) or ())
-    if targets is None or not classes:
+    categories = getattr(model, "categories", None)
+    if targets is None or not categories:
         return predict(model, images, targets)[1]
     check_images(images)
-    return check_targets(targets, images.new_empty((images.shape[0], classes)))
+    stand_in = images.new_zeros((images.shape[0], len(categories)))
+    stand_in[:, list(getattr(model, "unmapped", ()))] = float("-inf")
+    return check_targets(targets, stand_in, categories)
 
 
 def aggregate_channels(attributions: torch.Tensor, how: str) -> torch.Tensor:
@@ -182,7 +185,7 @@ def layer_pass(
         for piece in chunks(images.shape[0], batch_size):
             with capture(model, [layer]) as record, torch.enable_grad():
                 logits = module(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
+                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, getattr(model, "categories", None))
                 activation = record[layer]
                 (gradient,) = torch.autograd.grad(score(logits, chosen).sum(), activation)
             parts.append(LayerPass(activation.detach(), gradient.detach(), logits.detach(), chosen))
