@@ -38,14 +38,15 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .. import paths
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer
+from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
 from ._common import LayerPass, chunks, finish, normalize_maps, slice_targets, target_scores
 
 __all__ = [
@@ -67,6 +68,14 @@ __all__ = [
     "REDUCTIONS",
     "layer_maps",
     "combinations",
+    "INPUT",
+    "with_input",
+    "depth_maps",
+    "feature_deviations",
+    "fit_probe",
+    "probe_hits",
+    "image_halves",
+    "best_candidate",
 ]
 
 SCHEMES = ("accuracy", "spread", "linear", "uniform")
@@ -584,3 +593,257 @@ def multi_layer_maps(
     if "batch_size" in inspect.signature(method).parameters:
         kwargs["batch_size"] = batch_size
     return torch.stack([method(model, images, targets, layer=layer, **kwargs) for layer in layers])
+
+
+# --------------------------------------------------------------------------------------------
+# Every depth, the network input included (Rebuffi et al. supp. Table 5: "input" is a layer)
+# --------------------------------------------------------------------------------------------
+
+INPUT = "input"
+r"""The network input as a layer of :func:`depth_maps`: its "activation" is the image :math:`x`
+and its gradient :math:`\partial S_t / \partial x`, so ``layer_gradient`` there is the vanilla
+gradient of Simonyan et al. 2014 and ``linear_approx`` is gradient :math:`\times` input, the
+"practice of computing saliency at the earliest layer" that Rebuffi et al. (supp. C) compare
+the deeper layers against."""
+
+
+class _InputTap(nn.Module):
+    """The network behind an identity named ``input``: capturing ``input`` records the image and its gradient."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.input = nn.Identity()
+        self.network = network
+        self.training = network.training  # the wrapper is in the network's mode, not nn.Module's default
+        self.input.training = network.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.input(x))
+
+
+@dataclass(eq=False)
+class _Tapped:
+    """A model seen through :class:`_InputTap`, with its layer names prefixed (what :func:`lib.capture.unwrap` reads)."""
+
+    model: nn.Module
+    layers: dict[str, str]
+
+
+def with_input(model) -> _Tapped:
+    """``model`` with its input as a capturable layer named :data:`INPUT`.
+
+    The network is wrapped, not copied or changed: its modules keep their parameters and are
+    reached under ``network.<name>``; its aliases (``"last"``, ``"stage3"``) and module names
+    resolve as before. A hook on :data:`INPUT` sees the image before the first layer, so one
+    forward and one backward pass give the input gradient together with every other layer's
+    (:func:`layer_passes`).
+    """
+    module, aliases = unwrap(model)
+    layers = {name: f"network.{name}" for name, _ in module.named_modules() if name}
+    layers.update({alias: f"network.{name}" for alias, name in aliases.items()})
+    layers[INPUT] = "input"
+    return _Tapped(_InputTap(module), layers)
+
+
+def _released_passes(model, images, targets, layers, *, batch_size=None) -> dict[str, LayerPass]:
+    """:func:`layer_passes`, with each capture record emptied once its pass is read.
+
+    A tensor hook that closes over the record holding that very tensor is a reference cycle
+    through autograd's C++ objects, which Python's garbage collector cannot see: without
+    emptying the record, every call keeps its activations alive (about 55 MB per batch of
+    eight EfficientNet-Lite0 inputs, a few GB over a chapter). Same values as
+    :func:`layer_passes` (a test compares them).
+    """
+    check_images(images)
+    for layer in layers:
+        resolve_layer(model, layer)
+    parts: dict[str, list[LayerPass]] = {layer: [] for layer in layers}
+    with prepared(model) as module:
+        for piece in chunks(images.shape[0], batch_size):
+            with capture(model, layers) as record, torch.enable_grad():
+                logits = module(images[piece])
+                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
+                activations = [record[layer] for layer in layers]
+                gradients = torch.autograd.grad(target_scores(logits, chosen).sum(), activations)
+                record.activations.clear()
+                record.gradients.clear()
+            for layer, a, g in zip(layers, activations, gradients):
+                parts[layer].append(LayerPass(a.detach(), g.detach(), logits.detach(), chosen))
+            del activations, gradients
+    return {layer: ps[0] if len(ps) == 1 else LayerPass(
+        *(torch.cat([getattr(p, f) for p in ps]) for f in ("activations", "gradients", "logits", "targets")))
+        for layer, ps in parts.items()}
+
+
+def depth_maps(
+    methods: Sequence[str],
+    model,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] = ("last",),
+    *,
+    batch_size: int | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Maps ``(B, H, W)`` of several methods at several depths, the input (:data:`INPUT`) allowed among them.
+
+    Methods with a one-pass reduction (:data:`REDUCTIONS`) share ONE forward and ONE backward
+    pass per batch (as :func:`layer_maps`, the input tapped by :func:`with_input` when asked for,
+    and no capture record left alive after the call);
+    any other method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per
+    layer.
+
+    Args:
+        methods: method names (:data:`REDUCTIONS` or :data:`lib.saliency.METHODS`).
+        layers: layer aliases, module names or :data:`INPUT`.
+
+    Returns:
+        ``{(method, layer): maps}`` in the order of ``methods`` then ``layers``, each map
+        normalised to [0, 1] at the input resolution.
+
+    Raises:
+        ValueError: an unknown method, or a registered method without a ``layer`` argument.
+    """
+    from . import resolve_method
+
+    layers = list(layers)
+    seen = with_input(model) if INPUT in layers else model
+    one_pass = [m for m in methods if m in REDUCTIONS]
+    out = {}
+    if one_pass:
+        passes = _released_passes(seen, images, targets, layers, batch_size=batch_size)
+        out = {(m, l): finish(REDUCTIONS[m](passes[l].activations, passes[l].gradients), images, False)
+               for m in one_pass for l in layers}
+    for name in methods:
+        if name in REDUCTIONS:
+            continue
+        method = resolve_method(name)
+        parameters = inspect.signature(method).parameters
+        if "layer" not in parameters:
+            raise ValueError(f"{name!r} has no one-pass reduction and takes no layer: it has no map at a depth")
+        extra = {"batch_size": batch_size} if "batch_size" in parameters else {}
+        for layer in layers:
+            out[(name, layer)] = method(seen, images, targets, layer=layer, **extra)
+    return {(m, l): out[(m, l)] for m in methods for l in layers}
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image terms of the two learned schemes (units for tests of their trend with depth)
+# --------------------------------------------------------------------------------------------
+
+
+def feature_deviations(features: torch.Tensor, *, norm: str = "l2") -> torch.Tensor:
+    r"""Each image's term :math:`\lVert \bar x^i - \bar x^\mu \rVert` of the feature spread (Sec. 4.2, scheme 1): float64 ``(M,)``.
+
+    Their mean is :func:`feature_spread`; per image, they are the units a test of "the spread
+    increases with depth" can rest on.
+
+    Args:
+        features: ``(M, K)`` spatially pooled activations.
+        norm: ``"l2"``, ``"l1"`` or ``"mean_abs"`` (see :func:`feature_spread`).
+    """
+    x = torch.as_tensor(features, dtype=torch.float64)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"features must be (M, K) with M > 0, got {tuple(x.shape)}")
+    d = x - x.abs().mean(dim=0)
+    if norm == "l2":
+        return d.norm(dim=1)
+    if norm == "l1":
+        return d.abs().sum(dim=1)
+    if norm == "mean_abs":
+        return d.abs().mean(dim=1)
+    raise ValueError(f"norm must be 'l2', 'l1' or 'mean_abs', got {norm!r}")
+
+
+def fit_probe(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""The linear probe :math:`\Psi` of :func:`probe_accuracy` (Sec. 4.2, scheme 2), as a predictor.
+
+    The same fit (standardised features, multinomial logistic regression, full-batch Adam, the
+    same initialisation for the same ``seed``), returned as a function from ``(N, K)`` features
+    to predicted labels ``(N,)`` in the training labels' values.
+    """
+    x = torch.as_tensor(train_x, dtype=torch.float32)
+    classes, y = torch.unique(torch.as_tensor(train_y).long(), return_inverse=True)
+    if x.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"train_x (N, K) and train_y (N,) must match, got {tuple(x.shape)} and {tuple(y.shape)}")
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(x.shape[1], len(classes), generator=generator) * 0.01).requires_grad_(True)
+    bias = torch.zeros(len(classes), requires_grad=True)
+    optimiser = torch.optim.Adam([weight, bias], lr=lr)
+    z = (x - mean) / std
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(z @ weight + bias, y) + weight_decay * weight.pow(2).sum()
+            loss.backward()
+            optimiser.step()
+    weight, bias = weight.detach(), bias.detach()
+
+    def predict(features: torch.Tensor) -> torch.Tensor:
+        tz = (torch.as_tensor(features, dtype=torch.float32) - mean) / std
+        return classes[(tz @ weight + bias).argmax(1)]
+
+    return predict
+
+
+def probe_hits(train_x, train_y, test_x, test_y, **options) -> torch.Tensor:
+    """Whether the probe (:func:`fit_probe`) classifies each held-out image correctly: bool ``(N_test,)``.
+
+    Their mean is :func:`probe_accuracy`'s ``heldout_accuracy`` (with the same ``options``).
+    """
+    predict = fit_probe(train_x, train_y, **options)
+    return predict(test_x) == torch.as_tensor(test_y).long()
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing a configuration on one half of the images, testing it on the other
+# --------------------------------------------------------------------------------------------
+
+
+def image_halves(images: Sequence, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split units into two halves **by image**, seeded: bool masks ``(choose, test)``, ``(N,)`` each.
+
+    Every unit of one image (its image-category pairs) lands in the same half, so the two
+    halves are independent. The ``floor(n / 2)`` images of a seeded permutation of the distinct
+    image ids (sorted first, so the split does not depend on the units' order) choose; the rest
+    test. Best-of-k choices made and tested on the same units favour the chosen configuration
+    (a selection effect); chosen on one half and tested on the other they do not.
+
+    Args:
+        images: ``N`` image ids, one per unit (repeated for an image's several pairs).
+    """
+    ids = [str(i) for i in images]
+    distinct = sorted(set(ids))
+    order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed)).tolist()
+    chooser = {distinct[i] for i in order[: len(distinct) // 2]}
+    choose = torch.tensor([i in chooser for i in ids], dtype=torch.bool)
+    return choose, ~choose
+
+
+def best_candidate(values: Mapping, weights, candidates: Sequence):
+    r"""The candidate with the highest weighted mean :math:`\sum_i w_i v_i` (e.g. class-mean pointing accuracy).
+
+    Ties go to the candidate listed first, so list them in an order that favours no side of the
+    later test (a choice made on one half, :func:`image_halves`, tested on the other).
+
+    Args:
+        values: ``{candidate: (N,) per-unit values}`` (hits), the same units for every candidate.
+        weights: ``(N,)`` unit weights (e.g. ``PointingResult.class_weights()``).
+        candidates: the keys to choose among, in tie-breaking order.
+
+    Raises:
+        ValueError: no candidates.
+    """
+    if not candidates:
+        raise ValueError("best_candidate: no candidates")
+    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    score = {c: float((w * torch.as_tensor(values[c], dtype=torch.float64).reshape(-1)).sum()) for c in candidates}
+    return max(candidates, key=lambda c: score[c])  # max keeps the first of equal scores
