@@ -20,7 +20,9 @@ that keep it correct").
 from __future__ import annotations
 
 import difflib
+import functools
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -176,6 +178,19 @@ class Capture:
         return self.gradients[self.names.get(layer, layer)]
 
 
+def _store_gradient(record: "weakref.ref[Capture]", name: str, grad: torch.Tensor) -> None:
+    """Tensor hook: keep ``grad`` in the record, if it is still alive.
+
+    The hook lives on the captured tensor's ``grad_fn``, which the record holds through that
+    tensor; a strong reference back to the record would make a cycle through autograd's C++
+    nodes that the garbage collector cannot see, and every capture's activations would stay
+    alive.
+    """
+    alive = record()
+    if alive is not None:
+        alive.gradients[name] = grad
+
+
 @contextmanager
 def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool = True) -> Iterator[Capture]:
     """Record the outputs (and, with ``gradients``, their gradients) of named layers.
@@ -210,7 +225,7 @@ def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool =
                 # backward pass stops here.
                 output = output.detach().requires_grad_(True)
             record.activations[name] = output
-            output.register_hook(lambda grad: record.gradients.__setitem__(name, grad))
+            output.register_hook(functools.partial(_store_gradient, weakref.ref(record), name))
             return _CopyForward.apply(output)
 
         return hook
