@@ -16,10 +16,13 @@ from lib.saliency.normgrad import (
     AGGREGATIONS,
     aggregate_conv,
     aggregate_outer,
+    aggregate_vector,
     conv_for,
+    conv_kind,
     FRAMEWORK,
     extract_aggregate,
     framework_maps,
+    identity_extraction,
     linear_approx,
     normgrad,
     normgrad_conv,
@@ -109,6 +112,75 @@ def test_virtual_identity_convolution_closed_forms_equal_explicit_outer_products
     outer = torch.einsum("bkhw,bjhw->bhwkj", g, patches).unsqueeze(1)  # (B, 1, h, w, K, N^2 K)
     want = explicit_aggregate(outer, how).squeeze(1)
     assert torch.allclose(aggregate_outer(g, x, how, kernel=kernel), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("how", AGGREGATIONS)
+def test_virtual_depthwise_identity_closed_forms_equal_the_standalone_codes_summands(kernel, how):
+    # The authors' standalone conv3x3_depthwise: unfold the activation into (B, K, N^2, h, w)
+    # patches and multiply channel k's patch by g_k -- a K x N^2 summand per location.
+    generator = torch.Generator().manual_seed(10 + kernel)
+    g = torch.randn(2, 4, 5, 6, generator=generator)
+    x = torch.randn(2, 4, 5, 6, generator=generator)
+    patches = F.unfold(x, kernel, padding=kernel // 2).view(2, 4, kernel**2, 5, 6)
+    rows = (g[:, :, None] * patches).permute(0, 3, 4, 1, 2)  # (B, h, w, K, N^2)
+    want = explicit_aggregate(rows.reshape(2, 5, 6, -1), how)
+    assert torch.allclose(aggregate_outer(g, x, how, kernel=kernel, depthwise=True), want, atol=1e-5, rtol=1e-5)
+    if kernel == 1:  # a depthwise 1x1 identity is the scaling identity g * x
+        assert torch.allclose(aggregate_outer(g, x, how, kernel=1, depthwise=True), aggregate_vector(g * x, how), atol=1e-6)
+
+
+def depthwise_identity(channels: int) -> nn.Conv2d:
+    """A real depthwise 3x3 convolution set to the identity: each channel's own kernel, centre 1."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, 0, 1, 1] = 1.0
+    return conv
+
+
+def test_virtual_depthwise_3x3_identity_is_the_identity_and_its_normgrad_is_the_hand_formula():
+    identity = depthwise_identity(3)
+    x = torch.tensor([[[1.0, -2.0], [3.0, 0.5]], [[0.0, 4.0], [-1.0, 2.0]], [[2.0, 2.0], [2.0, -3.0]]])[None]
+    assert torch.equal(identity(x), x)  # it gives back the input
+    # NormGrad at one location, by hand: sqrt(sum_k g_k^2 * (sum of x_k^2 over its zero-padded 3x3 patch)).
+    # On a 2x2 map every 3x3 patch covers the whole channel.
+    g = torch.tensor([[[0.5, 0.0], [0.0, 0.0]], [[-1.0, 0.0], [0.0, 0.0]], [[2.0, 0.0], [0.0, 0.0]]])[None]
+    patch_energy = torch.tensor([1 + 4 + 9 + 0.25, 0 + 16 + 1 + 4, 4 + 4 + 4 + 9])
+    by_hand = float((torch.tensor([0.25, 1.0, 4.0]) * patch_energy).sum().sqrt())
+    ours = aggregate_outer(g, x, "norm", kernel=3, depthwise=True)
+    assert ours[0, 0, 0].item() == pytest.approx(by_hand, rel=1e-6)
+    assert ours[0, 1, 1].item() == 0.0  # g is zero there
+    # The dense 3x3 identity pairs every channel's g with every channel's patch: another map.
+    dense = aggregate_outer(g, x, "norm", kernel=3)
+    assert dense[0, 0, 0].item() == pytest.approx(float(g[0, :, 0, 0].norm() * x.norm()), rel=1e-6)
+    assert dense[0, 0, 0].item() != pytest.approx(by_hand, rel=1e-3)
+
+
+def test_a_physical_depthwise_identity_gives_the_virtual_ones_map_through_its_weight_gradient():
+    # Insert the identity for real after the last ReLU: its own weight gradient's summands
+    # (real_conv, Eq. 2) must be the virtual dwconv3x3 summands at that location.
+    base = tiny_cnn()
+    with_identity = tiny_cnn()
+    with_identity.features.append(depthwise_identity(12))
+    x, target = images(2, size=16), torch.tensor([1, 3])
+    assert torch.allclose(with_identity(x), base(x), atol=1e-6)
+    for how in ("sum", "norm", "filter_norm"):
+        real = extract_aggregate(with_identity, x, target, layer="features.4", extract="real_conv", aggregate=how, raw=True)
+        virtual = extract_aggregate(base, x, target, layer="features.3", extract="dwconv3x3", aggregate=how, raw=True)
+        assert torch.allclose(real, virtual, atol=1e-6), how
+    assert identity_extraction(with_identity, "features.4") == "dwconv3x3"
+
+
+def test_conv_kind_and_the_matching_identity():
+    model = tiny_cnn()
+    assert conv_kind(model.features[2]) == "dense" and identity_extraction(model, "features.3") == "conv1x1"
+    assert conv_kind(nn.Conv2d(4, 8, 3, groups=4)) == "depthwise"
+    assert conv_kind(nn.Conv2d(4, 6, 3, groups=2)) == "dense"  # grouped, not depthwise
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        conv_kind(nn.ReLU())
+    with pytest.raises(ValueError, match="square and odd"):
+        extract_aggregate(model, images(1, size=16), layer="features.1", extract="dwconv2x2")
 
 
 def explicit_conv_summands(conv, x_in, padded, g):

@@ -25,7 +25,11 @@ def test_spearman_matches_scipy_including_ties():
         assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten(), b[i].flatten()).statistic, abs=1e-6)
     assert ours[1].item() == pytest.approx(1.0)
     assert spearman(a[:1], -a[:1]).item() == pytest.approx(-1.0)
-    assert spearman(torch.zeros(1, 4, 4), b[:1, :4, :4]).item() == 0.0  # constant map: no ranking
+    assert spearman(torch.zeros(1, 4, 4), b[:1, :4, :4]).item() == 0.0  # constant map: no ranking, scored 0 by default
+    undefined = spearman(torch.stack([torch.zeros(4, 4), b[0, :4, :4]]), b[:1, :4, :4].repeat(2, 1, 1), constant=float("nan"))
+    assert torch.isnan(undefined[0]) and undefined[1].item() == pytest.approx(1.0)  # ... or NaN, as scipy
+    with pytest.warns(Warning, match="constant"):
+        assert torch.isnan(torch.tensor(spearmanr(torch.zeros(16), b[0, :4, :4].flatten()).statistic))
 
 
 def test_ssim_matches_skimage_gaussian_reference():
@@ -102,3 +106,53 @@ def test_constant_model_targets_and_errors():
         cascading_randomization(model, "gradient", x, layers=["fc9"])
     frame = result.to_frame("gradient")
     assert set(frame.metric) == {"spearman", "ssim"} and len(frame) == 4
+
+
+def test_constant_maps_are_left_out_and_counted_not_scored_as_changed():
+    model, x = tiny_cnn(), images(2, size=16)
+    calls = []
+
+    def fading(m, imgs, targets):  # informative for the trained model, constant for image 1 after step 1
+        calls.append(None)
+        maps = torch.rand(imgs.shape[0], 16, 16, generator=torch.Generator().manual_seed(len(calls)))
+        if len(calls) > 2:
+            maps[1] = 0.0
+        return maps
+
+    result = cascading_randomization(model, fading, x)
+    assert result.undefined.tolist() == [[False, False, False], [False, True, True]]
+    assert result.spearman[1, 1].item() == 0.0  # the backward-compatible score ...
+    assert torch.isnan(result.defined_spearman[1, 1:]).all()  # ... and the one that leaves it out
+    assert torch.equal(result.defined_spearman[0], result.spearman[0])
+    frame = result.to_frame("fading", undefined_as_nan=True)
+    assert frame[frame.metric == "spearman"].value.isna().sum() == 2
+
+
+def test_a_method_returning_a_dict_of_maps_gets_a_dict_of_results_from_one_randomisation():
+    from lib.saliency.normgrad import framework_maps
+
+    model, x = tiny_cnn(), images(2, size=16)
+    methods = {"la": {"extract": "scaling", "aggregate": "sum"}, "sng": {"extract": "scaling", "aggregate": "filter_norm"}}
+    both = cascading_randomization(model, framework_maps, x, seed=2, measures=("spearman",),
+                                   method_kwargs={"layers": ["features.3"], "methods": methods})
+    assert set(both) == {"la", "sng"} and set(both["la"]) == {"features.3"}
+    alone = cascading_randomization(model, "linear_approx", x, seed=2, method_kwargs={"layer": "features.3"})
+    assert torch.allclose(both["la"]["features.3"].maps, alone.maps, atol=1e-6)
+    assert torch.allclose(both["la"]["features.3"].spearman, alone.spearman, atol=1e-6)
+    assert both["sng"]["features.3"].ssim is None and alone.ssim is not None
+    assert set(both["sng"]["features.3"].to_frame().metric) == {"spearman"}
+    with pytest.raises(ValueError, match="measures"):
+        cascading_randomization(model, "gradient", x, measures=("ssim",))
+
+
+def test_grouped_cascading_steps_reach_the_layer_by_layer_states():
+    model, x = tiny_cnn(), images(2, size=16)
+    step_by_step = cascading_randomization(model, "gradcam", x, seed=5, method_kwargs={"layer": "features.3"})
+    grouped = cascading_randomization(model, "gradcam", x, seed=5, layers=[("fc", "features.2"), "features.0"],
+                                      method_kwargs={"layer": "features.3"})
+    assert grouped.layer_names == ["fc + features.2", "features.0"] and grouped.depths == [2, 3]
+    assert torch.allclose(grouped.maps, step_by_step.maps[[0, 2, 3]], atol=1e-6)
+    assert sorted(grouped.to_frame().depth.unique()) == [2, 3]
+    independent = independent_randomization(model, "gradcam", x, seed=5, layers=[("fc", "features.2")],
+                                            method_kwargs={"layer": "features.3"})
+    assert independent.depths == [2] and torch.allclose(independent.maps[1], step_by_step.maps[2], atol=1e-6)

@@ -21,6 +21,19 @@ Both work on a *copy* of the model: the caller's model stays bit-identical.  The
 are fixed once, from the trained model's prediction (or as given), so every map of an
 image explains the same class.
 
+A map that is constant (every location equal: the gradient before global pooling, a
+ReLU-filtered map that is all zero) has no ranking, so its correlation with another map is
+undefined.  :func:`spearman` scores it 0 by default (``constant=0.0``, kept for backward
+compatibility), which reads as "changed"; :attr:`RandomizationResult.defined_spearman` and
+``spearman(..., constant=float("nan"))`` leave it out as NaN, and
+:attr:`RandomizationResult.undefined` counts it.
+
+Extensions used by the extract & aggregate chapter: a method that returns a (nested) dict
+of maps (:func:`lib.saliency.normgrad.framework_maps`) gets a dict of results, one
+randomisation of the model serving every map; ``measures=("spearman",)`` skips SSIM; a
+step of ``layers`` may be a tuple of module names randomised together (a coarser cascade
+that reaches the same model states as the layer-by-layer one, seeds being drawn per layer).
+
 The CAMERAS paper (Jalwana et al., CVPR 2021, Fig. 5.1 bottom) uses the cascading test.
 """
 
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -62,17 +76,18 @@ def _average_ranks(row: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def spearman(a: torch.Tensor, b: torch.Tensor, *, constant: float = 0.0) -> torch.Tensor:
     r"""Spearman's rank correlation of paired maps (B, ...) -> (B,).
 
     :math:`\rho = \mathrm{corr}(\mathrm{rank}(a), \mathrm{rank}(b))` with average ranks for
-    ties.  A constant map carries no ranking; its correlation is reported as 0 (no
-    similarity), where ``scipy.stats.spearmanr`` would return NaN.
+    ties.  A constant map carries no ranking: its pair gets ``constant``, 0 by default (no
+    similarity); ``constant=float("nan")`` gives what ``scipy.stats.spearmanr`` gives, an
+    undefined correlation.
     """
     if a.shape != b.shape:
         raise ValueError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    out = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+    out = torch.full((a.shape[0],), float(constant), dtype=torch.float64, device=a.device)
     for i in range(a.shape[0]):
         ra, rb = _average_ranks(a[i].double()), _average_ranks(b[i].double())
         ra, rb = ra - ra.mean(), rb - rb.mean()
@@ -172,31 +187,57 @@ class RandomizationResult:
     """Maps of a randomisation test and their similarity to the trained model's map.
 
     Attributes:
-        layer_names: the layers re-initialised, in order (cascading: cumulative).
-        spearman: (B, L) rank correlation between the map after step l and the original.
-        ssim: (B, L) structural similarity, likewise.
+        layer_names: the layers re-initialised, in order (cascading: cumulative); a step
+            that randomised several layers together is named ``"a + b"``.
+        spearman: (B, L) rank correlation between the map after step l and the original
+            (0 where a map is constant; see :attr:`defined_spearman`).
+        ssim: (B, L) structural similarity, likewise (None when not measured).
         maps: (L+1, B, H, W); ``maps[0]`` is the trained model's map.
         targets: (B,) the classes explained.
         mode: ``"cascading"`` or ``"independent"``.
+        constant: (L+1, B) bool, ``maps[l, i]`` is constant (None: not recorded).
+        depths: (L,) layers random at each step (cascading: cumulative; None: one per step).
     """
 
     layer_names: list[str]
     spearman: torch.Tensor
-    ssim: torch.Tensor
+    ssim: torch.Tensor | None
     maps: torch.Tensor
     targets: torch.Tensor
     mode: str
+    constant: torch.Tensor | None = None
+    depths: list[int] | None = None
 
-    def to_frame(self, method: str | None = None):
-        """Long-form ``pandas.DataFrame`` (image, depth, layer, metric, value[, method])."""
+    @property
+    def undefined(self) -> torch.Tensor:
+        """(B, L) bool: the step's map or the trained model's map is constant, so their correlation is undefined."""
+        constant = _constant_maps(self.maps) if self.constant is None else self.constant
+        return (constant[1:] | constant[:1]).T
+
+    @property
+    def defined_spearman(self) -> torch.Tensor:
+        """(B, L) :attr:`spearman` with NaN where it is undefined (:attr:`undefined`): left out, not scored 0."""
+        return self.spearman.masked_fill(self.undefined.to(self.spearman.device), float("nan"))
+
+    def to_frame(self, method: str | None = None, *, undefined_as_nan: bool = False):
+        """Long-form ``pandas.DataFrame`` (image, depth, layer, metric, value[, method]).
+
+        ``depth`` is the step (1, 2, ...), or the layers random at that step when
+        :attr:`depths` is set.  With ``undefined_as_nan`` the Spearman values are
+        :attr:`defined_spearman` (NaN where a map is constant).
+        """
         import pandas as pd
 
         rows = []
+        depths = self.depths or list(range(1, len(self.layer_names) + 1))
         for metric in ("spearman", "ssim"):
-            values = getattr(self, metric).detach().cpu()
+            values = self.defined_spearman if metric == "spearman" and undefined_as_nan else getattr(self, metric)
+            if values is None:
+                continue
+            values = values.detach().cpu()
             for i in range(values.shape[0]):
-                for depth, layer in enumerate(self.layer_names):
-                    row = {"image": i, "depth": depth + 1, "layer": layer, "metric": metric, "value": float(values[i, depth])}
+                for step, layer in enumerate(self.layer_names):
+                    row = {"image": i, "depth": depths[step], "layer": layer, "metric": metric, "value": float(values[i, step])}
                     if method is not None:
                         row["method"] = method
                     rows.append(row)
@@ -209,33 +250,81 @@ def _method(method) -> Callable:
     return resolve_method(method)
 
 
-def _run(model, method, images, targets, layers, seed, method_kwargs, cascading: bool) -> RandomizationResult:
+_MEASURES = ("spearman", "ssim")
+
+
+def _constant_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) maps -> (...) bool: every value of the map equal."""
+    flat = maps.flatten(start_dim=-2)
+    return flat.amax(dim=-1) == flat.amin(dim=-1)
+
+
+def _leaves(tree, path=()):
+    """(path, tensor) pairs of a tensor or a (nested) dict of tensors."""
+    if isinstance(tree, dict):
+        for key, child in tree.items():
+            yield from _leaves(child, path + (key,))
+    else:
+        yield path, tree
+
+
+def _nest(pairs: dict):
+    """{path: value} back into the nested dict of the paths (the value itself for the empty path)."""
+    if () in pairs:
+        return pairs[()]
+    out: dict = {}
+    for path, value in pairs.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def _result(names, depths, maps: list[torch.Tensor], chosen, cascading: bool, measures) -> RandomizationResult:
+    original = maps[0]
+    rho = torch.stack([spearman(m, original) for m in maps[1:]], dim=1)
+    structure = torch.stack([ssim(m, original) for m in maps[1:]], dim=1) if "ssim" in measures else None
+    stacked = torch.stack(maps)
+    return RandomizationResult(names, rho, structure, stacked, chosen, "cascading" if cascading else "independent",
+                               constant=_constant_maps(stacked), depths=depths)
+
+
+def _run(model, method, images, targets, layers, seed, method_kwargs, cascading: bool, measures=_MEASURES):
     check_images(images)
+    if "spearman" not in measures or set(measures) - set(_MEASURES):
+        raise ValueError(f"measures must include 'spearman' and may add 'ssim', got {tuple(measures)}")
     explain = _method(method)
     kwargs = dict(method_kwargs or {})
     _, chosen = predict(model, images, targets)
-    names = list(default_layers(model) if layers is None else layers)
-    if not names:
-        raise ValueError("layers is empty; give at least one layer to randomise")
+    steps = [[step] if isinstance(step, str) else list(step) for step in (default_layers(model) if layers is None else layers)]
+    if not steps or any(not step for step in steps):
+        raise ValueError("layers is empty (or has an empty step); give at least one layer to randomise")
     twin = _copy(model)
     twin_module, _ = unwrap(twin)
     modules = dict(twin_module.named_modules())
-    unknown = [n for n in names if n not in modules or n == ""]
+    unknown = [n for step in steps for n in step if n not in modules or n == ""]
     if unknown:
         raise ValueError(f"unknown layer(s) {unknown}; module names look like {default_layers(model)[:6]}")
-    original = explain(model, images, chosen, **kwargs).detach()
-    maps = [original]
-    for step, name in enumerate(names):
-        layer = modules[name]
-        saved = None if cascading else copy.deepcopy(layer.state_dict())
-        _reinitialise(layer, seed * 100_003 + step)
-        maps.append(explain(twin, images, chosen, **kwargs).detach())
+    grouped = any(len(step) > 1 for step in steps)
+    original = {path: m.detach() for path, m in _leaves(explain(model, images, chosen, **kwargs))}
+    maps = {path: [m] for path, m in original.items()}
+    position = 0
+    for step in steps:
+        layers_now = [modules[name] for name in step]
+        saved = None if cascading else [copy.deepcopy(layer.state_dict()) for layer in layers_now]
+        for layer in layers_now:  # seeded by the layer's place in the flattened order
+            _reinitialise(layer, seed * 100_003 + position)
+            position += 1
+        for path, m in _leaves(explain(twin, images, chosen, **kwargs)):
+            maps[path].append(m.detach())
         if saved is not None:
-            layer.load_state_dict(saved)
-    stacked = torch.stack(maps)
-    rho = torch.stack([spearman(m, original) for m in maps[1:]], dim=1)
-    structure = torch.stack([ssim(m, original) for m in maps[1:]], dim=1)
-    return RandomizationResult(names, rho, structure, stacked, chosen, "cascading" if cascading else "independent")
+            for layer, state in zip(layers_now, saved):
+                layer.load_state_dict(state)
+    names = [" + ".join(step) for step in steps]
+    sizes = [len(step) for step in steps]
+    depths = (list(itertools.accumulate(sizes)) if cascading else sizes) if grouped else None
+    return _nest({path: _result(names, depths, series, chosen, cascading, measures) for path, series in maps.items()})
 
 
 def cascading_randomization(
@@ -247,6 +336,7 @@ def cascading_randomization(
     layers: Sequence[str] | None = None,
     seed: int = 0,
     method_kwargs: dict | None = None,
+    measures: Sequence[str] = _MEASURES,
 ) -> RandomizationResult:
     """Cascading model-parameter randomisation (Adebayo et al. 2018, Sec. 3.1, Fig. 2).
 
@@ -260,18 +350,22 @@ def cascading_randomization(
         images: (B, 3, H, W) normalised images.
         targets: classes to explain; None fixes the trained model's prediction.
         layers: module names in the order to randomise (default:
-            :func:`default_layers`, from the logits towards the input).
-        seed: the re-initialisation's randomness (step l uses a seed derived from it).
+            :func:`default_layers`, from the logits towards the input); a step may be a
+            tuple of names randomised together.
+        seed: the re-initialisation's randomness (the l-th layer of the flattened order uses
+            a seed derived from it, so grouped steps reach the layer-by-layer states).
         method_kwargs: keywords for the method (``layer=``, ``batch_size=``, ...).
+        measures: ``("spearman", "ssim")`` (default) or ``("spearman",)`` to skip SSIM.
 
     Returns:
         :class:`RandomizationResult` with ``maps`` (L+1, B, H, W), ``spearman`` and
-        ``ssim`` (B, L) against ``maps[0]``.
+        ``ssim`` (B, L) against ``maps[0]``; for a method returning a (nested) dict of
+        maps, the same dict of results.
 
     Raises:
-        ValueError: unknown method or layer names; bad images or targets.
+        ValueError: unknown method, layer names or measures; bad images or targets.
     """
-    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=True)
+    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=True, measures=measures)
 
 
 def independent_randomization(
@@ -283,10 +377,12 @@ def independent_randomization(
     layers: Sequence[str] | None = None,
     seed: int = 0,
     method_kwargs: dict | None = None,
+    measures: Sequence[str] = _MEASURES,
 ) -> RandomizationResult:
     """Independent model-parameter randomisation (Adebayo et al. 2018, Sec. 3.1).
 
-    Like :func:`cascading_randomization`, but only one layer is random at each step; the
-    others keep their trained parameters (and buffers).  Same arguments and result.
+    Like :func:`cascading_randomization`, but only one layer (or one tuple of layers) is
+    random at each step; the others keep their trained parameters (and buffers).  Same
+    arguments and result.
     """
-    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=False)
+    return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=False, measures=measures)

@@ -17,8 +17,12 @@ norm).  A *virtual identity layer* (Sec. 3.1.2) is a bias, scaling or convolutio
 set to the identity and imagined at any location, after a ReLU included; it changes
 nothing in the network, its input is the location's activation :math:`x` and its output
 gradient the gradient :math:`g` there, so its summands are :math:`g` (bias),
-:math:`g \odot x` (scaling), :math:`g x^\top` (1x1 conv) and :math:`g x_{3\times3}^\top`
-(3x3 conv, zero-padded "same" patches as in the authors' standalone code).
+:math:`g \odot x` (scaling), :math:`g x^\top` (1x1 conv), :math:`g x_{3\times3}^\top`
+(3x3 conv, zero-padded "same" patches as in the authors' standalone code) and, for a
+*depthwise* 3x3 identity (each channel its own 3x3 kernel with the centre 1, the standalone
+code's ``conv3x3_depthwise``), the K rows :math:`g_k x_{k,3\times3}^\top`: the block-diagonal
+summand of a depthwise convolution, the identity that matches one
+(:func:`identity_extraction`).
 
 Extractions (``extract=``):
 
@@ -29,6 +33,9 @@ name               summand at location u                                       s
 ``scaling``        virtual scaling IDL: :math:`g_u \odot x_u`                   K
 ``conv1x1``        virtual 1x1 conv IDL: :math:`g_u x_u^\top`                   K x K
 ``convNxN``        virtual NxN conv IDL (odd N): :math:`g_u x_{u,N\times N}^\top`  K x N²K
+``dwconvNxN``      virtual *depthwise* NxN conv IDL (odd N; ``dwconv3x3`` is   K x N²
+                   the standalone code's ``conv3x3_depthwise``): channel k's
+                   own patch, :math:`g_{u,k}\, x_{u,k,N\times N}^\top`
 ``real_bias``      the layer's own bias: :math:`g^{out}_u`                      K'
 ``real_scaling``   a BatchNorm's own scale :math:`\gamma`: :math:`g^{out}_u\odot\hat x^{in}_u`  K
 ``real_conv``      the layer's own convolution (stride, padding, dilation,     K' x N²K/groups
@@ -55,7 +62,9 @@ Matrices are never materialised.  The summand of a convolution is an outer produ
 Patch statistics of a *real* convolution are computed by running that very module (its
 padding rule included, e.g. TensorFlow-"same" padding computed in ``forward``) on the
 channel-summed statistic with an all-ones kernel of one channel per group; for a virtual
-NxN identity they are NxN box sums with zero padding.  Memory is that of one activation,
+NxN identity they are NxN box sums with zero padding (per channel for a depthwise one, whose
+channel k pairs only with its own patch: :math:`\|g_k x_{k,N\times N}^\top\|_F^2 = g_k^2
+\|x_{k,N\times N}\|^2`, summed over k for the Frobenius norm).  Memory is that of one activation,
 whatever :math:`K' \times N^2 K`: a 3x3 1024-channel convolution at 14x14 for 8 images
 needs megabytes where the explicit matrices would take 59 GB.
 
@@ -104,11 +113,14 @@ __all__ = [
     "conv_for",
     "default_depths",
     "identity_trick_layers",
+    "identity_extraction",
+    "conv_kind",
+    "IDENTITY_FOR",
 ]
 
-VIRTUAL = ("bias", "scaling", "conv1x1", "conv3x3")
+VIRTUAL = ("bias", "scaling", "conv1x1", "conv3x3", "dwconv3x3")
 REAL = ("real_bias", "real_scaling", "real_conv")
-EXTRACTIONS = VIRTUAL + ("convNxN",) + REAL
+EXTRACTIONS = VIRTUAL + ("convNxN", "dwconvNxN") + REAL
 AGGREGATIONS = ("sum", "sum_positive", "max", "max_abs", "norm", "filter_norm")
 
 # The five methods of Table 2 as (extract, aggregate).  Gradient uses max_abs (the text of
@@ -125,7 +137,7 @@ TABLE_2 = {
 # what :func:`framework_maps` computes by default.
 FRAMEWORK = {**TABLE_2, "gradcam": {"extract": "scaling", "aggregate": "sum_positive", "average_gradient": True}}
 
-_CONV = re.compile(r"^conv(\d+)x(\d+)$")
+_CONV = re.compile(r"^(dw)?conv(\d+)x(\d+)$")
 
 
 # --------------------------------------------------------------------------- aggregations
@@ -188,7 +200,7 @@ def _outer_closed_form(
     return products.amax(dim=0).amax(dim=1)
 
 
-def aggregate_outer(g: torch.Tensor, x: torch.Tensor, how: str, kernel: int = 1) -> torch.Tensor:
+def aggregate_outer(g: torch.Tensor, x: torch.Tensor, how: str, kernel: int = 1, depthwise: bool = False) -> torch.Tensor:
     r"""Aggregate the summands :math:`g_u x_{u,N\times N}^\top` of a virtual NxN identity convolution.
 
     Rebuffi et al. 2020, Sec. 3.1.2 (identity convolution, :math:`w_{kk'ij} =
@@ -196,10 +208,17 @@ def aggregate_outer(g: torch.Tensor, x: torch.Tensor, how: str, kernel: int = 1)
     :math:`\|g\|\|x\|`).  Patches are zero-padded "same" NxN windows of x (as ``F.unfold``
     with padding (N-1)/2 in the authors' code); nothing of size K x N²K is formed.
 
+    With ``depthwise`` the identity is a depthwise convolution (``groups = K``, each
+    channel's own NxN kernel with the centre 1: the standalone code's ``conv3x3_depthwise``
+    for N = 3): channel k's summand is the row :math:`g_k x_{k,N\times N}^\top` (K x N²
+    entries in all), so ``norm`` is :math:`\sqrt{\sum_k g_k^2 \|x_{k,N\times N}\|^2}`; with
+    N = 1 it is the scaling identity :math:`g \odot x`.
+
     Args:
         g, x: (B, K, h, w) gradient and activation at the identity's location.
         how: one of :data:`AGGREGATIONS`.
         kernel: odd patch size N.
+        depthwise: a depthwise (one channel per group) identity instead of a dense one.
 
     Returns:
         (B, h, w) maps.
@@ -210,15 +229,16 @@ def aggregate_outer(g: torch.Tensor, x: torch.Tensor, how: str, kernel: int = 1)
     pad = kernel // 2
 
     def sums(values: torch.Tensor) -> torch.Tensor:
-        total = values.sum(dim=1, keepdim=True)
+        total = values if depthwise else values.sum(dim=1, keepdim=True)
         if kernel > 1:
-            ones = torch.ones(1, 1, kernel, kernel, dtype=total.dtype, device=total.device)
-            total = F.conv2d(total, ones, padding=pad)
+            channels = total.shape[1]
+            ones = torch.ones(channels, 1, kernel, kernel, dtype=total.dtype, device=total.device)
+            total = F.conv2d(total, ones, padding=pad, groups=channels)
         return total
 
     def extremes(values: torch.Tensor, largest: bool) -> torch.Tensor:
         sign = 1.0 if largest else -1.0
-        best = (sign * values).amax(dim=1, keepdim=True)
+        best = sign * values if depthwise else (sign * values).amax(dim=1, keepdim=True)
         if kernel > 1:
             # Out-of-image entries of a zero-padded patch are zeros, and compete as such.
             best = F.max_pool2d(F.pad(best, (pad, pad, pad, pad), value=0.0), kernel, stride=1)
@@ -302,22 +322,26 @@ def conv_for(model, layer: str | nn.Module) -> tuple[str, nn.Conv2d]:
 
 
 def _conv_kernel(extract: str) -> int | None:
-    """N of a virtual ``convNxN`` extraction, else None."""
+    """N of a virtual ``convNxN`` or ``dwconvNxN`` extraction, else None."""
     match = _CONV.match(extract)
     if not match:
         return None
-    n, m = int(match.group(1)), int(match.group(2))
+    n, m = int(match.group(2)), int(match.group(3))
     if n != m or n % 2 == 0:
-        raise ValueError(f"virtual identity convolution {extract!r}: the kernel must be square and odd (conv1x1, conv3x3, ...)")
+        raise ValueError(
+            f"virtual identity convolution {extract!r}: the kernel must be square and odd (conv1x1, conv3x3, dwconv3x3, ...)"
+        )
     return n
 
 
 def _check_extract(extract: str) -> None:
-    if extract in EXTRACTIONS and extract != "convNxN":
+    if extract in EXTRACTIONS and extract not in ("convNxN", "dwconvNxN"):
         return
     if _conv_kernel(extract) is not None:
         return
-    raise ValueError(f"unknown extraction {extract!r}; accepted: {', '.join(EXTRACTIONS)} (convNxN: conv5x5, ...)")
+    raise ValueError(
+        f"unknown extraction {extract!r}; accepted: {', '.join(EXTRACTIONS)} (convNxN: conv5x5, ...; dwconvNxN: dwconv5x5, ...)"
+    )
 
 
 @contextmanager
@@ -358,7 +382,7 @@ def _maps(extract: str, how: str, module: nn.Module, g: torch.Tensor, x_out: tor
         return aggregate_vector(g * _scaling_input(module, x_in), how)
     if extract == "real_conv":
         return aggregate_conv(module, g, x_in, how)
-    return aggregate_outer(g, x_out, how, kernel=_conv_kernel(extract))
+    return aggregate_outer(g, x_out, how, kernel=_conv_kernel(extract), depthwise=extract.startswith("dw"))
 
 
 def extract_aggregate(
@@ -391,7 +415,7 @@ def extract_aggregate(
         layer: alias or module name; a virtual identity sits at its output (after a ReLU
             if the layer is one).  For ``real_*`` extractions the layer itself (for
             ``real_conv`` see :func:`conv_for`).
-        extract: one of :data:`EXTRACTIONS` (``conv5x5``... for larger virtual kernels).
+        extract: one of :data:`EXTRACTIONS` (``conv5x5``, ``dwconv5x5``... for larger virtual kernels).
         aggregate: one of :data:`AGGREGATIONS`.
         average_gradient: spatially average the gradient first (Grad-CAM's weights).
         raw: return the unnormalised (B, h, w) map at the layer's resolution.
@@ -648,6 +672,44 @@ def identity_trick_layers(model) -> list[str]:
     if "last" in aliases or "last" in modules:
         chosen.append(conv_for(model, "last")[0])
     return list(dict.fromkeys(chosen))
+
+
+def conv_kind(conv: nn.Module) -> str:
+    """``"depthwise"`` for a convolution with one input channel per group (``groups == in_channels > 1``), else ``"dense"``.
+
+    Other grouped convolutions (``1 < groups < in_channels``, ResNeXt) count as dense: their
+    blocks mix channels like a dense convolution does.
+
+    Raises:
+        TypeError: not an ``nn.Conv2d``.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv_kind needs an nn.Conv2d, got {type(conv).__name__}")
+    return "depthwise" if conv.groups > 1 and conv.groups == conv.in_channels else "dense"
+
+
+IDENTITY_FOR = {"dense": "conv1x1", "depthwise": "dwconv3x3"}
+"""The virtual identity that stands in for a real convolution of each kind (supp. B; ``conv3x3_depthwise``)."""
+
+
+def identity_extraction(model, layer: str | nn.Module) -> str:
+    """The virtual identity extraction that matches the real convolution ``layer`` stands for.
+
+    Rebuffi et al. 2020, Sec. 4.1 and supp. B compare NormGrad on a real convolution (Table 2
+    row 5) with NormGrad on a virtual identity at its output (row 4, a dense 1x1 identity).
+    A depthwise convolution's summand is block-diagonal (each channel with its own patch), so
+    its counterpart is the virtual depthwise 3x3 identity (``dwconv3x3``, the authors'
+    standalone ``conv3x3_depthwise``); a dense convolution's is the virtual 1x1 identity
+    (``conv1x1``), whatever its kernel, as in the paper's VGG16 rows.
+
+    Args:
+        model: a ``lib.models.Classifier`` or ``nn.Module``.
+        layer: a convolution, or a module standing for one (:func:`conv_for`).
+
+    Returns:
+        ``"conv1x1"`` or ``"dwconv3x3"`` (:data:`IDENTITY_FOR`).
+    """
+    return IDENTITY_FOR[conv_kind(conv_for(model, layer)[1])]
 
 
 def default_depths(model) -> list[str]:
