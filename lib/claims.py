@@ -261,7 +261,8 @@ class Section:
         reason = self._gate(n, _saturated(a, b if not np.isscalar(baseline) else None, bounds))
         if reason:
             mean_a = _format(float(a.mean()), scale, digits) if n else "–"
-            return self._add(claim, source, paper, f"{names[0]} {mean_a} vs {name_b} {_format(float(b.mean()), scale, digits) if n else '–'}"
+            other = name_b if np.isscalar(baseline) else f"{name_b} {_format(float(b.mean()), scale, digits) if n else '–'}"
+            return self._add(claim, source, paper, f"{names[0]} {mean_a} vs {other}"
                              + (f"; {detail}" if detail else ""), "not tested", rule=rule, n=n, units=units,
                              reason=reason, evidence=evidence, data=data, note=note)
         test = sign_flip(a - b, weights, level=LEVEL, seed=seed)
