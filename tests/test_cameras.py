@@ -175,3 +175,79 @@ def test_one_extraction_over_a_union_of_scales_serves_each_subset():
         assert torch.allclose(got, expected, atol=1e-6), heights
     with pytest.raises(ValueError, match="not extracted"):
         subset_weights(union, (30,))
+
+
+# ------------------------------------------------------------------ the multi-scale Grad-CAM ablation
+
+
+def pooled_reference(model, x, target, layer, sizes):
+    """The ablation written out for one image: Grad-CAM's weights and the activations, each averaged over scales."""
+    a_sum = w_sum = 0
+    for s in sizes:
+        xs = x if s == x.shape[-1] else F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        record = layer_pass(model, xs, torch.tensor([target]), layer)
+        a_sum = a_sum + F.interpolate(record.activations, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        w_sum = w_sum + record.gradients.mean(dim=(2, 3), keepdim=True)
+    return F.relu((a_sum / len(sizes) * w_sum / len(sizes)).sum(dim=1))
+
+
+@pytest.mark.parametrize("fusion", ["gram", "direct"])
+def test_multiscale_gradcam_equals_its_definition_written_out(fusion):
+    from lib.saliency.cameras import multiscale_gradcam
+
+    model, x = tiny_cnn(), images(2, size=16)
+    sizes = (16, 21, 28)
+    for layer in ("features.1", "features.3"):
+        raw = multiscale_gradcam(model, x, torch.tensor([1, 3]), layer=layer, scales=sizes, gating="none", fusion=fusion, raw=True)
+        for i, target in enumerate([1, 3]):
+            expected = pooled_reference(model, x[i : i + 1], target, layer, sizes)
+            assert torch.allclose(raw[i : i + 1], expected, atol=1e-5 * expected.abs().max()), layer
+
+
+def test_cameras_reduces_to_multiscale_gradcam_before_global_pooling_only():
+    from lib.saliency import gradcam
+    from lib.saliency.cameras import cameras_variants, pooled_gradients
+
+    model, x = tiny_cnn(), images(4, size=16)
+    options = dict(scales=(16, 24, 32), gating="none")
+    # features.3 feeds the global average pool: its gradient is fc.weight / (h w) at every position.
+    record = cameras_scales(model, x, layer="features.3", **options)
+    for g in record.gradients:
+        assert torch.equal(g, g[..., :1, :1].expand_as(g))
+    last = cameras_variants(model, x, layer="features.3", **options)
+    assert torch.allclose(last["cameras"], last["multiscale_gradcam"], atol=1e-6)
+    assert torch.allclose(last["cameras"], cameras(model, x, layer="features.3", **options), atol=1e-6)
+    # features.1 has a convolution and a ReLU after it: the gradient varies, the two maps differ.
+    inner = cameras_variants(model, x, layer="features.1", **options)
+    assert (inner["cameras"] - inner["multiscale_gradcam"]).abs().max() > 0.05
+    assert any(not torch.equal(g, p) for g, p in zip(cameras_scales(model, x, layer="features.1", **options).gradients,
+                                                      pooled_gradients(cameras_scales(model, x, layer="features.1", **options)).gradients))
+    # One scale at the input size: Grad-CAM with the ReLU after the up-sampling.
+    one = cameras_variants(model, x, layer="features.3", scales=(16,))
+    record = layer_pass(model, x, None, "features.3")
+    before_relu = (record.gradients.mean(dim=(2, 3), keepdim=True) * record.activations).sum(dim=1, keepdim=True)
+    relu_after = normalize_maps(F.relu(F.interpolate(before_relu, size=(16, 16), mode="bilinear", align_corners=False))[:, 0])
+    assert torch.allclose(one["cameras"], relu_after, atol=1e-6)
+    assert torch.allclose(one["multiscale_gradcam"], relu_after, atol=1e-6)
+    # Grad-CAM takes the ReLU first: here every weighted sum has negative cells, so the maps differ ...
+    assert (before_relu.flatten(1).min(dim=1).values < 0).all()
+    assert (one["cameras"] - gradcam(model, x, layer="features.3")).abs().max() > 0.05
+    # ... and with non-negative class weights (non-negative sums) they coincide.
+    with torch.no_grad():
+        model.fc.weight.abs_()
+    one = cameras_variants(model, x, layer="features.3", scales=(16,))
+    assert torch.allclose(one["cameras"], gradcam(model, x, layer="features.3"), atol=1e-6)
+
+
+def test_variants_from_one_extraction_match_separate_calls_and_reject_unknown_names():
+    from lib.saliency.cameras import cameras_variants, multiscale_gradcam
+
+    model, x = SizeSwitch().eval(), images(3, size=16)
+    options = dict(layer="net.features.1", scales=(16, 20, 24))
+    both = cameras_variants(model, x, **options, batch_size=2)
+    assert torch.allclose(both["cameras"], cameras(model, x, **options), atol=1e-6)
+    assert torch.allclose(both["multiscale_gradcam"], multiscale_gradcam(model, x, **options, batch_size=None), atol=1e-6)
+    assert set(cameras_variants(model, x, variants=("cameras",), **options)) == {"cameras"}
+    with pytest.raises(ValueError, match="unknown CAMERAS variant"):
+        cameras_variants(model, x, variants=("gradcam",), **options)
+    assert no_hooks_left(model)

@@ -64,6 +64,7 @@ the same map (tested).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ import torch.nn.functional as F
 from ..capture import capture, check_images, check_targets, prepared, resolve_layer
 from ._common import chunks, finish, slice_targets, target_scores
 
-__all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights"]
+__all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights",
+           "pooled_gradients", "multiscale_gradcam", "cameras_variants", "VARIANTS"]
 
 #: Settings of the authors' public code (VisMIL/CAMERAS, ``CAMERAS.py``).
 PUBLIC_CODE = {"scales": tuple(range(224, 1000, 100)), "upsample": "bicubic", "gating": "top1"}
@@ -395,3 +397,104 @@ def subset_weights(record: ScaleRecord, heights: Sequence[int]) -> torch.Tensor:
     chosen = torch.where(gated.any(dim=1, keepdim=True), gated, member.expand_as(gated))
     weights = chosen.to(record.activations[0].dtype)
     return weights / weights.sum(dim=1, keepdim=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The multi-scale Grad-CAM ablation: CAMERAS with Grad-CAM's channel-mean gradients
+# --------------------------------------------------------------------------------------------
+
+VARIANTS = ("cameras", "multiscale_gradcam")
+"""What :func:`cameras_variants` can fuse from one extraction."""
+
+
+def pooled_gradients(record: ScaleRecord) -> ScaleRecord:
+    r"""``record`` with each scale's gradient replaced by its mean over positions, per channel.
+
+    The mean is Grad-CAM's channel weight (Selvaraju et al. 2017, Eq. 1; Jalwana et al. 2021,
+    Eq. 5.1) at that scale, :math:`\bar w_{t,k} = \frac{1}{h_t w_t}\sum_{ij} W_k^{(i,j)}(\varphi(I,
+    \zeta_t))`, broadcast back over the grid.  :func:`fuse` of the result is the multi-scale
+    Grad-CAM ablation :math:`\mathrm{ReLU}(\sum_k \mathbb{E}_t[\bar w_{t,k}]\,\overset{*}{A}_k)`:
+    CAMERAS's accumulation of Eq. 5.3 with the per-coefficient gradients pooled away.  When a
+    global average pool follows the layer (``"last"`` of a CNN classifier) the gradient is
+    already constant over positions, the record is unchanged and the two maps coincide.
+    """
+    return dataclasses.replace(record, gradients=[g.mean(dim=(2, 3), keepdim=True).expand_as(g) for g in record.gradients])
+
+
+def cameras_variants(
+    model,
+    images: torch.Tensor,
+    targets=None,
+    *,
+    variants: Sequence[str] = VARIANTS,
+    layer: str = "last",
+    scales: Sequence[int] | None = None,
+    steps: int = 7,
+    max_scale: int = 1000,
+    upsample: str = "bilinear",
+    gating: str = "label",
+    fusion: str = "auto",
+    raw: bool = False,
+    batch_size: int | None = 8,
+) -> dict[str, torch.Tensor]:
+    r"""CAMERAS and its multi-scale Grad-CAM ablation from ONE extraction per batch.
+
+    ``"cameras"`` is :func:`cameras` (Eq. 5.2); ``"multiscale_gradcam"`` fuses the same
+    activations with each scale's gradient pooled to Grad-CAM's channel weight
+    (:func:`pooled_gradients`), i.e. :math:`\mathrm{ReLU}(\sum_k \mathbb{E}_t[\bar w_{t,k}]\,
+    \mathbb{E}_t[\varphi(A_k(\varphi(I, \zeta_t)), \zeta_o)])` over the same class-gated scales.
+    With one scale equal to the input size it is Grad-CAM with the ReLU taken after the
+    bilinear up-sampling instead of before (equal to Grad-CAM wherever Grad-CAM's weighted sum
+    has no negative cell).  Both share the forward and backward passes, which dominate the cost.
+
+    Args:
+        variants: names from :data:`VARIANTS`.
+        Other arguments as :func:`cameras`.
+
+    Returns:
+        ``{variant: (B, H, W)}`` maps in [0, 1] (unnormalised on the input grid with ``raw``).
+
+    Raises:
+        ValueError: an unknown variant; otherwise as :func:`cameras`.
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"unknown CAMERAS variant(s) {unknown or variants!r}; accepted: {', '.join(VARIANTS)}")
+    check_images(images)
+    resolve_layer(model, layer)
+    options = dict(layer=layer, scales=scales, steps=steps, max_scale=max_scale, upsample=upsample, gating=gating)
+    maps: dict[str, list[torch.Tensor]] = {v: [] for v in variants}
+    for piece in chunks(images.shape[0], batch_size):
+        record = cameras_scales(model, images[piece], slice_targets(targets, images.shape[0], piece), **options)
+        for variant in variants:
+            source = record if variant == "cameras" else pooled_gradients(record)
+            maps[variant].append(fuse(source, fusion=fusion))
+        del record
+    return {v: finish(torch.cat(m), images, raw) for v, m in maps.items()}
+
+
+def multiscale_gradcam(
+    model,
+    images: torch.Tensor,
+    targets=None,
+    *,
+    layer: str = "last",
+    scales: Sequence[int] | None = None,
+    steps: int = 7,
+    max_scale: int = 1000,
+    upsample: str = "bilinear",
+    gating: str = "label",
+    fusion: str = "auto",
+    raw: bool = False,
+    batch_size: int | None = 8,
+) -> torch.Tensor:
+    r"""Multi-scale Grad-CAM: CAMERAS's accumulation over scales with Grad-CAM's pooled gradients.
+
+    The ablation of Jalwana et al. 2021 that keeps Eq. 5.3's multi-scale averages and drops the
+    per-coefficient gradients of Eq. 5.2 (:func:`cameras_variants`, ``"multiscale_gradcam"``);
+    it is what CAMERAS reduces to at a layer followed by global average pooling.
+    Arguments and returns as :func:`cameras`.
+    """
+    return cameras_variants(model, images, targets, variants=("multiscale_gradcam",), layer=layer, scales=scales,
+                            steps=steps, max_scale=max_scale, upsample=upsample, gating=gating, fusion=fusion,
+                            raw=raw, batch_size=batch_size)["multiscale_gradcam"]
