@@ -193,3 +193,17 @@ def test_offline_model_default_settings():
     alone = groupcam(classifier, x[1:], torch.tensor([2]), batch_size=7)
     assert torch.allclose(maps[1:], alone, atol=1e-5)
     assert no_hooks_left(classifier.model)
+
+
+@pytest.mark.parametrize("groups", [1, 4, 12])
+def test_each_map_costs_g_plus_two_network_evaluations(groups):
+    # Algorithm 1's cost, the one the chapter's Table 3 check counts: one forward (and backward)
+    # for the weights, one forward of the blurred image and G of the masked images, per image.
+    model, x = tiny_cnn(), images(3, size=16)
+    seen = []
+    hook = model.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    try:
+        groupcam(model, x, torch.tensor([0, 1, 2]), layer=LAYER, groups=groups, batch_size=5)
+    finally:
+        hook.remove()
+    assert sum(seen) == 3 * (groups + 2)

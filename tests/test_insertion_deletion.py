@@ -121,3 +121,23 @@ def test_salient_order_and_checks():
         causal_curves(model, x, torch.rand(1, 16, 16), substrate_kind="noise")
     with pytest.raises(ValueError, match="mode"):
         causal_curves(model, x, torch.rand(1, 16, 16), mode="both")
+
+
+def test_fractions_end_at_one_when_the_step_does_not_divide_the_pixels():
+    model, x = tiny_cnn(), images(1, size=16)
+    result = insertion_deletion(model, x, torch.rand(1, 16, 16), step=24, blur_kernel=7, blur_sigma=2.0)
+    expected = torch.tensor([min(24 * i, 256) / 256 for i in range(math.ceil(256 / 24) + 1)])
+    assert result.insertion.shape == (1, 12) and torch.allclose(result.fractions, expected)
+
+
+def test_an_image_scores_the_same_alone_or_in_a_batch():
+    # The chapter scores subsets of its images (ablations, expensive methods) and compares them
+    # per image with the full batch: an image's curves must not depend on its batch-mates.
+    model, x = tiny_cnn(), images(4, size=16)
+    maps = torch.rand(4, 16, 16, generator=torch.Generator().manual_seed(5))
+    targets = torch.tensor([1, 0, 3, 2])
+    together = insertion_deletion(model, x, maps, targets, step=32, blur_kernel=7, blur_sigma=2.0, batch_size=3)
+    alone = insertion_deletion(model, x[2:3], maps[2:3], targets[2:3], step=32, blur_kernel=7, blur_sigma=2.0, batch_size=1)
+    assert torch.allclose(together.insertion[2:3], alone.insertion, atol=1e-6)
+    assert torch.allclose(together.deletion[2:3], alone.deletion, atol=1e-6)
+    assert torch.allclose(together.overall[2:3], alone.overall, atol=1e-6)
