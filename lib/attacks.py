@@ -26,10 +26,57 @@ where :math:`p` is the perturbation, :math:`I_p = I + p` the perturbed image and
 :math:`\Psi \in [0, 1]^{H \times W}` a saliency map of the clean image (broadcast over the
 colour channels): the perturbation may grow freely where :math:`\Psi \approx 1` and is
 pulled back to zero elsewhere.  The paper gives no step rule, norm or number of steps for
-Eq. 5.4 (they are "in the supplementary material", which is not public); we use the same
-PGD iteration, ball and projection as the plain attack, so ``beta=0`` is plain PGD exactly.
+Eq. 5.4 (they are "in the supplementary material", which is not public).
 :math:`p` is measured in pixel units of [0, 1] (the paper does not say; torchattacks and
 advertorch, the usual PGD implementations, work in [0, 1]).
+
+**The update** (:func:`saliency_pgd`, ``update=``). PGD's :math:`\ell_\infty` step moves
+every pixel by exactly :math:`\pm\alpha`, whatever the size of its gradient; so the literal
+reading of Eq. 5.4, a signed step on the gradient of the whole objective
+(``update="sign"``, :math:`p \leftarrow \Pi(p - \alpha \operatorname{sign}(\nabla J +
+2\beta (1 - \Psi)^2 \odot p))`), can never bring a pixel below :math:`\alpha` where the
+penalty wins: the pixel jumps between 0 and :math:`\pm\alpha` on alternate steps, and the
+perturbation's norm depends on the parity of the step at which the attack stops.  The
+default, ``update="proximal"``, is forward-backward splitting (proximal gradient; Combettes
+& Wajs 2005; Parikh & Boyd, *Proximal Algorithms*, 2014, Sec. 4.2) of
+:math:`J + \beta R`: PGD's step on the loss alone, then the proximal operator of the
+penalty, then the projection,
+
+.. math::
+
+    v = p - \alpha\, s(\nabla_p J), \qquad
+    p \leftarrow \Pi\big(\operatorname{prox}_{\alpha\beta R}(v)\big), \qquad
+    \operatorname{prox}_{\lambda R}(v) = \arg\min_u \tfrac12 \lVert u - v \rVert_2^2 + \lambda R(u).
+
+The penalty :math:`R` is separable over pixels, so its proximal operator acts pixel by pixel.
+For Eq. 5.4's squared norm, :math:`R(u) = \sum_i w_i^2 u_i^2` with :math:`w = 1 - \Psi`, it is
+the shrinkage :math:`u_i = v_i / (1 + 2\alpha\beta w_i^2)`: never zero, and under the
+:math:`\pm\alpha` step a pixel settles at :math:`1 / (2\beta w_i^2)` wherever its loss
+gradient keeps its sign, so the squared norm cannot confine :math:`p`.  We therefore take the
+same weights on the :math:`\ell_1` norm, :math:`R(u) = \lVert u \odot (1 - \Psi) \rVert_1 =
+\sum_i w_i |u_i|` (the convex penalty whose proximal operator sets coordinates to exactly 0;
+Tibshirani 1996), and solve the one-dimensional problems
+:math:`\min_{u} \tfrac12 (u - v_i)^2 + \alpha\beta w_i |u|`: for :math:`u \ne 0` the
+stationarity condition :math:`u - v_i + \alpha\beta w_i \operatorname{sign}(u) = 0` gives
+:math:`u = v_i - \alpha\beta w_i \operatorname{sign}(v_i)` when :math:`|v_i| > \alpha\beta w_i`,
+and :math:`0 \in u - v_i + \alpha\beta w_i [-1, 1]` at :math:`u = 0` otherwise, i.e. the soft
+threshold
+
+.. math::
+
+    u_i = \operatorname{sign}(v_i)\, \max\big(|v_i| - \alpha\beta (1 - \Psi_i),\ 0\big).
+
+For :math:`\ell_\infty` the projection onto the ball and the box is a clip per coordinate, and
+the clip of a one-dimensional convex problem's minimiser onto an interval containing 0 is the
+constrained minimiser: the update is the exact proximal step of penalty plus constraint.  A
+pixel starting at 0 whose threshold :math:`\alpha\beta(1 - \Psi_i)` is at least
+:math:`\alpha` (:math:`\beta (1 - \Psi_i) \ge 1`) stays exactly 0 at every step; elsewhere it
+grows by at most :math:`\alpha\,(1 - \beta(1 - \Psi_i))` per step.  So :math:`\beta` here is
+on its own scale (not the paper's 50, whose update is unknown): it is a rule on
+:math:`\Psi`, "pixels below :math:`1 - 1/\beta` are never perturbed", and a section chooses
+it on held-out images.  With :math:`\beta = 0` both updates are plain PGD exactly.
+For ``norm="l2"`` the same threshold follows the normalised-gradient step and precedes the
+:math:`\ell_2` projection (a composition, not the exact proximal step of the sum).
 
 Everything happens in pixel space [0, 1]; the model's normalisation is applied inside
 (``Classifier.normalize``, or ``mean``/``std`` for a plain ``nn.Module``, else identity).
@@ -48,9 +95,11 @@ import torch.nn.functional as F
 from .capture import check_images, check_targets, prepared, unwrap
 from .saliency._common import chunks
 
-__all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normalizer", "check_pixels", "NORMS"]
+__all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normalizer", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
 
 NORMS = ("linf", "l2")
+UPDATES = ("proximal", "sign")
+"""The updates of :func:`saliency_pgd` (see the module docstring)."""
 
 
 @dataclass
@@ -125,6 +174,19 @@ def check_pixels(pixels) -> torch.Tensor:
     return pixels
 
 
+def soft_threshold(values: torch.Tensor, threshold) -> torch.Tensor:
+    r"""The proximal operator of :math:`\lambda \lvert u \rvert` per element, :math:`\operatorname{sign}(v) \max(|v| - \lambda, 0)`.
+
+    Args:
+        values: any tensor :math:`v`.
+        threshold: :math:`\lambda \ge 0`, a number or a tensor broadcastable to ``values``.
+
+    Returns:
+        A tensor like ``values``; elements with :math:`|v| \le \lambda` are exactly 0.
+    """
+    return values.sign() * (values.abs() - threshold).clamp_min(0)
+
+
 def least_likely(model, pixels: torch.Tensor, *, mean=None, std=None, batch_size: int | None = None) -> torch.Tensor:
     """(B,) the least-likely label of each clean image, :math:`\\arg\\min_k f_k(x)` (CAMERAS Eq. 5.4's :math:`\\ell_{ll}`)."""
     return _clean_logits(model, check_pixels(pixels), normalizer(model, mean, std), batch_size).argmin(dim=1)
@@ -192,6 +254,7 @@ def _run(
     std,
     beta: float = 0.0,
     weight: torch.Tensor | None = None,
+    threshold: torch.Tensor | None = None,
     saliency: torch.Tensor | None = None,
 ) -> AttackResult:
     _check_attack(norm, epsilon, step_size, steps, stop_confidence)
@@ -211,6 +274,7 @@ def _run(
         for piece in chunks(pixels.shape[0], batch_size):
             x, t, adv = pixels[piece], targets[piece], start[piece].clone()
             w = weight[piece] if weight is not None else None
+            shrink = threshold[piece] * alpha if threshold is not None else None
             active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
             for _ in range(int(steps)):
                 index = active.nonzero().squeeze(1)
@@ -236,7 +300,11 @@ def _run(
                     direction = gradient.sign()
                 else:
                     direction = gradient / gradient.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                adv[index] = _project(x[index], current.detach() - alpha * direction, norm, epsilon)
+                if shrink is None:
+                    stepped = current.detach() - alpha * direction
+                else:  # on p itself, so that a pixel at 0 meets a threshold of exactly alpha as 0 +- alpha
+                    stepped = x[index] + soft_threshold(current.detach() - x[index] - alpha * direction, shrink[index])
+                adv[index] = _project(x[index], stepped, norm, epsilon)
                 taken[piece][index] += 1
             adversarial[piece] = adv
         with torch.no_grad():
@@ -342,6 +410,7 @@ def saliency_pgd(
     saliency="cameras",
     saliency_targets=None,
     saliency_kwargs: dict | None = None,
+    update: str = "proximal",
     norm: str = "linf",
     epsilon: float = 8 / 255,
     step_size: float | None = None,
@@ -355,14 +424,15 @@ def saliency_pgd(
 ) -> AttackResult:
     r"""Saliency-enhanced PGD (Jalwana et al., CVPR 2021, Sec. 5.6, Eq. 5.4).
 
-    Minimises :math:`J(I_p, \ell) + \beta \lVert p \odot (1 - \Psi) \rVert_2^2` (summed over
-    pixels and colour channels, per image) with the PGD iteration of :func:`pgd`; the
-    arguments shared with :func:`pgd` mean the same and ``beta=0`` returns exactly what
-    :func:`pgd` returns.
+    Penalises the perturbation outside the salient regions of :math:`\Psi` while the loss
+    :math:`J(I_p, \ell)` is minimised with the PGD iteration of :func:`pgd` (the arguments shared
+    with :func:`pgd` mean the same); ``beta=0`` returns exactly what :func:`pgd` returns.
 
     Args:
-        beta: weight of the penalty on perturbation outside the salient regions (the
-            paper's empirical choice, 50).
+        beta: weight of the penalty.  ``update="proximal"``: the threshold per step is
+            :math:`\alpha\beta(1 - \Psi)`, so pixels with :math:`\Psi \le 1 - 1/\beta` are never
+            perturbed (from a zero start); choose it on held-out images.  ``update="sign"``:
+            Eq. 5.4's weight of the squared norm (the paper's empirical choice, 50, the default).
         saliency: :math:`\Psi`: a name in ``lib.saliency.METHODS`` (``"cameras"``, the
             paper's choice, by default), a function with the saliency calling convention
             ``f(model, images, targets, **saliency_kwargs)``, or a (B, H, W) tensor in [0, 1].
@@ -370,20 +440,37 @@ def saliency_pgd(
         saliency_targets: the class the map explains (None: the clean prediction, the
             regions the model relies on; pass ``targets`` for the attack's target).
         saliency_kwargs: extra keywords for the method (``layer=``, ...).
+        update: ``"proximal"`` (default): PGD's step on the loss, then the soft threshold of
+            :math:`\lVert p \odot (1 - \Psi) \rVert_1` (derived in the module docstring;
+            a penalised pixel becomes exactly 0 and stays there).  ``"sign"``: the former
+            update, PGD's signed step on the gradient of :math:`J + \beta \lVert p \odot
+            (1 - \Psi) \rVert_2^2` (Eq. 5.4 read literally; penalised pixels alternate between 0
+            and :math:`\pm\alpha`).
         other arguments: as in :func:`pgd`.
 
     Returns:
         :class:`AttackResult` with ``saliency`` set to :math:`\Psi`.
+
+    Raises:
+        ValueError: as :func:`pgd`, a negative ``beta``, an unknown ``update``, a map of the
+            wrong shape or outside [0, 1].
     """
     check_pixels(pixels)
     if not beta >= 0:
         raise ValueError(f"beta must be non-negative, got {beta}")
+    if update not in UPDATES:
+        raise ValueError(f"unknown update {update!r}; accepted: {', '.join(UPDATES)}")
     normalize = normalizer(model, mean, std)
     unwrap(model)
     psi = _saliency_map(model, pixels, saliency, saliency_targets, saliency_kwargs, normalize, batch_size)
-    weight = (1 - psi).square().unsqueeze(1)  # d/dp of ||p (1 - psi)||^2 is 2 p (1 - psi)^2
+    weight = threshold = None
+    if beta > 0 and update == "sign":
+        weight = (1 - psi).square().unsqueeze(1)  # d/dp of ||p (1 - psi)||^2 is 2 p (1 - psi)^2
+    elif beta > 0:
+        threshold = (float(beta) * (1 - psi)).unsqueeze(1)  # times alpha inside the iteration
     return _run(
         model, pixels, targets, norm=norm, epsilon=epsilon, step_size=step_size, steps=steps,
         random_start=random_start, seed=seed, stop_confidence=stop_confidence,
-        batch_size=batch_size, mean=mean, std=std, beta=float(beta), weight=weight, saliency=psi,
+        batch_size=batch_size, mean=mean, std=std, beta=float(beta), weight=weight, threshold=threshold,
+        saliency=psi,
     )

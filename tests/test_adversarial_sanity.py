@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _tiny import no_hooks_left
-from lib.attacks import pgd
+from lib.attacks import pgd, saliency_pgd
 from lib.metrics.adversarial_sanity import adversarial_sanity, cleaning_curve, cleaning_order
 from test_attacks import pixels, sensitive_cnn
 
@@ -81,6 +81,43 @@ def test_curve_matches_hand_cleaning():
     assert torch.allclose(curve.area("trapezoid"), 24 * (p[:, 1:] + p[:, :-1]).sum(dim=1) / 2, atol=1e-5)
     assert torch.allclose(curve.score(), 1 - p[:, 1:].mean(dim=1) / curve.clean_probability, atol=1e-6)
     assert torch.allclose(curve.fraction[-1], torch.tensor(0.5, dtype=torch.float64))
+
+
+def test_up_to_is_the_curve_of_the_smaller_budget():
+    model = sensitive_cnn()
+    x = pixels(3, SIZE)
+    adversarial = pgd(model, x, epsilon=0.3, steps=4).adversarial
+    maps = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    wide = cleaning_curve(model, x, adversarial, maps, fraction=0.5, steps=4)  # 0, 18, 36, 54, 72 pixels
+    narrow = cleaning_curve(model, x, adversarial, maps, fraction=0.25, steps=2)  # 0, 18, 36
+    cut = wide.up_to(0.25)
+    assert cut.pixels_cleaned.tolist() == narrow.pixels_cleaned.tolist() == [0, 18, 36]
+    assert torch.allclose(cut.probabilities, narrow.probabilities, atol=1e-6)
+    assert torch.allclose(cut.score(), narrow.score(), atol=1e-6)
+    assert not torch.allclose(cut.score(), wide.score(), atol=1e-3)
+    with pytest.raises(ValueError, match="no cleaning step"):
+        wide.up_to(0.1)
+
+
+def test_an_attack_built_from_a_map_favours_that_map():
+    """Why the fair ranking cleans plain PGD: the proximal saliency-enhanced attack perturbs only where
+    beta (1 - psi) < 1, so cleaning in psi's order removes the whole perturbation at the first step (the
+    ideal curve, score 0) while a map of equal support elsewhere leaves it in place."""
+    model = sensitive_cnn()
+    x = pixels(4, SIZE) * 0.6 + 0.2
+    region = torch.zeros(4, SIZE, SIZE)
+    region[:, 3:9, 2:8] = 1.0  # 36 pixels: one cleaning step of fraction 0.5 / 2
+    elsewhere = torch.zeros(4, SIZE, SIZE)
+    elsewhere[:, 6:12, 8:12] = 1.0
+    elsewhere[:, 0:3, 8:12] = 1.0
+    assert (region * elsewhere).sum() == 0 and elsewhere[0].sum() == 36
+    attack = saliency_pgd(model, x, beta=2.0, saliency=region, epsilon=1.0, step_size=0.1, steps=20, random_start=False)
+    assert ((attack.perturbation.abs().amax(dim=1) > 0) <= (region > 0)).all()
+    own = cleaning_curve(model, x, attack.adversarial, region, fraction=0.5, steps=2)
+    other = cleaning_curve(model, x, attack.adversarial, elsewhere, fraction=0.5, steps=2)
+    assert torch.allclose(own.score(), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(other.probabilities[:, 1], other.probabilities[:, 0])  # its first step cleans nothing
+    assert (other.score() > own.score() + 0.05).all()
 
 
 def test_batching_ties_and_labels():

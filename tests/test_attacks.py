@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _tiny import no_hooks_left, tiny_cnn
-from lib.attacks import least_likely, pgd, saliency_pgd
+from lib.attacks import least_likely, pgd, saliency_pgd, soft_threshold
 
 
 def sensitive_cnn(classes: int = 5, seed: int = 0) -> nn.Module:
@@ -101,37 +101,118 @@ def test_normalisation_inside():
         pgd(model, x, mean=mean)
 
 
-def test_beta_zero_equals_plain_pgd():
+@pytest.mark.parametrize("update", ["proximal", "sign"])
+def test_beta_zero_equals_plain_pgd(update):
     model = sensitive_cnn()
     x = pixels(4)
     for norm, epsilon in [("linf", 8 / 255), ("l2", 1.0)]:
         plain = pgd(model, x, norm=norm, epsilon=epsilon, steps=5, seed=7)
         for saliency in ["gradcam", torch.rand(4, 12, 12)]:
             kwargs = {"saliency_kwargs": {"layer": "features.3"}} if isinstance(saliency, str) else {}
-            enhanced = saliency_pgd(model, x, beta=0.0, saliency=saliency, norm=norm, epsilon=epsilon, steps=5, seed=7, **kwargs)
+            enhanced = saliency_pgd(model, x, beta=0.0, saliency=saliency, update=update, norm=norm, epsilon=epsilon, steps=5,
+                                    seed=7, **kwargs)
             assert torch.equal(enhanced.adversarial, plain.adversarial)
             assert torch.equal(enhanced.target_probability, plain.target_probability)
 
 
-def test_penalty_confines_perturbation_to_salient_region():
+def binary_map(batch: int = 3) -> torch.Tensor:
+    psi = torch.zeros(batch, 12, 12)
+    psi[:, 2:7, 3:9] = 1.0
+    return psi
+
+
+@pytest.mark.parametrize("update,norm,epsilon,step_size,betas", [
+    ("sign", "l2", 2.0, 0.1, [0.0, 5.0, 500.0]),
+    ("proximal", "linf", 0.1, 0.01, [0.0, 0.5, 2.0]),
+])
+def test_penalty_confines_perturbation_to_salient_region(update, norm, epsilon, step_size, betas):
     """Eq. 5.4: with a binary map, the perturbation outside it shrinks as beta grows; inside it is free."""
     model = sensitive_cnn()
     x = pixels(3) * 0.6 + 0.2
-    psi = torch.zeros(3, 12, 12)
-    psi[:, 2:7, 3:9] = 1.0
+    psi = binary_map()
     outside = (psi == 0).unsqueeze(1).expand_as(x)
     energy = []
-    for beta in [0.0, 5.0, 500.0]:
-        result = saliency_pgd(model, x, beta=beta, saliency=psi, norm="l2", epsilon=2.0, step_size=0.1, steps=20, random_start=False)
+    for beta in betas:
+        result = saliency_pgd(model, x, beta=beta, saliency=psi, update=update, norm=norm, epsilon=epsilon,
+                              step_size=step_size, steps=20, random_start=False)
         energy.append(float(result.perturbation[outside].square().sum()))
         inside = result.perturbation[~outside].square().sum()
         assert inside > 0
         assert torch.equal(result.saliency, psi)
     assert energy[0] > energy[1] > energy[2]
+    if update == "proximal":  # beta (1 - psi) = 2 >= 1 outside: the threshold beats every step there
+        assert energy[2] == 0
+
+
+def test_soft_threshold_by_hand():
+    values = torch.tensor([-0.3, -0.1, 0.0, 0.05, 0.2, 0.5])
+    threshold = torch.tensor([0.1, 0.2, 0.1, 0.05, 0.0, 0.7])
+    shrunk = soft_threshold(values, threshold)
+    assert torch.allclose(shrunk, torch.tensor([-0.2, 0.0, 0.0, 0.0, 0.2, 0.0]), atol=1e-7)
+    assert (shrunk[1:4] == 0).all() and shrunk[5] == 0  # |v| <= threshold: exactly 0
+    assert torch.equal(soft_threshold(values, 0.0), values)
+
+
+def test_one_proximal_step_by_hand():
+    """One l-inf step of update="proximal": v = p - a sign(grad CE) (the loss alone), then the soft
+    threshold a beta (1 - psi) of the weighted l1 penalty, then the clip to the ball and the box."""
+    model = sensitive_cnn()
+    x = pixels(2) * 0.5 + 0.25
+    psi = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(5))
+    beta, alpha, epsilon = 3.0, 0.01, 0.03
+    start = pgd(model, x, epsilon=epsilon, steps=0, seed=11).adversarial  # the seeded random start only
+    target = least_likely(model, x)
+    p = (start - x).requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x + p), target, reduction="sum"), p)
+    v = p.detach() - alpha * grad.sign()
+    shrink = alpha * beta * (1 - psi).unsqueeze(1)
+    u = v.sign() * (v.abs() - shrink).clamp_min(0)
+    expected = (x + u.clamp(-epsilon, epsilon)).clamp(0, 1)
+    result = saliency_pgd(model, x, beta=beta, saliency=psi, epsilon=epsilon, step_size=alpha, steps=1, seed=11)
+    assert torch.allclose(result.adversarial, expected, atol=1e-6)
+    # The threshold binds on some pixels (exactly 0) and not on others.
+    zero = result.perturbation == 0
+    assert zero.any() and (~zero).any()
+    assert torch.equal(zero, (u == 0) | (expected == x))
+
+
+def test_proximal_zeroes_penalised_pixels_for_good():
+    """Where beta (1 - psi) >= 2 the threshold 2a beats the a step: from a random start in the 3a ball a
+    penalised pixel is exactly 0 after 3 steps and stays 0."""
+    model = sensitive_cnn()
+    x = pixels(3) * 0.6 + 0.2
+    psi = binary_map()
+    outside = (psi == 0).unsqueeze(1).expand_as(x)
+    alpha = 0.01
+    settings = dict(beta=2.0, saliency=psi, epsilon=3 * alpha, step_size=alpha, seed=4)
+    assert not (saliency_pgd(model, x, steps=2, **settings).perturbation[outside] == 0).all()  # not yet after 2 steps
+    for steps in range(3, 12):
+        result = saliency_pgd(model, x, steps=steps, **settings)
+        assert (result.perturbation[outside] == 0).all(), steps
+        assert result.perturbation[~outside].abs().sum() > 0
+
+
+def test_norm_does_not_depend_on_the_parity_of_the_last_step():
+    """The defect of the old signed step (update="sign"): from a zero start a penalised pixel moves to +-a
+    on odd steps (the penalty's gradient is 0 at p = 0) and back to 0 on even ones, so the norm after 10 and
+    after 11 steps differ; with the proximal step the penalised pixels stay 0 and the two norms agree."""
+    model = sensitive_cnn()
+    x = pixels(3) * 0.6 + 0.2
+    psi = binary_map()
+    outside = (psi == 0).unsqueeze(1).expand_as(x)
+    alpha = 0.01
+    settings = dict(saliency=psi, epsilon=0.05, step_size=alpha, random_start=False)
+    old = {steps: saliency_pgd(model, x, steps=steps, beta=500.0, update="sign", **settings) for steps in (10, 11)}
+    assert (old[10].perturbation[outside].abs() < 1e-6).all()  # back at 0 (up to the rounding of x + a - a)
+    assert torch.allclose(old[11].perturbation[outside].abs(), torch.tensor(alpha), atol=1e-6)  # all at +-a
+    assert ((old[11].l2 - old[10].l2).abs() > 0.05 * old[10].l2).all()
+    new = {steps: saliency_pgd(model, x, steps=steps, beta=2.0, **settings) for steps in (10, 11)}
+    assert all((new[s].perturbation[outside] == 0).all() for s in (10, 11))
+    assert torch.allclose(new[10].l2, new[11].l2, rtol=0.03)
 
 
 def test_penalty_gradient_is_eq_5_4():
-    """One l2 step equals the hand-computed gradient step of CE + beta ||p (1 - psi)||^2 (from a random start)."""
+    """update="sign": one l-inf step equals the hand-computed signed step of CE + beta ||p (1 - psi)||^2 (from a random start)."""
     model = sensitive_cnn()
     x = pixels(2) * 0.5 + 0.25
     psi = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(5))
@@ -143,7 +224,7 @@ def test_penalty_gradient_is_eq_5_4():
     (grad,) = torch.autograd.grad(objective, p)
     step = x + p.detach() - alpha * grad.sign()
     expected = (x + (step - x).clamp(-0.02, 0.02)).clamp(0, 1)
-    result = saliency_pgd(model, x, beta=beta, saliency=psi, epsilon=0.02, step_size=alpha, steps=1, seed=11)
+    result = saliency_pgd(model, x, beta=beta, saliency=psi, update="sign", epsilon=0.02, step_size=alpha, steps=1, seed=11)
     assert torch.allclose(result.adversarial, expected, atol=1e-6)
 
 
@@ -198,3 +279,5 @@ def test_input_checks():
         saliency_pgd(model, x, saliency="no_such_method")
     with pytest.raises(ValueError, match="beta"):
         saliency_pgd(model, x, beta=-1, saliency=torch.rand(2, 12, 12))
+    with pytest.raises(ValueError, match="update"):
+        saliency_pgd(model, x, saliency=torch.rand(2, 12, 12), update="l1")

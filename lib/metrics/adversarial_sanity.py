@@ -39,6 +39,14 @@ Choices where the paper is silent, exposed as keywords:
 * ties in the map are broken in a random (seeded) order, not in raster order;
 * the score is not clipped: partially cleaned images more confident than the clean one
   give negative scores.
+
+**Which attack.** The paper cleans its own CAMERAS-enhanced PGD (Eq. 5.4).  That attack puts
+its perturbation where CAMERAS is high, so cleaning in CAMERAS' order (or in the order of any
+map like it) removes it first: the check then favours the map the attack was built from, by
+construction.  :func:`adversarial_sanity` therefore attacks with plain PGD by default, which
+comes from no map.  A plain perturbation is spread over the whole image, so a larger pixel
+budget than the paper's 10% may be needed before any curve rises (:meth:`CleaningCurve.up_to`
+reads the score at a smaller budget off the same curve).
 """
 
 from __future__ import annotations
@@ -72,6 +80,24 @@ class CleaningCurve:
     probabilities: torch.Tensor
     clean_probability: torch.Tensor
     labels: torch.Tensor
+
+    def up_to(self, fraction: float) -> "CleaningCurve":
+        r"""The same curve restricted to the samples cleaning at most ``fraction`` of the pixels.
+
+        Its :meth:`score` is then the score at that smaller budget, sampled at the curve's
+        points up to it: the budget :math:`N' = \lfloor f\,H W \rceil` pixels, rounded as
+        :func:`cleaning_curve` rounds its steps (``fraction`` should be one of the curve's
+        steps, else the budget becomes the largest step below it).
+
+        Raises:
+            ValueError: no sample other than the adversarial image lies at or below ``fraction``.
+        """
+        total = float(self.pixels_cleaned[-1]) / float(self.fraction[-1])  # H W
+        keep = self.pixels_cleaned <= round(fraction * total)
+        if int(keep.sum()) < 2:
+            raise ValueError(f"no cleaning step at or below {fraction:g} (first step: {float(self.fraction[1]):g})")
+        return CleaningCurve(self.pixels_cleaned[keep], self.fraction[keep], self.probabilities[:, keep],
+                             self.clean_probability, self.labels)
 
     def area(self, integration: str = "right") -> torch.Tensor:
         """(B,) :math:`\\text{Area}_\\Psi` in pixels (see the module docstring for ``integration``)."""
@@ -228,8 +254,9 @@ def adversarial_sanity(
         maps: (B, H, W) saliency maps of the clean images.
         adversarial: already attacked pixels (to score several maps on one attack); None
             runs ``attack(model, pixels, **attack_kwargs)`` (default: targeted
-            least-likely :func:`lib.attacks.pgd`; the paper uses CAMERAS-enhanced PGD,
-            :func:`lib.attacks.saliency_pgd`).
+            least-likely :func:`lib.attacks.pgd`, which comes from no map; the paper uses
+            CAMERAS-enhanced PGD, :func:`lib.attacks.saliency_pgd`, which favours CAMERAS:
+            see the module docstring).
         other arguments: as in :func:`cleaning_curve` and :meth:`CleaningCurve.score`.
 
     Returns:
