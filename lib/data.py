@@ -753,7 +753,7 @@ def coco(
         holds its polygons in pixels (its lines need not match the detection lines one to one:
         an object may have several polygons) and ``segment_labels`` their contiguous classes.
         segment_classes: how the segmentation files number classes. ``"coco_ids"`` (default):
-            COCO category ids 1..90, as in the COCO128 copy of ``/work/shared/data`` (checked:
+            COCO category ids 1..90, as in the COCO128 copy the book was built on (checked:
             on all 200 files, mapping ids through :data:`COCO_CATEGORY_IDS` gives exactly the
             detection file's classes); ``"contiguous"``: 0..79 like the detection labels.
     """

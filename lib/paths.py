@@ -6,7 +6,7 @@ scripts all resolve the same folders.
 - ``REPO_ROOT``: the repository (the folder that holds ``lib/``).
 - ``data_root()``: the environment variable ``SALIENCY_DATA`` when it is set and not empty,
   otherwise ``REPO_ROOT / "data"``. A relative value is taken relative to ``REPO_ROOT``
-  (not to the working directory), so ``SALIENCY_DATA=../shared/data`` means the same folder
+  (not to the working directory), so ``SALIENCY_DATA=../datasets`` means the same folder
   from anywhere.
 - ``cache_dir()``: ``SALIENCY_CACHE`` or ``REPO_ROOT / ".cache"``, created on demand.
 - One function per dataset gives its folder inside the data root (see ``data/README.md``).

@@ -71,7 +71,7 @@ def claims_headline(readme: Path, sections: Path) -> bool:
     stamp = (sections / ".profile").read_text() if (sections / ".profile").is_file() else ""
     root = re.search(r"SALIENCY_DATA=(\S*)", stamp)
     if root and root.group(1):
-        images = f"ImageNet val and COCO128 images from `SALIENCY_DATA={root.group(1)}`"
+        images = "ImageNet val and COCO128 images from `SALIENCY_DATA`"
     elif "data/imagenet-val=present" in stamp:
         images = "ImageNet val and COCO128 images from `./data`"
     else:
