@@ -13,8 +13,7 @@ Two context managers carry every method in :mod:`lib.saliency`:
 In-place operations after a captured layer (``nn.ReLU(inplace=True)`` in torchvision's
 VGG and ResNet) would overwrite the recorded activation and re-route its gradient.  The
 forward hook therefore hands the rest of the network a copy of the output; the recorded
-tensor keeps the layer's true values and receives the true gradient (DESIGN.md, "Rules
-that keep it correct").
+tensor keeps the layer's true values and receives the true gradient.
 """
 
 from __future__ import annotations

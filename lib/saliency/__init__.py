@@ -1,6 +1,6 @@
 """Saliency methods, one module per family, each method a plain function.
 
-Calling convention (DESIGN.md)::
+Calling convention::
 
     maps = lib.saliency.gradcam(model, images, targets, layer="last")
 

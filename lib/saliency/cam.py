@@ -106,7 +106,7 @@ def scorecam(
     min-max normalised, masks the image, :math:`M_k = s(\mathrm{Up}(A_k))`; its weight is
     the target's score on :math:`X \odot M_k`, and :math:`L = \mathrm{ReLU}(\sum_k w_k A_k)`.
 
-    Implementations differ on the score (DESIGN.md): ``weighting="channel_softmax"``
+    Implementations differ on the score: ``weighting="channel_softmax"``
     (default; Algorithm 1 and pytorch-grad-cam) takes the softmax over channels of the
     target's logits on the masked images; subtracting a baseline's score (the paper's
     "increase of confidence") does not change a softmax.  ``weighting="probability"``

@@ -29,7 +29,7 @@ input size to :math:`\zeta_m` inclusive (``steps=7, max_scale=1000``: 224, 353, 
 612, 741, 871, 1000 for a 224 input); ``scales=`` gives the sizes explicitly.  A size is
 the height of the up-sampled input; the width follows the image's aspect ratio.
 
-**Paper vs public code** (github.com/VisMIL/CAMERAS, ``CAMERAS.py``; DESIGN.md):
+**Paper vs public code** (github.com/VisMIL/CAMERAS, ``CAMERAS.py``):
 
 * the paper fixes bilinear :math:`\varphi` (§5.3.4, "we choose to fix bi-linear
   interpolation"); the code up-samples the *input* bicubically (activations and

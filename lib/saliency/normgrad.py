@@ -73,7 +73,7 @@ method in this package and of the authors' code, which back-propagates the negat
 :math:`-y_c`); the paper writes :math:`g = dh/dx` with the loss inside :math:`h`.  Only the
 sign-sensitive aggregations (sum, max, filter) see the difference.
 
-Selective NormGrad has two public definitions (DESIGN.md): the paper (Table 2 row 3, text of
+Selective NormGrad has two public definitions: the paper (Table 2 row 3, text of
 Sec. 3.1.3) and TorchRay's ``norm_grad_selective`` clamp the *scaling* summand,
 :math:`\|(g\odot x)_+\|`; the authors' standalone repository (``revisiting_saliency``) also
 offers the ``filter_norm`` column on its ``conv1x1`` row, which clamps the *outer product*
