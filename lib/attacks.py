@@ -92,7 +92,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .capture import check_images, check_targets, prepared, unwrap
+from .capture import check_images, check_targets, least_likely_labels, prepared, unwrap
 from .saliency._common import chunks
 
 __all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normalizer", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
@@ -189,7 +189,7 @@ def soft_threshold(values: torch.Tensor, threshold) -> torch.Tensor:
 
 def least_likely(model, pixels: torch.Tensor, *, mean=None, std=None, batch_size: int | None = None) -> torch.Tensor:
     """(B,) the least-likely label of each clean image, :math:`\\arg\\min_k f_k(x)` (CAMERAS Eq. 5.4's :math:`\\ell_{ll}`)."""
-    return _clean_logits(model, check_pixels(pixels), normalizer(model, mean, std), batch_size).argmin(dim=1)
+    return least_likely_labels(_clean_logits(model, check_pixels(pixels), normalizer(model, mean, std), batch_size))
 
 
 def _clean_logits(model, pixels, normalize, batch_size) -> torch.Tensor:
@@ -262,7 +262,7 @@ def _run(
     alpha = float(step_size) if step_size is not None else 2.5 * epsilon / max(int(steps), 1)
     clean = _clean_logits(model, pixels, normalize, batch_size)
     clean_labels = clean.argmax(dim=1)
-    targets = clean.argmin(dim=1) if targets is None else check_targets(targets, clean)
+    targets = least_likely_labels(clean) if targets is None else check_targets(targets, clean)
     if random_start:
         generator = torch.Generator().manual_seed(int(seed))
         start = _project(pixels, pixels + _random_start(pixels.shape, norm, epsilon, generator, pixels.device, pixels.dtype), norm, epsilon)

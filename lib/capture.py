@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["Capture", "capture", "prepared", "unwrap", "resolve_layer", "check_images", "check_targets"]
+__all__ = ["Capture", "capture", "prepared", "unwrap", "resolve_layer", "check_images", "check_targets", "least_likely_labels"]
 
 
 def unwrap(model) -> tuple[nn.Module, dict[str, str]]:
@@ -109,6 +109,16 @@ def check_targets(targets, logits: torch.Tensor, categories=None) -> torch.Tenso
             "and there is no score to explain; choose a target among the classifier's mapped categories"
         )
     return targets
+
+
+def least_likely_labels(logits: torch.Tensor) -> torch.Tensor:
+    """(B,) the least-likely scored class of each row of (B, classes) logits.
+
+    A ``-inf`` logit marks a category with no score (an unmapped category of a pooled label
+    space, see :func:`check_targets`); it is not a candidate, so the least likely class is the
+    lowest finite logit.
+    """
+    return logits.detach().masked_fill(torch.isneginf(logits.detach()), float("inf")).argmin(dim=1)
 
 
 @contextmanager

@@ -132,6 +132,8 @@ def _values(values, what: str) -> np.ndarray:
 
 
 def _format(x: float, scale: float, digits: int) -> str:
+    if math.isnan(x):
+        return "–"
     if math.isinf(x):
         return "∞" if x > 0 else "−∞"
     return f"{scale * x:.{digits}f}"
@@ -315,8 +317,8 @@ class Section:
         if weaker:
             rule += f"; partly: {weaker.get('text', 'against ' + ', '.join(weaker.get('competitors', [])))}"
         w = test_weights(weights, n)
-        means = {k: float((w * v).sum()) for k, v in arrays.items()}
-        best = (max if direction == "greater" else min)(means, key=means.get)
+        means = {k: float((w * v).sum()) if n else math.nan for k, v in arrays.items()}
+        best = (max if direction == "greater" else min)(means, key=means.get) if n else "–"
         saturated = bounds is not None and any(all(np.all(v == bound) for v in arrays.values()) for bound in bounds)
         reason = self._gate(n, saturated)
         summary = ", ".join(f"{k} {_format(m, scale, digits)}" for k, m in means.items())
@@ -372,7 +374,7 @@ class Section:
             rule += f"; partly: {weaker.get('text', 'last setting ' + sign + ' first, paired')}"
         left_out = f"{int(constant.sum())} constant curves left out" if constant.any() else ""
         extra = "; ".join(p for p in (left_out, detail) if p)
-        mean_curve = ", ".join(f"{v:.3g}" for v in curves.mean(0))
+        mean_curve = ", ".join(f"{v:.3g}" for v in curves.mean(0)) if len(curves) else "–"
         reason = self._gate(n)
         if reason:
             return self._add(claim, source, paper, f"mean curve {mean_curve}" + (f"; {extra}" if extra else ""), "not tested",

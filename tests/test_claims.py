@@ -159,6 +159,19 @@ def test_trend_is_per_unit_and_constant_curves_are_left_out_and_counted():
     assert flat.verdict == "not reproduced"
 
 
+def test_claims_without_units_say_so_and_print_no_number():
+    import warnings
+
+    empty = {"A": np.zeros(0), "B": np.zeros(0)}
+    none = _section().best_of("A best", "p", "x", empty, "A")
+    assert none.verdict == "not tested" and none.n == 0
+    assert "0.00" not in none.our_value and "A –" in none.our_value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        curve = _section().trend("rises", "p", "x", [1, 2, 3], np.zeros((0, 3)))
+    assert curve.verdict == "not tested" and curve.n == 0 and "mean curve –" in curve.our_value
+
+
 def test_checks_are_apart_from_reproductions(tmp_path):
     section = _section(tmp_path)
     section.check_close("identity", "p", "x", np.zeros((3, 4)), np.full((3, 4), 1e-9), atol=1e-6)

@@ -226,6 +226,21 @@ def test_an_unmapped_target_is_refused(pooled, method, message):
         saliency.METHODS[method](pooled["coco"], _images(batch=1), 0)
 
 
+def test_the_least_likely_class_is_a_scored_one(pooled):
+    from lib.attacks import least_likely
+    from lib.metrics.class_sensitivity import extreme_classes
+
+    classifier = pooled["coco"]
+    pixels = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = classifier.model(classifier.normalize(pixels))
+    assert torch.isneginf(logits).any()  # the unmapped categories
+    expected = logits.masked_fill(torch.isneginf(logits), float("inf")).argmin(dim=1)
+    _, least = extreme_classes(logits)
+    assert torch.equal(least, expected) and torch.isfinite(logits.gather(1, least[:, None])).all()
+    assert all(int(c) in set(classifier.mapped) for c in least_likely(classifier, pixels))
+
+
 def test_the_model_comes_back_exactly_as_given(pooled):
     coco = pooled["coco"]
     coco.model.train()  # an unusual state, to see it restored

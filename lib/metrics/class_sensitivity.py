@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..capture import check_images
+from ..capture import check_images, least_likely_labels
 from ..saliency._common import predict
 from .sanity import spearman
 
@@ -46,10 +46,10 @@ class ClassSensitivity:
 
 
 def extreme_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The most and least likely class of each row of (B, classes) logits."""
+    """The most and least likely class of each row of (B, classes) logits (an unscored ``-inf`` class is never the least)."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, classes), got {tuple(logits.shape)}")
-    return logits.argmax(dim=1), logits.argmin(dim=1)
+    return logits.argmax(dim=1), least_likely_labels(logits)
 
 
 def max_min_correlation(maps_max: torch.Tensor, maps_min: torch.Tensor) -> torch.Tensor:
