@@ -565,7 +565,9 @@ def imagenet_val(
         A :class:`Dataset` sorted by id; ``label`` is the first synset's class index, boxes are
         the CSV's (0-based pixel indices, last pixel inclusive). Extra attributes:
         ``.synsets`` (1,000 WordNet ids), ``.descriptions`` (the mapping file's full names) and
-        ``.categories`` (the first comma-separated name of each).
+        ``.categories`` (the library's 1,000 class names, :func:`imagenet_categories`, as the
+        classifiers and :func:`embedded` name them, so the datasets :func:`concat`; the first
+        comma-separated description would name two classes "crane" and two "maillot").
     """
     limit = _check_limit(limit)
     root_path = paths.imagenet_val_root(root)
@@ -649,7 +651,7 @@ def imagenet_val(
                     f"{expected[name]}, got {actual}"
                 )
 
-    categories = [d.split(",")[0].strip() for d in descriptions]
+    categories = imagenet_categories()
     return Dataset(
         "imagenet-val", records, categories, root_path, synsets=synsets, descriptions=descriptions
     )

@@ -162,6 +162,8 @@ def test_imagenet_matches_the_csv():
     assert len(ds) == 40 and ds.ids == sorted(ds.ids) and ds.ids[0] == "ILSVRC2012_val_00000001"
     assert len(ds.synsets) == 1000 and ds.synsets[65] == "n01751748"
     assert ds.categories[65] == "sea snake" and ds.descriptions[0] == "tench, Tinca tinca"
+    assert ds.categories == data.embedded().categories  # one naming: the gallery concatenates them
+    assert ds.categories[134] == "crane bird" and ds.descriptions[134].split(",")[0] == "crane"
     # CSV: "ILSVRC2012_val_00000001,n01751748 111 108 441 193"; n01751748 is line 66 -> class 65.
     first = ds[0]
     assert first.label == 65 and first.source == "imagenet-val"
