@@ -6,16 +6,19 @@
 This is the only code path that runs notebooks: `make book` calls it for each stale
 notebook and `tests/test_notebooks.py` calls it with `--profile smoke`.
 
-Parameters come from `params/<profile>.yaml`:
+Each notebook's `parameters` cell holds its defaults, which are the quick profile's values;
+`params/<profile>.yaml` lists only what a profile changes (`params/quick.yaml` sets nothing):
 
     common:            # offered to every notebook
-      seed: 0
+      seed: 1
     NN_slug:           # only for notebooks/NN_slug.ipynb
       n_images: 4
 
-A `common` key is injected only into notebooks whose `parameters` cell defines it; a
-per-notebook key the notebook does not define is an error (it is almost surely a typo),
-and so is a top-level section named after no notebook. `profile` is always injected.
+A `common` key is injected only into notebooks whose `parameters` cell defines it. A key
+that the target notebook does not define (or, under `common`, that no notebook defines) is
+an error (it is almost surely a typo), and so is a top-level section named after no
+notebook. A file with only comments, or a section left empty, changes nothing. `profile`
+is always injected, so the executed copy records the profile and every value it changed.
 
 The notebook runs with papermill on the `python3` kernel of the Python running this
 script (the project's virtualenv), with the repository root as working directory and the
@@ -91,6 +94,14 @@ def parameters_for(src: Path, profile: str) -> dict:
 
     defined = set(papermill.inspect_notebook(str(src)))
     common = data.get("common") or {}
+    notebooks = src.parent.glob("*.ipynb") if common else []
+    defined_anywhere = set().union(*(papermill.inspect_notebook(str(nb)) for nb in notebooks))
+    undefined_common = sorted(k for k in common if k not in defined_anywhere)
+    if undefined_common:
+        raise UsageError(
+            f"{rel(params_file)}: key(s) {', '.join(undefined_common)} under 'common' are not defined "
+            f"in the parameters cell of any notebook in {rel(src.parent)}/"
+        )
     own = data.get(src.stem) or {}
     undefined = sorted(k for k in own if k not in defined)
     if undefined:
@@ -115,6 +126,37 @@ def kernel_environment() -> None:
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     # ipykernel's debugger otherwise prints a "frozen modules" warning on every start.
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # Marks a scripted run (lib.provenance.run_kind): "build" unless the caller named it
+    # (scripts/sweep.py: "sweep ..."). A kernel without it is an interactive run.
+    os.environ["SALIENCY_RUN"] = os.environ.get("SALIENCY_RUN", "").strip() or "build"
+
+
+def overridden(src: Path, params: dict, overrides: dict | None) -> dict:
+    """`params` with `overrides` (``--parameter``, a sweep's value) on top; each override must
+    be defined in the parameters cell of `src`, and `profile` cannot be overridden."""
+    if not overrides:
+        return params
+    import papermill
+
+    defined = set(papermill.inspect_notebook(str(src)))
+    wrong = sorted(k for k in overrides if k not in defined or k == "profile")
+    if wrong:
+        accepted = ", ".join(sorted(defined - {"profile"}))
+        raise UsageError(f"override(s) {', '.join(wrong)} are not parameters of {rel(src)}; accepted: {accepted}")
+    return {**params, **overrides}
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``NAME=VALUE`` strings into a mapping; each VALUE is read as YAML (``8``, ``0.5``, ``null``, ``[a, b]``)."""
+    import yaml
+
+    overrides = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise UsageError(f"--parameter {item!r}: expected NAME=VALUE, e.g. groups=16")
+        overrides[name.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def collapse_redraws(text: str) -> str:
@@ -148,11 +190,11 @@ def tidy(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute(src: Path, dst: Path, profile: str) -> None:
+def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -> None:
     import papermill
     from traitlets.config import Config
 
-    params = parameters_for(src, profile)
+    params = overridden(src, parameters_for(src, profile), overrides)
     kernel_environment()
     dst.parent.mkdir(parents=True, exist_ok=True)
     (FAILED_DIR / dst.name).unlink(missing_ok=True)  # a copy kept from an earlier failure
@@ -203,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path, help="source notebook, notebooks/NN_slug.ipynb")
     parser.add_argument("dst", type=Path, help="executed copy to write")
-    parser.add_argument("--profile", default="quick", help="params/<profile>.yaml (default: quick)")
+    parser.add_argument("--profile", default="quick",
+                        help="params/<profile>.yaml, the values that differ from the parameters cell (default: quick)")
+    parser.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE",
+                        help="override one parameter after the profile (VALUE read as YAML); repeatable")
     args = parser.parse_args(argv)
     src, dst = args.src.resolve(), args.dst.resolve()
     name = args.src.as_posix()
@@ -211,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     print(f"executing {name} [profile {args.profile}] ...", flush=True)
     try:
-        execute(src, dst, args.profile)
+        execute(src, dst, args.profile, parse_overrides(args.parameter))
     except UsageError as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Notebook smoke runs and the book build, through the same scripts as `make book`.
 
-- The profiles (fast): every profile's keys exist in the notebooks they target, and all
-  profiles set the same keys, so a typo in `full.yaml` is caught on a CPU.
+- The profiles (fast): every profile's keys exist in the notebooks they target, so a typo in
+  `full.yaml` is caught on a CPU (`tests/test_params.py` checks the layout of the profiles).
 - The sources (fast): committed without outputs and with one `parameters` cell.
 - The runs (`-m notebooks`): every notebook executed with the smoke profile by
   `scripts/execute_notebook.py`, its figures present, then the book built from those
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -61,17 +60,6 @@ def test_profile_keys_exist_in_notebooks(profile):
     for nb in NOTEBOOKS:
         params = execute.parameters_for(nb, profile.stem)  # raises on an unknown key or section
         assert params["profile"] == profile.stem
-
-
-def test_profiles_set_the_same_keys():
-    shapes = {}
-    for profile in PROFILES:
-        data = yaml.safe_load(profile.read_text()) or {}
-        shapes[profile.stem] = {section: sorted(values or {}) for section, values in data.items()}
-    reference = shapes.get(SMOKE)
-    assert reference is not None, "params/smoke.yaml is missing"
-    for name, shape in shapes.items():
-        assert shape == reference, f"params/{name}.yaml sets other sections or keys than params/smoke.yaml"
 
 
 def test_progress_redraws_collapse_to_the_last_state(tmp_path):
