@@ -7,7 +7,7 @@ import torch
 
 from lib import paths
 from lib.saliency import combine as cb
-from lib.saliency.cam import gradcam, weighted_sum
+from lib.saliency.cam import weighted_sum
 from tests._tiny import images, no_hooks_left, tiny_cnn
 
 
@@ -123,45 +123,27 @@ def test_layer_weights_cached(tmp_path, monkeypatch):
     assert set(none.frame()["scheme"]) == {"spread", "linear", "uniform"}
 
 
-def test_multi_layer_maps_one_pass_equals_per_layer():
-    model = tiny_cnn()
-    x = images(3, 16)
-    layers = ["features.1", "features.3"]
-    targets = torch.tensor([0, 2, 4])
-    looped = cb.multi_layer_maps(gradcam, model, x, targets, layers)
-    one_pass = cb.multi_layer_maps(
-        gradcam, model, x, targets, layers,
-        reduction=lambda a, g: weighted_sum(a, g.mean(dim=(2, 3))), batch_size=2,
-    )
-    assert looped.shape == (2, 3, 16, 16)
-    assert torch.allclose(looped, one_pass, atol=1e-5)
-    assert no_hooks_left(model)
-
-
-def test_layer_passes_gradients_match_autograd():
-    model = tiny_cnn()
-    x = images(2, 16)
-    passes = cb.layer_passes(model, x, torch.tensor([1, 3]), ["features.1", "features.3"])
-    h1 = model.features[1](model.features[0](x)).detach().requires_grad_(True)
-    h3 = model.features[3](model.features[2](h1))
-    logits = model.fc(model.flatten(model.pool(h3)))
-    (g1,) = torch.autograd.grad(logits[[0, 1], [1, 3]].sum(), h1)
-    assert torch.allclose(passes["features.1"].gradients, g1, atol=1e-6)
-    assert passes["features.3"].activations.shape == (2, 12, 8, 8)
-
-
-@pytest.mark.parametrize("name", ["linear_approx", "selective_normgrad", "normgrad", "gradcam"])
-def test_layer_maps_one_pass_equals_registered_methods(name):
+@pytest.mark.parametrize("name", sorted(cb.REDUCTIONS))
+def test_depth_maps_one_pass_equals_registered_methods(name):
     from lib.saliency import METHODS
 
     model = tiny_cnn()
     x = images(3, 16)
     targets = torch.tensor([0, 2, 4])
     layers = ["features.1", "features.3"]
-    maps = cb.layer_maps([name], model, x, targets, layers)
+    maps = cb.depth_maps([name], model, x, targets, layers, batch_size=2)  # two chunks, each reduced alone
     for layer in layers:
         assert torch.allclose(maps[(name, layer)], METHODS[name](model, x, targets, layer=layer), atol=1e-5)
     assert no_hooks_left(model)
+
+
+def test_reductions_state_each_method_once():
+    from lib.saliency.cam import REDUCTIONS as CAMS
+    from lib.saliency.normgrad import REDUCTIONS as TABLE_2_ROWS
+
+    assert cb.REDUCTIONS == {**CAMS, **TABLE_2_ROWS}  # read from where each method is stated, not restated
+    a, g = torch.rand(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    assert torch.allclose(cb.REDUCTIONS["gradcam"](a, g), weighted_sum(a, g.mean(dim=(2, 3))))  # Selvaraju et al. Eqs. 1-2
 
 
 def test_combinations_cover_schemes():
@@ -207,11 +189,15 @@ def test_depth_maps_input_is_the_input_gradient():
     low = by_hand.flatten(1).min(1).values[:, None, None]
     high = by_hand.flatten(1).max(1).values[:, None, None]
     assert torch.allclose(maps[("linear_approx", cb.INPUT)], (by_hand - low) / (high - low), atol=1e-5)
-    # The other depths are unchanged by the tap; a method without a one-pass reduction is called per layer.
-    plain = cb.layer_maps(["linear_approx"], model, x, targets, layers[1:])
+    # The other depths are unchanged by the tap (Grad-CAM++ has a one-pass reduction too).
     for layer in layers[1:]:
-        assert torch.allclose(maps[("linear_approx", layer)], plain[("linear_approx", layer)], atol=1e-6)
+        assert torch.allclose(maps[("linear_approx", layer)], METHODS["linear_approx"](model, x, targets, layer=layer), atol=1e-6)
         assert torch.allclose(maps[("gradcam_pp", layer)], METHODS["gradcam_pp"](model, x, targets, layer=layer), atol=1e-6)
+    # Score-CAM has none: it is called once per layer, on the tapped model.
+    per_layer = cb.depth_maps(["scorecam"], model, x, targets, layers)
+    assert per_layer[("scorecam", cb.INPUT)].shape == (3, 16, 16)
+    for layer in layers[1:]:
+        assert torch.allclose(per_layer[("scorecam", layer)], METHODS["scorecam"](model, x, targets, layer=layer), atol=1e-6)
     assert no_hooks_left(model)
     with pytest.raises(ValueError, match="no one-pass reduction"):
         cb.depth_maps(["gradient"], model, x, targets, ["features.1"])
@@ -284,9 +270,8 @@ def test_depth_maps_leaves_no_capture_record_alive():
 
     model = tiny_cnn()
     x, targets = images(2, 16), torch.tensor([0, 1])
-    # features.3 is not a leaf: its hook sits on autograd's graph and closes over the record that holds
-    # its tensor, a cycle the garbage collector cannot see (lib.capture at the time of writing keeps one
-    # record per call of layer_maps on these layers; depth_maps empties its records)
+    # features.3 is not a leaf: its hook sits on autograd's graph next to the record that holds its
+    # tensor; the layer pass empties each record once its gradients are taken
     layers = ["features.1", "features.3"]
     before = records()
     for _ in range(3):

@@ -20,14 +20,16 @@ from lib.saliency.normgrad import (
     conv_for,
     conv_kind,
     FRAMEWORK,
+    REDUCTIONS,
+    TABLE_2,
     extract_aggregate,
     framework_maps,
     identity_extraction,
     linear_approx,
     normgrad,
     normgrad_conv,
+    reduction,
     selective_normgrad,
-    table2_method,
 )
 
 
@@ -297,14 +299,25 @@ def test_gradcam_is_the_scaling_identity_with_spatially_averaged_gradient():
 # ---------------------------------------------------------------- registry, layers, errors
 
 
-def test_table2_methods_and_registry_entries_agree():
+def test_table2_rows_are_the_registered_methods_and_their_reductions():
     model, x = tiny_cnn(), images(2, size=16)
-    for name in ("normgrad", "selective_normgrad", "linear_approx", "normgrad_conv"):
+    registered = {"gradient": "layer_gradient"}
+    for row, spec in TABLE_2.items():
+        name = registered.get(row, row)
         assert saliency.METHODS[name] is getattr(saliency, name)
-        assert torch.equal(table2_method(name)(model, x, layer="features.3"), saliency.METHODS[name](model, x, layer="features.3"))
-    gradient_row = table2_method("gradient")(model, x, layer="features.1", raw=True)
-    _, g = head_and_tail(model, x, 1, model(x).argmax(1))
+        assert torch.equal(extract_aggregate(model, x, layer="features.3", **spec), saliency.METHODS[name](model, x, layer="features.3"))
+    # The gradient row by hand: max_k |g_k| at the layer.
+    gradient_row = saliency.layer_gradient(model, x, layer="features.1", raw=True)
+    a, g = head_and_tail(model, x, 1, model(x).argmax(1))
     assert torch.allclose(gradient_row, g.abs().amax(1), atol=1e-7)
+    # Each one-pass reduction is its row's map from the layer's activation and gradient.
+    assert set(REDUCTIONS) == {"layer_gradient", "linear_approx", "selective_normgrad", "normgrad"}
+    for name, reduce in REDUCTIONS.items():
+        assert torch.allclose(reduce(a, g), saliency.METHODS[name](model, x, layer="features.1", raw=True), atol=1e-7), name
+    assert torch.allclose(REDUCTIONS["linear_approx"](a, g), (g * a).sum(1), atol=1e-7)
+    assert torch.allclose(REDUCTIONS["normgrad"](a, g), g.norm(dim=1) * a.norm(dim=1), atol=1e-6)
+    with pytest.raises(ValueError, match="needs the layer's input"):
+        reduction("real_conv", "norm")
 
 
 def test_conv_for_finds_the_convolution_a_layer_stands_for():

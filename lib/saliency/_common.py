@@ -1,14 +1,23 @@
-"""Machinery shared by every saliency method: input checks, batching, finishing a map."""
+"""Machinery shared by every saliency method: input checks, batching, the layer pass, finishing a map.
+
+Every gradient method of the package reads one routine, :func:`layer_passes`: one forward
+and one backward pass per chunk of images, recorded at named layers (the network input
+included, through :func:`with_input`).  Grad-CAM and its kin, Extract & Aggregate, CAMERAS,
+the layer combinations and the input-gradient methods differ only in what they do with the
+recorded activations and gradients.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, fields
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer
+from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
 
 __all__ = [
     "normalize_maps",
@@ -21,9 +30,12 @@ __all__ = [
     "slice_targets",
     "predict",
     "resolve_targets",
-    "LayerPass",
-    "layer_pass",
     "aggregate_channels",
+    "LayerPass",
+    "layer_passes",
+    "layer_pass",
+    "INPUT",
+    "with_input",
 ]
 
 
@@ -146,16 +158,134 @@ class LayerPass:
     """One forward and one backward pass recorded at a layer.
 
     Attributes:
-        activations: (B, K, h, w) output of the layer.
-        gradients: (B, K, h, w) gradient of the target score with respect to it.
+        activations: (B, K, h, w) output of the layer (the image at :data:`INPUT`).
+        gradients: (B, K, h, w) gradient of the target score with respect to that output.
         logits: (B, classes) of the forward pass.
         targets: (B,) the classes the gradients were taken for.
+        inputs: (B, K_in, H_in, W_in) the layer's input with ``inputs=True`` (no gradient
+            of its own: a real convolution's weight gradient pairs it with the output's), else None.
     """
 
     activations: torch.Tensor
     gradients: torch.Tensor
     logits: torch.Tensor
     targets: torch.Tensor
+    inputs: torch.Tensor | None = None
+
+
+@contextmanager
+def _layer_inputs(model, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record a copy of the first input of each layer at every forward; hooks removed on exit."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(layer: str):
+        def hook(_module, inputs):
+            seen[layer] = inputs[0].detach().clone()
+
+        return hook
+
+    try:
+        for layer in layers:
+            handles.append(resolve_layer(model, layer)[1].register_forward_pre_hook(make_hook(layer)))
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _concatenate(parts: list):
+    """Join per-chunk results along the batch: tensors, dicts, tuples and :class:`LayerPass` of them."""
+    first = parts[0]
+    if len(parts) == 1 or first is None:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, LayerPass):
+        return LayerPass(*(_concatenate([getattr(p, f.name) for p in parts]) for f in fields(LayerPass)))
+    if isinstance(first, dict):
+        return {key: _concatenate([p[key] for p in parts]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_concatenate(list(column)) for column in zip(*parts))
+    raise TypeError(f"cannot join per-chunk results of type {type(first).__name__}; return tensors, dicts or tuples of them")
+
+
+def layer_passes(
+    model,
+    images: torch.Tensor,
+    targets=None,
+    layers: Sequence[str] | str = ("last",),
+    *,
+    inputs: bool = False,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_scores,
+    batch_size: int | None = None,
+    reduce: Callable[[dict[str, LayerPass]], object] | None = None,
+):
+    r"""Activations at several layers and the gradient of the target score with respect to each.
+
+    For each chunk of ``batch_size`` images: one forward pass recording every layer's output
+    (:func:`lib.capture.capture`), then one ``torch.autograd.grad`` of the summed scores
+    :math:`\sum_b s(f(x_b))_{t_b}` with respect to all recorded outputs at once.  Images are
+    independent in eval mode, so each image's gradient is that of its own score; the backward
+    pass stops at the shallowest layer and computes no parameter gradient.  The capture
+    record is emptied as soon as its gradients are taken, and every hook is removed, whatever
+    happens; the model comes back exactly as given (:func:`lib.capture.prepared`).
+
+    The network input is a layer of ``with_input(model)`` named :data:`INPUT`, so the
+    input-gradient methods are ``layer_passes(with_input(model), images, targets, [INPUT])``.
+
+    Args:
+        model: a ``lib.models.Classifier``, an ``nn.Module`` or :func:`with_input` of one.
+        images: (B, 3, H, W) float tensor normalised for the model.
+        targets: (B,) class indices, an int, or None for each chunk's predicted class.
+        layers: layer aliases or module names (one name: a list of one).
+        inputs: also record each layer's input (:attr:`LayerPass.inputs`).
+        score: ``(logits, targets) -> (B,)`` scores to differentiate (default: the target's
+            logit, as in Grad-CAM).
+        batch_size: images per forward/backward pass (None: all at once).
+        reduce: applied, without gradients, to each chunk's ``{layer: LayerPass}`` as soon as
+            its pass is done (so only one chunk's activations are alive at a time); it returns
+            per-image results (B_chunk, ...) as a tensor, or a dict or tuple of them.
+
+    Returns:
+        ``{layer: LayerPass}`` over all images, or the chunks' ``reduce`` results joined
+        along the batch.
+
+    Raises:
+        ValueError: bad images or targets, an unknown layer, no layer.
+    """
+    check_images(images)
+    layers = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    if not layers:
+        raise ValueError("layer_passes needs at least one layer")
+    for layer in layers:
+        resolve_layer(model, layer)
+    categories = getattr(model, "categories", None)
+    parts = []
+    with prepared(model) as network:
+        for piece in chunks(images.shape[0], batch_size):
+            with ExitStack() as hooks, torch.enable_grad():
+                record = hooks.enter_context(capture(model, layers))
+                seen = hooks.enter_context(_layer_inputs(model, layers)) if inputs else {}
+                logits = network(images[piece])
+                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, categories)
+                activations = [record[layer] for layer in layers]
+                gradients = torch.autograd.grad(score(logits, chosen).sum(), activations)
+                record.activations.clear()
+                record.gradients.clear()
+            logits = logits.detach()
+            passes = {
+                layer: LayerPass(a.detach(), g.detach(), logits, chosen, seen.get(layer))
+                for layer, a, g in zip(layers, activations, gradients)
+            }
+            del activations, gradients, record, seen
+            if reduce is None:
+                parts.append(passes)
+            else:
+                with torch.no_grad():
+                    parts.append(reduce(passes))
+                del passes
+    return _concatenate(parts)
 
 
 def layer_pass(
@@ -164,31 +294,58 @@ def layer_pass(
     targets=None,
     layer: str = "last",
     *,
+    inputs: bool = False,
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_scores,
     batch_size: int | None = None,
 ) -> LayerPass:
-    """Activations at ``layer`` and the gradient of the target score with respect to them.
+    """:func:`layer_passes` at one layer: its activations and the gradient of the target score there."""
+    return layer_passes(model, images, targets, [layer], inputs=inputs, score=score, batch_size=batch_size)[layer]
 
-    The gradient is ``torch.autograd.grad`` of the summed scores (images are independent
-    in eval mode) with respect to the captured activation: the backward pass runs only
-    through the layers after ``layer`` and computes no parameter gradient.
 
-    Args:
-        score: ``(logits, targets) -> (B,)`` scores to differentiate (default: the
-            target's logit, as in Grad-CAM).
-        batch_size: images per forward/backward pass (None: all at once).
+# --------------------------------------------------------------------------------------------
+# The network input as a layer
+# --------------------------------------------------------------------------------------------
+
+INPUT = "input"
+r"""The network input as a layer of :func:`with_input`: its "activation" is the image :math:`x`
+and its gradient :math:`\partial S_t / \partial x`, so a reduction there is the input-gradient
+method (``layer_gradient`` at the input is the vanilla gradient of Simonyan et al. 2014,
+``linear_approx`` gradient :math:`\times` input)."""
+
+
+class _InputTap(nn.Module):
+    """The network behind an identity named ``input``: capturing ``input`` records the image and its gradient."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.input = nn.Identity()
+        self.network = network
+        self.training = network.training  # the wrapper is in the network's mode, not nn.Module's default
+        self.input.training = network.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.input(x))
+
+
+@dataclass(eq=False)
+class _Tapped:
+    """A model seen through :class:`_InputTap`, with its layer names prefixed (what :func:`lib.capture.unwrap` reads)."""
+
+    model: nn.Module
+    layers: dict[str, str]
+
+
+def with_input(model) -> _Tapped:
+    """``model`` with its input as a capturable layer named :data:`INPUT`.
+
+    The network is wrapped, not copied or changed: its modules keep their parameters and are
+    reached under ``network.<name>``; its aliases (``"last"``, ``"stage3"``) and module names
+    resolve as before.  A hook on :data:`INPUT` sees the image before the first layer, so one
+    forward and one backward pass give the input gradient together with every other layer's
+    (:func:`layer_passes`).
     """
-    check_images(images)
-    resolve_layer(model, layer)
-    parts: list[LayerPass] = []
-    with prepared(model) as module:
-        for piece in chunks(images.shape[0], batch_size):
-            with capture(model, [layer]) as record, torch.enable_grad():
-                logits = module(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, getattr(model, "categories", None))
-                activation = record[layer]
-                (gradient,) = torch.autograd.grad(score(logits, chosen).sum(), activation)
-            parts.append(LayerPass(activation.detach(), gradient.detach(), logits.detach(), chosen))
-    if len(parts) == 1:
-        return parts[0]
-    return LayerPass(*(torch.cat([getattr(p, f) for p in parts]) for f in ("activations", "gradients", "logits", "targets")))
+    module, aliases = unwrap(model)
+    layers = {name: f"network.{name}" for name, _ in module.named_modules() if name}
+    layers.update({alias: f"network.{name}" for alias, name in aliases.items()})
+    layers[INPUT] = "input"
+    return _Tapped(_InputTap(module), layers)

@@ -4,7 +4,8 @@ Every CAM is :math:`L = \mathrm{ReLU}(\sum_k w_k \odot A_k)` for the activations
 :math:`A` (K channels) of one layer; the methods differ only in the weights
 :math:`w_k` (a scalar per channel, or a map per channel for Layer-CAM).  The shared part
 is :func:`lib.saliency._common.layer_pass` (one forward, one backward stopped at the
-layer) and :func:`weighted_sum`.
+layer) and :func:`weighted_sum`; each CAM states only its weights (``*_weights``), and
+:data:`REDUCTIONS` turns them into maps for one layer pass.
 
 ``layer`` is an alias of the model (``"last"``: the last convolutional feature map) or
 a module name; maps are computed at the layer's resolution, then (unless ``raw``)
@@ -13,13 +14,16 @@ bilinearly upsampled to the input and min-max normalised.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ..capture import capture, check_images, prepared
 from ._common import AUTO, auto_batch_size, chunks, finish, layer_pass, normalize_maps, resolve_targets, upsample
 
-__all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum"]
+__all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum", "gradcam_weights", "gradcam_pp_weights",
+           "layercam_weights", "REDUCTIONS"]
 
 
 def weighted_sum(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -29,13 +33,61 @@ def weighted_sum(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return F.relu((weights * activations).sum(dim=1))
 
 
+def gradcam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    r"""Grad-CAM's channel weights (Selvaraju et al. 2017, Eq. 1): :math:`w_k = \frac{1}{Z}\sum_{ij} \partial y^c / \partial A^k_{ij}`, (B, K)."""
+    return gradients.mean(dim=(2, 3))
+
+
+def gradcam_pp_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    r"""Grad-CAM++'s channel weights (Chattopadhay et al. 2018, Eq. 19), (B, K).
+
+    .. math:: \alpha^{kc}_{ij} = \frac{g_{ij}^2}{2 g_{ij}^2 + \sum_{ab} A^k_{ab}\, g_{ij}^3},
+              \qquad w_k = \sum_{ij} \alpha^{kc}_{ij}\,\mathrm{ReLU}(g_{ij})
+
+    with :math:`g = \partial y^c / \partial A^k`; :math:`\alpha` is 0 where g is 0 (the 0/0 case).
+    """
+    g, a = gradients, activations
+    g2 = g.pow(2)
+    denominator = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
+    alpha = torch.where(g != 0, g2 / (denominator + 1e-6), torch.zeros_like(g))
+    return (alpha * F.relu(g)).sum(dim=(2, 3))
+
+
+def layercam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    r"""Layer-CAM's weights (Jiang et al. 2021, Eq. 5): one per location, :math:`\mathrm{ReLU}(\partial y^c / \partial A^k_{ij})`, (B, K, h, w)."""
+    return F.relu(gradients)
+
+
+def _class_activation_map(weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+    def reduction(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return weighted_sum(activations, weights(activations, gradients))
+
+    return reduction
+
+
+REDUCTIONS = {
+    "gradcam": _class_activation_map(gradcam_weights),
+    "gradcam_pp": _class_activation_map(gradcam_pp_weights),
+    "layercam": _class_activation_map(layercam_weights),
+}
+"""CAM name -> ``(activations, gradients) -> (B, h, w)`` raw map, :func:`weighted_sum` with the
+method's weights: the one statement of each CAM that :func:`gradcam`, :func:`gradcam_pp`,
+:func:`layercam` and the multi-layer maps of :mod:`lib.saliency.combine` read."""
+
+
+def _cam(name: str, model, images, targets, layer: str, raw: bool, batch_size: int | None) -> torch.Tensor:
+    record = layer_pass(model, images, targets, layer, batch_size=batch_size)
+    return finish(REDUCTIONS[name](record.activations, record.gradients), images, raw)
+
+
 def gradcam(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
     r"""Grad-CAM.
 
     Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization", ICCV 2017, Eqs. 1-2:
     :math:`w_k = \frac{1}{Z}\sum_{ij} \partial y^c / \partial A^k_{ij}`,
-    :math:`L = \mathrm{ReLU}(\sum_k w_k A^k)`, with :math:`y^c` the pre-softmax score.
+    :math:`L = \mathrm{ReLU}(\sum_k w_k A^k)`, with :math:`y^c` the pre-softmax score
+    (:func:`gradcam_weights`).
 
     Args:
         model: a ``lib.models.Classifier`` or ``nn.Module``.
@@ -48,9 +100,7 @@ def gradcam(model, images, targets=None, *, layer: str = "last", raw: bool = Fal
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
     """
-    record = layer_pass(model, images, targets, layer, batch_size=batch_size)
-    weights = record.gradients.mean(dim=(2, 3))
-    return finish(weighted_sum(record.activations, weights), images, raw)
+    return _cam("gradcam", model, images, targets, layer, raw, batch_size)
 
 
 def gradcam_pp(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
@@ -58,22 +108,11 @@ def gradcam_pp(model, images, targets=None, *, layer: str = "last", raw: bool = 
 
     Chattopadhay et al., "Grad-CAM++: Generalized Gradient-based Visual Explanations for
     Deep Convolutional Networks", WACV 2018, Eq. 19 (the score passed through
-    :math:`\exp`, so higher derivatives are powers of the first):
-
-    .. math:: \alpha^{kc}_{ij} = \frac{g_{ij}^2}{2 g_{ij}^2 + \sum_{ab} A^k_{ab}\, g_{ij}^3},
-              \qquad w_k = \sum_{ij} \alpha^{kc}_{ij}\,\mathrm{ReLU}(g_{ij})
-
-    with :math:`g = \partial y^c / \partial A^k`; :math:`\alpha` is 0 where g is 0 (the
-    0/0 case).  Same convention as pytorch-grad-cam, against which it is tested.
+    :math:`\exp`, so higher derivatives are powers of the first; :func:`gradcam_pp_weights`).
+    Same convention as pytorch-grad-cam, against which it is tested.
     Arguments and returns as :func:`gradcam`.
     """
-    record = layer_pass(model, images, targets, layer, batch_size=batch_size)
-    g, a = record.gradients, record.activations
-    g2 = g.pow(2)
-    denominator = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
-    alpha = torch.where(g != 0, g2 / (denominator + 1e-6), torch.zeros_like(g))
-    weights = (alpha * F.relu(g)).sum(dim=(2, 3))
-    return finish(weighted_sum(a, weights), images, raw)
+    return _cam("gradcam_pp", model, images, targets, layer, raw, batch_size)
 
 
 def layercam(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
@@ -85,8 +124,7 @@ def layercam(model, images, targets=None, *, layer: str = "last", raw: bool = Fa
     which stays faithful at shallow layers where Grad-CAM's spatial average fails.
     Arguments and returns as :func:`gradcam`.
     """
-    record = layer_pass(model, images, targets, layer, batch_size=batch_size)
-    return finish(weighted_sum(record.activations, F.relu(record.gradients)), images, raw)
+    return _cam("layercam", model, images, targets, layer, raw, batch_size)
 
 
 def scorecam(

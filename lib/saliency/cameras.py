@@ -65,7 +65,6 @@ the same map (tested).
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -73,8 +72,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer
-from ._common import chunks, finish, slice_targets, target_scores
+from ..capture import check_images, prepared, resolve_layer
+from ._common import chunks, finish, layer_pass, predict, slice_targets
 
 __all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights",
            "pooled_gradients", "multiscale_gradcam", "cameras_variants", "VARIANTS"]
@@ -209,25 +208,17 @@ def cameras_scales(
     given = targets is not None
     # The label l = K(I) (line 1) comes from the input size; reuse that scale's pass if present.
     order = sorted(range(len(sizes)), key=lambda t: sizes[t] != size)
-    acts, grads, logits = [None] * len(sizes), [None] * len(sizes), [None] * len(sizes)
-    with prepared(model) as module:
-        if sizes[order[0]] != size:
-            with torch.no_grad():
-                label = module(images).argmax(dim=1)
-        else:
-            label = None
-        chosen = None
+    passes = [None] * len(sizes)
+    with prepared(model):  # once: each pass below finds it prepared
+        label = predict(model, images)[0].argmax(dim=1) if sizes[order[0]] != size else None
+        chosen = targets if given else label
         for t in order:
             x = images if sizes[t] == size else F.interpolate(images, size=sizes[t], mode=upsample, align_corners=False)
-            with capture(model, [layer]) as record, torch.enable_grad():
-                out = module(x)
-                if label is None:
-                    label = out.detach().argmax(dim=1)
-                if chosen is None:
-                    chosen = check_targets(targets, out) if given else label
-                activation = record[layer]
-                (gradient,) = torch.autograd.grad(target_scores(out, chosen).sum(), activation)
-            acts[t], grads[t], logits[t] = activation.detach(), gradient.detach(), out.detach()
+            passes[t] = layer_pass(model, x, chosen, layer)
+            if label is None:
+                label = passes[t].logits.argmax(dim=1)
+            chosen = passes[t].targets
+    acts, grads, logits = ([getattr(p, field) for p in passes] for field in ("activations", "gradients", "logits"))
     stacked = torch.stack(logits)
     kept = _gate(stacked, chosen, label, gating, given)
     return ScaleRecord(sizes, acts, grads, stacked, chosen, kept, size)
@@ -446,10 +437,10 @@ def cameras_variants(
     With one scale equal to the input size it is Grad-CAM with the ReLU taken after the
     bilinear up-sampling instead of before (equal to Grad-CAM wherever Grad-CAM's weighted sum
     has no negative cell).  Both share the forward and backward passes, which dominate the cost.
+    The other arguments are those of :func:`cameras`.
 
     Args:
         variants: names from :data:`VARIANTS`.
-        Other arguments as :func:`cameras`.
 
     Returns:
         ``{variant: (B, H, W)}`` maps in [0, 1] (unnormalised on the input grid with ``raw``).

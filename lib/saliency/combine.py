@@ -43,11 +43,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .. import paths
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
-from ._common import LayerPass, chunks, finish, normalize_maps, slice_targets, target_scores
+from ..capture import capture, check_images, prepared, resolve_layer
+from ._common import INPUT, chunks, finish, layer_passes, normalize_maps, with_input
+from .cam import REDUCTIONS as CAM_REDUCTIONS
+from .normgrad import REDUCTIONS as TABLE_2_REDUCTIONS
 
 __all__ = [
     "SCHEMES",
@@ -63,10 +64,7 @@ __all__ = [
     "probe_accuracy",
     "LayerWeights",
     "layer_weights",
-    "layer_passes",
-    "multi_layer_maps",
     "REDUCTIONS",
-    "layer_maps",
     "combinations",
     "INPUT",
     "with_input",
@@ -455,91 +453,11 @@ def layer_weights(
 # --------------------------------------------------------------------------------------------
 
 
-def layer_passes(
-    model,
-    images: torch.Tensor,
-    targets=None,
-    layers: Sequence[str] = ("last",),
-    *,
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_scores,
-    batch_size: int | None = None,
-) -> dict[str, LayerPass]:
-    """Activations and gradients at several layers from ONE forward and ONE backward pass per batch.
-
-    The multi-layer counterpart of :func:`lib.saliency._common.layer_pass`: the gradient of
-    the summed target scores is taken with ``torch.autograd.grad`` with respect to every
-    captured activation at once (the backward runs down to the shallowest layer only; no
-    parameter gradient).
-    """
-    check_images(images)
-    layers = list(layers)
-    for layer in layers:
-        resolve_layer(model, layer)
-    parts: dict[str, list[LayerPass]] = {layer: [] for layer in layers}
-    with prepared(model) as module:
-        for piece in chunks(images.shape[0], batch_size):
-            with capture(model, layers) as record, torch.enable_grad():
-                logits = module(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
-                activations = [record[layer] for layer in layers]
-                gradients = torch.autograd.grad(score(logits, chosen).sum(), activations)
-            for layer, a, g in zip(layers, activations, gradients):
-                parts[layer].append(LayerPass(a.detach(), g.detach(), logits.detach(), chosen))
-    out = {}
-    for layer, ps in parts.items():
-        out[layer] = ps[0] if len(ps) == 1 else LayerPass(
-            *(torch.cat([getattr(p, f) for p in ps]) for f in ("activations", "gradients", "logits", "targets"))
-        )
-    return out
-
-
-def _reductions() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    from .cam import weighted_sum
-    from .normgrad import aggregate_outer, aggregate_vector
-
-    return {
-        # Rebuffi et al. Table 2 rows, each from lib.saliency.normgrad's aggregations.
-        "linear_approx": lambda a, g: aggregate_vector(g * a, "sum"),
-        "selective_normgrad": lambda a, g: aggregate_vector(g * a, "filter_norm"),
-        "normgrad": lambda a, g: aggregate_outer(g, a, "norm", kernel=1),
-        "layer_gradient": lambda a, g: aggregate_vector(g, "max_abs"),  # bias identity at the layer
-        # Selvaraju et al. 2017 Eqs. 1-2, lib.saliency.cam.gradcam's reduction.
-        "gradcam": lambda a, g: weighted_sum(a, g.mean(dim=(2, 3))),
-    }
-
-
-REDUCTIONS = _reductions()
-"""Method name -> ``(activations, gradients) -> (B, h, w)`` raw map, the reduction each method applies
-to one layer pass (the same functions :mod:`lib.saliency.normgrad` and :mod:`lib.saliency.cam` use);
-``layer_gradient`` is Table 2's gradient row (virtual bias identity + max |g|) at a layer."""
-
-
-def layer_maps(
-    methods: Sequence[str],
-    model,
-    images: torch.Tensor,
-    targets=None,
-    layers: Sequence[str] = ("last",),
-    *,
-    batch_size: int | None = None,
-) -> dict[tuple[str, str], torch.Tensor]:
-    """Maps ``(B, H, W)`` of several methods at several layers from ONE forward/backward pass.
-
-    Args:
-        methods: names in :data:`REDUCTIONS`.
-        layers: layer aliases or module names.
-
-    Returns:
-        ``{(method, layer): maps}``, each map normalised to [0, 1] at the input resolution.
-    """
-    unknown = [m for m in methods if m not in REDUCTIONS]
-    if unknown:
-        raise ValueError(f"no one-pass reduction for {unknown}; accepted: {', '.join(REDUCTIONS)}")
-    passes = layer_passes(model, images, targets, layers, batch_size=batch_size)
-    return {
-        (m, l): finish(REDUCTIONS[m](passes[l].activations, passes[l].gradients), images, False)
-        for m in methods for l in layers
-    }
+REDUCTIONS = {**CAM_REDUCTIONS, **TABLE_2_REDUCTIONS}
+"""Method name -> ``(activations, gradients) -> (B, h, w)`` raw map: the methods whose map at a layer
+is a reduction of one layer pass, as :mod:`lib.saliency.cam` (Grad-CAM, Grad-CAM++, Layer-CAM) and
+:data:`lib.saliency.normgrad.TABLE_2` (``layer_gradient``, ``linear_approx``, ``selective_normgrad``,
+``normgrad``) state them; :func:`depth_maps` computes them at every layer from one pass."""
 
 
 def combinations(
@@ -553,7 +471,7 @@ def combinations(
     """Every scheme x combination of each method's layer maps: ``{(method, scheme, how): (B, H, W)}``.
 
     Args:
-        maps: ``{(method, layer): (B, H, W)}`` (e.g. :func:`layer_maps`) holding every layer of
+        maps: ``{(method, layer): (B, H, W)}`` (e.g. :func:`depth_maps`) holding every layer of
             ``weights.layers``.
         weights: :class:`LayerWeights`; schemes default to ``weights.available``.
     """
@@ -568,111 +486,10 @@ def combinations(
     return out
 
 
-def multi_layer_maps(
-    method: Callable,
-    model,
-    images: torch.Tensor,
-    targets=None,
-    layers: Sequence[str] = ("last",),
-    *,
-    reduction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int | None = None,
-    **kwargs,
-) -> torch.Tensor:
-    """A method's maps at several layers, ``(J, B, H, W)``, each normalised (the calling convention).
-
-    With ``reduction`` (``(activations, gradients) -> (B, h, w)`` raw map, the method's own
-    reduction of one layer pass), all layers come from one forward and one backward pass
-    (:func:`layer_passes`); otherwise ``method(model, images, targets, layer=..., **kwargs)`` is
-    called once per layer.
-    """
-    layers = list(layers)
-    if reduction is not None:
-        passes = layer_passes(model, images, targets, layers, batch_size=batch_size)
-        return torch.stack([finish(reduction(passes[l].activations, passes[l].gradients), images, False) for l in layers])
-    if "batch_size" in inspect.signature(method).parameters:
-        kwargs["batch_size"] = batch_size
-    return torch.stack([method(model, images, targets, layer=layer, **kwargs) for layer in layers])
-
-
 # --------------------------------------------------------------------------------------------
-# Every depth, the network input included (Rebuffi et al. supp. Table 5: "input" is a layer)
+# Every depth, the network input included (Rebuffi et al. supp. Table 5: "input" is a layer,
+# :data:`INPUT` of :func:`with_input`)
 # --------------------------------------------------------------------------------------------
-
-INPUT = "input"
-r"""The network input as a layer of :func:`depth_maps`: its "activation" is the image :math:`x`
-and its gradient :math:`\partial S_t / \partial x`, so ``layer_gradient`` there is the vanilla
-gradient of Simonyan et al. 2014 and ``linear_approx`` is gradient :math:`\times` input, the
-"practice of computing saliency at the earliest layer" that Rebuffi et al. (supp. C) compare
-the deeper layers against."""
-
-
-class _InputTap(nn.Module):
-    """The network behind an identity named ``input``: capturing ``input`` records the image and its gradient."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.input = nn.Identity()
-        self.network = network
-        self.training = network.training  # the wrapper is in the network's mode, not nn.Module's default
-        self.input.training = network.training
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(self.input(x))
-
-
-@dataclass(eq=False)
-class _Tapped:
-    """A model seen through :class:`_InputTap`, with its layer names prefixed (what :func:`lib.capture.unwrap` reads)."""
-
-    model: nn.Module
-    layers: dict[str, str]
-
-
-def with_input(model) -> _Tapped:
-    """``model`` with its input as a capturable layer named :data:`INPUT`.
-
-    The network is wrapped, not copied or changed: its modules keep their parameters and are
-    reached under ``network.<name>``; its aliases (``"last"``, ``"stage3"``) and module names
-    resolve as before. A hook on :data:`INPUT` sees the image before the first layer, so one
-    forward and one backward pass give the input gradient together with every other layer's
-    (:func:`layer_passes`).
-    """
-    module, aliases = unwrap(model)
-    layers = {name: f"network.{name}" for name, _ in module.named_modules() if name}
-    layers.update({alias: f"network.{name}" for alias, name in aliases.items()})
-    layers[INPUT] = "input"
-    return _Tapped(_InputTap(module), layers)
-
-
-def _released_passes(model, images, targets, layers, *, batch_size=None) -> dict[str, LayerPass]:
-    """:func:`layer_passes`, with each capture record emptied once its pass is read.
-
-    A tensor hook that closes over the record holding that very tensor is a reference cycle
-    through autograd's C++ objects, which Python's garbage collector cannot see: without
-    emptying the record, every call keeps its activations alive (about 55 MB per batch of
-    eight EfficientNet-Lite0 inputs, a few GB over a chapter). Same values as
-    :func:`layer_passes` (a test compares them).
-    """
-    check_images(images)
-    for layer in layers:
-        resolve_layer(model, layer)
-    parts: dict[str, list[LayerPass]] = {layer: [] for layer in layers}
-    with prepared(model) as module:
-        for piece in chunks(images.shape[0], batch_size):
-            with capture(model, layers) as record, torch.enable_grad():
-                logits = module(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
-                activations = [record[layer] for layer in layers]
-                gradients = torch.autograd.grad(target_scores(logits, chosen).sum(), activations)
-                record.activations.clear()
-                record.gradients.clear()
-            for layer, a, g in zip(layers, activations, gradients):
-                parts[layer].append(LayerPass(a.detach(), g.detach(), logits.detach(), chosen))
-            del activations, gradients
-    return {layer: ps[0] if len(ps) == 1 else LayerPass(
-        *(torch.cat([getattr(p, f) for p in ps]) for f in ("activations", "gradients", "logits", "targets")))
-        for layer, ps in parts.items()}
 
 
 def depth_maps(
@@ -687,10 +504,11 @@ def depth_maps(
     """Maps ``(B, H, W)`` of several methods at several depths, the input (:data:`INPUT`) allowed among them.
 
     Methods with a one-pass reduction (:data:`REDUCTIONS`) share ONE forward and ONE backward
-    pass per batch (as :func:`layer_maps`, the input tapped by :func:`with_input` when asked for,
-    and no capture record left alive after the call);
-    any other method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per
-    layer.
+    pass per batch (:func:`lib.saliency._common.layer_passes`, the input tapped by
+    :func:`with_input` when asked for, each batch reduced as soon as its pass is done); any other
+    method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per layer.  This
+    is the multi-layer API of the package's method names (:func:`lib.saliency.normgrad.framework_maps`
+    is its counterpart for Extract & Aggregate settings).
 
     Args:
         methods: method names (:data:`REDUCTIONS` or :data:`lib.saliency.METHODS`).
@@ -710,9 +528,12 @@ def depth_maps(
     one_pass = [m for m in methods if m in REDUCTIONS]
     out = {}
     if one_pass:
-        passes = _released_passes(seen, images, targets, layers, batch_size=batch_size)
-        out = {(m, l): finish(REDUCTIONS[m](passes[l].activations, passes[l].gradients), images, False)
-               for m in one_pass for l in layers}
+
+        def reduce(passes):
+            return {(m, l): REDUCTIONS[m](passes[l].activations, passes[l].gradients) for m in one_pass for l in layers}
+
+        maps = layer_passes(seen, images, targets, layers, batch_size=batch_size, reduce=reduce)
+        out = {key: finish(m, images, False) for key, m in maps.items()}
     for name in methods:
         if name in REDUCTIONS:
             continue

@@ -2,7 +2,9 @@
 
 All four differentiate the target class's logit with respect to the input pixels and
 reduce the (B, 3, H, W) attribution over colour channels (``aggregate``).  With
-``aggregate=None`` and ``raw=True`` they return the signed attributions themselves.
+``aggregate=None`` and ``raw=True`` they return the signed attributions themselves.  The
+gradient is that of the one layer pass (:func:`lib.saliency._common.layer_passes`) at the
+network input, ``with_input(model)``'s layer ``INPUT``.
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..capture import check_images, check_targets, prepared, unwrap
-from ._common import AUTO, aggregate_channels, auto_batch_size, chunks, finish, resolve_targets, slice_targets, target_scores
+from ..capture import check_images, prepared, unwrap
+from ._common import AUTO, INPUT, aggregate_channels, auto_batch_size, chunks, finish, layer_pass, resolve_targets, with_input
 
 __all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop"]
 
 
-def _input_gradients(module: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """d score_target / d images for one batch (parameters already frozen)."""
-    with torch.enable_grad():
-        inputs = images.detach().requires_grad_(True)
-        logits = module(inputs)
-        (grad,) = torch.autograd.grad(target_scores(logits, targets).sum(), inputs)
-    return grad
+def _input_gradients(tapped, images: torch.Tensor, targets, batch_size: int | None = None) -> torch.Tensor:
+    """d score_target / d images: the gradient at the ``INPUT`` layer of ``tapped = with_input(model)``."""
+    return layer_pass(tapped, images, targets, INPUT, batch_size=batch_size).gradients
 
 
 def _reduce(attributions: torch.Tensor, images: torch.Tensor, aggregate: str | None, raw: bool) -> torch.Tensor:
@@ -60,17 +58,7 @@ def gradient(model, images, targets=None, *, aggregate: str | None = "max_abs", 
     Returns:
         (B, H, W) maps in [0, 1] (or raw).
     """
-    check_images(images)
-    parts = []
-    with prepared(model) as module:
-        for piece in chunks(images.shape[0], batch_size):
-            with torch.enable_grad():
-                inputs = images[piece].detach().requires_grad_(True)
-                logits = module(inputs)
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
-                (grad,) = torch.autograd.grad(target_scores(logits, chosen).sum(), inputs)
-            parts.append(grad)
-    return _reduce(torch.cat(parts), images, aggregate, raw)
+    return _reduce(_input_gradients(with_input(model), images, targets, batch_size), images, aggregate, raw)
 
 
 def smoothgrad(
@@ -109,14 +97,15 @@ def smoothgrad(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     targets = resolve_targets(model, images, targets)
     total = torch.zeros_like(images)
-    with prepared(model) as module:
+    with prepared(model) as module:  # once: each pass below finds it prepared
+        tapped = with_input(module)
         for b in range(images.shape[0]):
             rng = _generator(images, seed, generator)
             noise = torch.randn((n_samples, *images.shape[1:]), generator=rng, device=images.device, dtype=images.dtype)
             sigma = noise_level * (images[b].max() - images[b].min())
             for piece in chunks(n_samples, batch_size):
                 noisy = images[b : b + 1] + sigma * noise[piece]
-                total[b] += _input_gradients(module, noisy, targets[b].expand(noisy.shape[0])).sum(dim=0)
+                total[b] += _input_gradients(tapped, noisy, targets[b].expand(noisy.shape[0])).sum(dim=0)
     return _reduce(total / n_samples, images, aggregate, raw)
 
 
@@ -161,12 +150,13 @@ def integrated_gradients(
     image_index = torch.arange(images.shape[0], device=images.device).repeat_interleave(steps)
     step_index = torch.arange(steps, device=images.device).repeat(images.shape[0])
     total = torch.zeros_like(images)
-    with prepared(model) as module:
+    with prepared(model) as module:  # once: each pass below finds it prepared
+        tapped = with_input(module)
         for piece in chunks(image_index.numel(), batch_size):
             i, k = image_index[piece], step_index[piece]
             a = alphas[k].view(-1, 1, 1, 1)
             points = reference[i] + a * (images[i] - reference[i])
-            grads = _input_gradients(module, points, targets[i])
+            grads = _input_gradients(tapped, points, targets[i])
             total.index_add_(0, i, grads * weights[k].view(-1, 1, 1, 1))
     return _reduce((images - reference) * total, images, aggregate, raw)
 

@@ -26,21 +26,20 @@ summand of a depthwise convolution, the identity that matches one
 
 Extractions (``extract=``):
 
-=================  =========================================================  ============
-name               summand at location u                                       size
-=================  =========================================================  ============
-``bias``           virtual bias IDL at the layer's output: :math:`g_u`          K
-``scaling``        virtual scaling IDL: :math:`g_u \odot x_u`                   K
-``conv1x1``        virtual 1x1 conv IDL: :math:`g_u x_u^\top`                   K x K
-``convNxN``        virtual NxN conv IDL (odd N): :math:`g_u x_{u,N\times N}^\top`  K x N²K
-``dwconvNxN``      virtual *depthwise* NxN conv IDL (odd N; ``dwconv3x3`` is   K x N²
-                   the standalone code's ``conv3x3_depthwise``): channel k's
-                   own patch, :math:`g_{u,k}\, x_{u,k,N\times N}^\top`
-``real_bias``      the layer's own bias: :math:`g^{out}_u`                      K'
-``real_scaling``   a BatchNorm's own scale :math:`\gamma`: :math:`g^{out}_u\odot\hat x^{in}_u`  K
-``real_conv``      the layer's own convolution (stride, padding, dilation,     K' x N²K/groups
-                   groups as the module has them): :math:`g^{out}_u x^{in\top}_{u,N\times N}`
-=================  =========================================================  ============
+=================  =======================================================================================  ===============
+name               summand at location u                                                                    size
+=================  =======================================================================================  ===============
+``bias``           virtual bias IDL at the layer's output: :math:`g_u`                                      K
+``scaling``        virtual scaling IDL: :math:`g_u \odot x_u`                                               K
+``conv1x1``        virtual 1x1 conv IDL: :math:`g_u x_u^\top`                                               K x K
+``convNxN``        virtual NxN conv IDL (odd N): :math:`g_u x_{u,N\times N}^\top`                           K x N²K
+``dwconvNxN``      virtual *depthwise* NxN conv IDL (odd N; ``dwconv3x3`` is the standalone code's          K x N²
+                   ``conv3x3_depthwise``): channel k's own patch, :math:`g_{u,k}\, x_{u,k,N\times N}^\top`
+``real_bias``      the layer's own bias: :math:`g^{out}_u`                                                  K'
+``real_scaling``   a BatchNorm's own scale :math:`\gamma`: :math:`g^{out}_u\odot\hat x^{in}_u`              K
+``real_conv``      the layer's own convolution (stride, padding, dilation, groups as the module has         K' x N²K/groups
+                   them): :math:`g^{out}_u x^{in\top}_{u,N\times N}`
+=================  =======================================================================================  ===============
 
 Aggregations (``aggregate=``): ``sum`` (:math:`\sum_{ij} c_{ij}`, a vote), ``sum_positive``
 (:math:`(\sum c)_+`, Grad-CAM's filter after the vote), ``max`` (:math:`\max c`, Table 2's
@@ -84,15 +83,14 @@ paper (``definition="scaling"``); ``definition="outer"`` gives the other.
 from __future__ import annotations
 
 import re
-from contextlib import ExitStack, contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
-from ._common import chunks, finish, slice_targets, target_scores
+from ..capture import check_images, resolve_layer, unwrap
+from ._common import LayerPass, finish, layer_passes
 
 __all__ = [
     "EXTRACTIONS",
@@ -101,7 +99,8 @@ __all__ = [
     "FRAMEWORK",
     "extract_aggregate",
     "framework_maps",
-    "table2_method",
+    "reduction",
+    "REDUCTIONS",
     "normgrad",
     "selective_normgrad",
     "linear_approx",
@@ -123,8 +122,10 @@ REAL = ("real_bias", "real_scaling", "real_conv")
 EXTRACTIONS = VIRTUAL + ("convNxN", "dwconvNxN") + REAL
 AGGREGATIONS = ("sum", "sum_positive", "max", "max_abs", "norm", "filter_norm")
 
-# The five methods of Table 2 as (extract, aggregate).  Gradient uses max_abs (the text of
-# Sec. 3.1.3 and Simonyan et al.); Table 2 writes max without the absolute value.
+# The five methods of Table 2 as (extract, aggregate): the one statement of each, which the
+# registered methods below, framework_maps and the multi-layer maps of lib.saliency.combine
+# read.  Gradient uses max_abs (the text of Sec. 3.1.3 and Simonyan et al.); Table 2 writes max
+# without the absolute value.  Its method is registered as layer_gradient (gradient is the input's).
 TABLE_2 = {
     "gradient": {"extract": "bias", "aggregate": "max_abs"},
     "linear_approx": {"extract": "scaling", "aggregate": "sum"},
@@ -344,21 +345,6 @@ def _check_extract(extract: str) -> None:
     )
 
 
-@contextmanager
-def _inputs_of(module: nn.Module) -> Iterator[dict]:
-    """Record a copy of the first input of ``module`` at every forward; hook removed on exit."""
-    seen: dict = {}
-
-    def hook(_module, inputs):
-        seen["input"] = inputs[0].detach().clone()
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
 def _scaling_input(module: nn.Module, x_in: torch.Tensor) -> torch.Tensor:
     r"""The input of a BatchNorm's scale :math:`\gamma`: :math:`\hat x = (x - \mu)/\sqrt{\sigma^2+\epsilon}` (eval)."""
     if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.weight is None:
@@ -372,17 +358,60 @@ def _scaling_input(module: nn.Module, x_in: torch.Tensor) -> torch.Tensor:
     return (x_in - module.running_mean.view(shape)) / (module.running_var.view(shape) + module.eps).sqrt()
 
 
-def _maps(extract: str, how: str, module: nn.Module, g: torch.Tensor, x_out: torch.Tensor, x_in) -> torch.Tensor:
-    """Aggregated summands for one batch, (B, h, w)."""
+def _virtual_map(extract: str, how: str, g: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
+    """Aggregated summands of a virtual identity (or the real bias) at a layer's output, (B, h, w)."""
     if extract in ("bias", "real_bias"):
         return aggregate_vector(g, how)
     if extract == "scaling":
         return aggregate_vector(g * x_out, how)
-    if extract == "real_scaling":
-        return aggregate_vector(g * _scaling_input(module, x_in), how)
-    if extract == "real_conv":
-        return aggregate_conv(module, g, x_in, how)
     return aggregate_outer(g, x_out, how, kernel=_conv_kernel(extract), depthwise=extract.startswith("dw"))
+
+
+def _average(g: torch.Tensor) -> torch.Tensor:
+    return g.mean(dim=(2, 3), keepdim=True).expand_as(g)
+
+
+def _maps(extract: str, how: str, module: nn.Module, record: LayerPass, average_gradient: bool) -> torch.Tensor:
+    """Aggregated summands for one chunk's pass at the layer, (B, h, w)."""
+    g = _average(record.gradients) if average_gradient else record.gradients
+    if extract == "real_scaling":
+        return aggregate_vector(g * _scaling_input(module, record.inputs), how)
+    if extract == "real_conv":
+        return aggregate_conv(module, g, record.inputs, how)
+    return _virtual_map(extract, how, g, record.activations)
+
+
+def reduction(extract: str = "conv1x1", aggregate: str = "norm", average_gradient: bool = False) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An Extract & Aggregate method at a virtual identity as ``(activations, gradients) -> (B, h, w)`` raw map.
+
+    The same computation as :func:`extract_aggregate` after its pass, for the extractions
+    that need only a layer's output and its gradient (every virtual identity and
+    ``real_bias``); ``real_scaling`` and ``real_conv`` also need the layer's input.
+
+    Raises:
+        ValueError: an unknown extraction or aggregation, or one that needs the layer's input.
+    """
+    _check_extract(extract)
+    _check_aggregate(aggregate)
+    if extract in ("real_scaling", "real_conv"):
+        raise ValueError(f"extract={extract!r} needs the layer's input and module; use extract_aggregate or framework_maps")
+
+    def reduce(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        return _virtual_map(extract, aggregate, _average(gradients) if average_gradient else gradients, activations)
+
+    return reduce
+
+
+#: Registered name of each Table 2 row (the gradient at a layer is ``layer_gradient``; ``gradient`` is the input's).
+_REGISTERED = {"gradient": "layer_gradient"}
+
+REDUCTIONS = {
+    _REGISTERED.get(row, row): reduction(**spec)
+    for row, spec in TABLE_2.items()
+    if spec["extract"] not in ("real_scaling", "real_conv")
+}
+"""Registered name -> ``(activations, gradients) -> (B, h, w)`` raw map of the Table 2 rows that
+need only a layer's output and gradient (all but ``normgrad_conv``), read from :data:`TABLE_2`."""
 
 
 def extract_aggregate(
@@ -437,22 +466,9 @@ def extract_aggregate(
         name, module = resolve_layer(model, layer)
         if extract == "real_bias" and getattr(module, "bias", None) is None:
             raise TypeError(f"layer {name!r} ({type(module).__name__}) has no bias; use extract='bias' for a virtual bias identity")
-    needs_input = extract in ("real_conv", "real_scaling")
-    parts = []
-    with prepared(model) as root:
-        for piece in chunks(images.shape[0], batch_size):
-            with capture(root, [name]) as record, _inputs_of(module) as seen, torch.enable_grad():
-                logits = root(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
-                x_out = record[name]
-                (g,) = torch.autograd.grad(target_scores(logits, chosen).sum(), x_out)
-            x_out = x_out.detach()
-            if average_gradient:
-                g = g.mean(dim=(2, 3), keepdim=True).expand_as(g)
-            with torch.no_grad():
-                parts.append(_maps(extract, aggregate, module, g, x_out, seen.get("input") if needs_input else None))
-            del seen, record
-    return finish(torch.cat(parts), images, raw)
+    maps = layer_passes(model, images, targets, [name], inputs=extract in ("real_conv", "real_scaling"), batch_size=batch_size,
+                        reduce=lambda passes: _maps(extract, aggregate, module, passes[name], average_gradient))
+    return finish(maps, images, raw)
 
 
 def framework_maps(
@@ -499,45 +515,13 @@ def framework_maps(
             name, module = conv_for(model, layer) if extract == "real_conv" else resolve_layer(model, layer)
             plan[method, layer] = (name, module, extract, how, bool(spec.get("average_gradient", False)))
     names = list(dict.fromkeys(name for name, *_ in plan.values()))
-    needs_input = {name: module for name, module, extract, *_ in plan.values() if extract in ("real_conv", "real_scaling")}
-    parts: dict = {key: [] for key in plan}
-    with prepared(model) as root:
-        for piece in chunks(images.shape[0], batch_size):
-            with ExitStack() as stack, torch.enable_grad():
-                record = stack.enter_context(capture(root, names))
-                seen = {name: stack.enter_context(_inputs_of(module)) for name, module in needs_input.items()}
-                logits = root(images[piece])
-                chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits)
-                outputs = [record[name] for name in names]
-                grads = dict(zip(names, torch.autograd.grad(target_scores(logits, chosen).sum(), outputs)))
-            outputs = {name: out.detach() for name, out in zip(names, outputs)}
-            with torch.no_grad():
-                for key, (name, module, extract, how, average) in plan.items():
-                    g = grads[name].mean(dim=(2, 3), keepdim=True).expand_as(grads[name]) if average else grads[name]
-                    x_in = seen[name].get("input") if name in seen else None
-                    parts[key].append(_maps(extract, how, module, g, outputs[name], x_in))
-            del record, seen, grads, outputs
-    return {m: {layer: finish(torch.cat(parts[m, layer]), images, raw) for layer in layers} for m in methods}
 
+    def reduce(passes: dict[str, LayerPass]) -> dict:
+        return {key: _maps(extract, how, module, passes[name], average) for key, (name, module, extract, how, average) in plan.items()}
 
-def table2_method(name: str, **fixed) -> Callable:
-    """A row of Table 2 as a function with the calling convention (``f(model, images, targets, *, layer=...)``).
-
-    Args:
-        name: a key of :data:`TABLE_2` (gradient, linear_approx, selective_normgrad,
-            normgrad, normgrad_conv).
-        fixed: further keyword arguments of :func:`extract_aggregate`.
-    """
-    if name not in TABLE_2:
-        raise ValueError(f"unknown Table 2 method {name!r}; accepted: {', '.join(TABLE_2)}")
-    settings = {**TABLE_2[name], **fixed}
-
-    def method(model, images, targets=None, **kwargs):
-        return extract_aggregate(model, images, targets, **{**settings, **kwargs})
-
-    method.__name__ = name
-    method.__doc__ = f"Table 2 of Rebuffi et al. 2020: {settings} (see extract_aggregate)."
-    return method
+    inputs = any(extract in ("real_conv", "real_scaling") for _, _, extract, *_ in plan.values())
+    maps = layer_passes(model, images, targets, names, inputs=inputs, batch_size=batch_size, reduce=reduce)
+    return {m: {layer: finish(maps[m, layer], images, raw) for layer in layers} for m in methods}
 
 
 # --------------------------------------------------------------------------- registry methods
@@ -561,7 +545,7 @@ def normgrad(model, images, targets=None, *, layer: str = "last", raw: bool = Fa
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
     """
-    return extract_aggregate(model, images, targets, layer=layer, extract="conv1x1", aggregate="norm", raw=raw, batch_size=batch_size)
+    return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **TABLE_2["normgrad"])
 
 
 def selective_normgrad(
@@ -588,12 +572,10 @@ def selective_normgrad(
         definition: ``scaling`` or ``outer``.
     Other arguments and returns as :func:`normgrad`.
     """
-    extracts = {"scaling": "scaling", "outer": "conv1x1"}
-    if definition not in extracts:
+    definitions = {"scaling": TABLE_2["selective_normgrad"], "outer": {"extract": "conv1x1", "aggregate": "filter_norm"}}
+    if definition not in definitions:
         raise ValueError(f"unknown selective NormGrad definition {definition!r}; accepted: scaling, outer")
-    return extract_aggregate(
-        model, images, targets, layer=layer, extract=extracts[definition], aggregate="filter_norm", raw=raw, batch_size=batch_size
-    )
+    return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **definitions[definition])
 
 
 def layer_gradient(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
@@ -605,7 +587,7 @@ def layer_gradient(model, images, targets=None, *, layer: str = "last", raw: boo
     location gets the same gradient, so the map is constant there (Sec. 3).  Arguments and
     returns as :func:`normgrad`.
     """
-    return extract_aggregate(model, images, targets, layer=layer, extract="bias", aggregate="max_abs", raw=raw, batch_size=batch_size)
+    return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **TABLE_2["gradient"])
 
 
 def linear_approx(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
@@ -615,7 +597,7 @@ def linear_approx(model, images, targets=None, *, layer: str = "last", raw: bool
     :math:`\sum_k g_k x_k`, signed (a vote of the channels).  Arguments and returns as
     :func:`normgrad`.
     """
-    return extract_aggregate(model, images, targets, layer=layer, extract="scaling", aggregate="sum", raw=raw, batch_size=batch_size)
+    return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **TABLE_2["linear_approx"])
 
 
 def normgrad_conv(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
@@ -632,7 +614,7 @@ def normgrad_conv(model, images, targets=None, *, layer: str = "last", raw: bool
 
     Arguments and returns as :func:`normgrad`.
     """
-    return extract_aggregate(model, images, targets, layer=layer, extract="real_conv", aggregate="norm", raw=raw, batch_size=batch_size)
+    return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **TABLE_2["normgrad_conv"])
 
 
 # --------------------------------------------------------------------------- layers of the experiments
