@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,11 +87,23 @@ def check_targets(targets, logits: torch.Tensor, categories=None) -> torch.Tenso
     category with no ImageNet member (``lib.models.load(..., labels="coco")``), which has no
     score to explain.  ``categories`` (output names) only makes the message name it.
     """
+    _check_logits(logits, "check_targets")
     batch, classes = logits.shape
     if targets is None:
-        return logits.argmax(dim=1)
-    if isinstance(targets, int):
-        targets = torch.full((batch,), targets, dtype=torch.long)
+        if torch.isnan(logits.detach()).any():
+            raise ValueError("check_targets: the logits have NaN values, so the predicted class is undefined")
+        predicted = logits.argmax(dim=1)
+        if torch.isneginf(logits.detach().gather(1, predicted.view(-1, 1))).any():
+            raise ValueError("check_targets: an image has no scored category (every logit is -inf, every category "
+                             "unmapped), so there is no predicted class to explain")
+        return predicted
+    if isinstance(targets, (bool, np.bool_)) or isinstance(targets, (str, bytes)):
+        raise TypeError(f"targets must be integer class indices, got {targets!r}")
+    if isinstance(targets, (int, np.integer)):
+        targets = torch.full((batch,), int(targets), dtype=torch.long)
+    elif isinstance(targets, torch.Tensor) and targets.dim() == 0 and not targets.is_floating_point() \
+            and targets.dtype != torch.bool:
+        targets = targets.expand(batch)
     targets = torch.as_tensor(targets, device=logits.device)
     if targets.is_floating_point() or targets.dtype == torch.bool:
         raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
@@ -118,7 +131,22 @@ def least_likely_labels(logits: torch.Tensor) -> torch.Tensor:
     space, see :func:`check_targets`); it is not a candidate, so the least likely class is the
     lowest finite logit.
     """
-    return logits.detach().masked_fill(torch.isneginf(logits.detach()), float("inf")).argmin(dim=1)
+    _check_logits(logits, "least_likely_labels")
+    scores = logits.detach()
+    scores = scores if scores.is_floating_point() else scores.to(torch.float64)
+    if torch.isnan(scores).any():
+        raise ValueError("least_likely_labels: the logits have NaN values, so the least likely class is undefined")
+    unscored = torch.isneginf(scores)
+    if unscored.all(dim=1).any():
+        raise ValueError("least_likely_labels: an image has no scored category (every logit is -inf, every category "
+                         "unmapped)")
+    return scores.masked_fill(unscored, float("inf")).argmin(dim=1)
+
+
+def _check_logits(logits, what: str) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{what}: logits must be a (B, classes) tensor, got {got}")
 
 
 @contextmanager

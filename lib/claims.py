@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -123,12 +124,98 @@ class Claim:
 # --------------------------------------------------------------------------------------------
 
 
-def _values(values, what: str) -> np.ndarray:
+def _array(values, what: str) -> np.ndarray:
+    if values is None or isinstance(values, (str, bytes)):
+        raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}")
     try:
-        array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
+        return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}") from error
-    return array.reshape(-1)
+
+
+def _values(values, what: str) -> np.ndarray:
+    return _array(values, what).reshape(-1)
+
+
+def _units(values, what: str) -> np.ndarray:
+    """One finite number per unit: shape ``(n,)`` (a ``(n, 1)`` column is accepted)."""
+    array = _array(values, what)
+    if sum(size > 1 for size in array.shape) > 1:
+        raise ValueError(f"{what}: expected one value per unit, shape (n,), got shape {array.shape}")
+    array = array.reshape(-1)
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"{what}: {bad} of {array.size} values are NaN or infinite; drop undefined units first and count them")
+    return array
+
+
+def _number(x, what: str, *, low: float | None = None, strict: bool = False) -> float:
+    """A finite real number (at least ``low``; above it when ``strict``)."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(float(x)):
+        raise ValueError(f"{what} must be a finite number, got {x!r}")
+    if low is not None and (float(x) <= low if strict else float(x) < low):
+        raise ValueError(f"{what} must be {'above' if strict else 'at least'} {low:g}, got {x!r}")
+    return float(x)
+
+
+def _scalar(x) -> float | None:
+    """``x`` as a float when it is one number (a Python or NumPy number, a 0-d array or tensor), else None."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+        return float(x)
+    if getattr(x, "ndim", None) == 0 and not isinstance(x, (str, bytes)):
+        return float(x)
+    return None
+
+
+def _names(names) -> tuple[str, str]:
+    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != 2 or not all(isinstance(x, str) for x in names):
+        raise ValueError(f"names must be two strings (A, B), got {names!r}")
+    return tuple(names)
+
+
+def _display(scale, digits) -> None:
+    _number(scale, "scale", low=0.0, strict=True)
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"digits must be a non-negative integer, got {digits!r}")
+
+
+def _bounds(bounds, arrays: dict[str, np.ndarray]) -> tuple[float, ...] | None:
+    """The values' bounds, checked: finite numbers, and no value outside them."""
+    if bounds is None:
+        return None
+    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or not bounds:
+        raise ValueError(f"bounds must be a sequence of numbers such as (0, 1), got {bounds!r}")
+    checked = tuple(_number(b, "each bound") for b in bounds)
+    low, high = min(checked), max(checked)
+    for what, array in arrays.items():
+        outside = int(((array < low) | (array > high)).sum())
+        if outside:
+            raise ValueError(f"{what}: {outside} of {array.size} values lie outside the bounds [{low:g}, {high:g}] "
+                             "(percentages against fractions?)")
+    return checked
+
+
+def _weaker(weaker, allowed: tuple[str, ...], method: str) -> Mapping | None:
+    if weaker is None:
+        return None
+    if not isinstance(weaker, Mapping):
+        raise ValueError(f"{method}: weaker must be a mapping with keys among {', '.join(allowed)}, got {type(weaker).__name__}")
+    unknown = sorted(set(weaker) - set(allowed))
+    if unknown:
+        raise ValueError(f"{method}: weaker has unknown keys {unknown}; accepted: {', '.join(allowed)}")
+    return weaker
+
+
+def _boolean(x, what: str) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if "bool" in str(getattr(x, "dtype", "")) and (x.numel() if hasattr(x, "numel") else np.size(x)) == 1:
+        return bool(x)
+    raise ValueError(f"{what} must be one boolean (a bool, or a one-element boolean array or tensor), got {x!r}")
+
+
+def _margin(margin, direction: str, what: str = "margin") -> float:
+    return _number(margin, what, low=0.0, strict=direction == "equal")
 
 
 def _format(x: float, scale: float, digits: int) -> str:
@@ -149,7 +236,9 @@ def _decide(test: SignFlip, direction: str, margin: float) -> bool:
         return test.low > margin
     if direction == "less":
         return test.high < -margin
-    return -margin < test.low and test.high < margin  # "equal": the interval inside the margin
+    if direction == "equal":  # the interval inside the margin
+        return -margin < test.low and test.high < margin
+    raise ValueError(f"direction must be one of greater, less, equal, got {direction!r}")
 
 
 _DIRECTIONS = ("greater", "less", "equal")
@@ -195,6 +284,7 @@ class Section:
     """
 
     def __init__(self, section: str, *, model: str, data: str, profile: str, directory: Path | None = None):
+        _check_section(section)
         self.section, self.model, self.data, self.profile = section, model, data, profile
         self.directory = directory
         self.claims: list[Claim] = []
@@ -207,6 +297,19 @@ class Section:
 
     def _add(self, claim, source, paper, our, verdict, *, rule, n, units, kind="reproduction", reason="",
              evidence="", data=None, note="") -> Claim:
+        for what, text in (("claim", claim), ("source", source)):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{what} must be a non-empty string, got {text!r}")
+        if any(c.claim == claim for c in self.claims):
+            raise ValueError(f"claim {claim!r} is already stated in section {self.section!r}; each claim once "
+                             "(make the text name what differs, or open a new Section to re-run)")
+        try:
+            count = int(n)
+        except (TypeError, ValueError):
+            count = None
+        if isinstance(n, bool) or count is None or count != n or count < 0:
+            raise ValueError(f"n must be a non-negative whole number of units, got {n!r}")
+        n = count
         found = Claim(self.section, claim, source, str(paper), our, self._setting(n, units, data, note), verdict,
                       evidence, rule, int(n), units, kind, reason)
         self.claims.append(found)
@@ -246,24 +349,41 @@ class Section:
             detail: appended to the value column.
 
         Raises:
-            ValueError: unpaired lengths, NaN values, an unknown direction.
+            ValueError: unpaired lengths, values that are not one finite number per unit, NaN
+                values, weights of another length (or negative, or all zero), an unknown direction,
+                a negative or non-finite margin (zero for ``"equal"``), values outside ``bounds``,
+                unknown ``weaker`` keys, ``names`` that are not two strings.
         """
         _check_direction(direction)
-        a = _values(values, "values")
-        b = np.full_like(a, float(baseline)) if np.isscalar(baseline) else _values(baseline, "baseline")
+        margin = _margin(margin, direction)
+        names = _names(names)
+        _display(scale, digits)
+        weaker = _weaker(weaker, ("direction", "margin", "text"), "difference")
+        if weaker:
+            _check_direction(weaker.get("direction", direction))
+            _margin(weaker.get("margin", margin), weaker.get("direction", direction), "weaker margin")
+        a = _units(values, "values")
+        threshold = _scalar(baseline)
+        if threshold is not None:
+            b = np.full_like(a, _number(threshold, "baseline"))
+        else:
+            b = _units(baseline, "baseline")
         if b.shape != a.shape:
             raise ValueError(f"{claim!r}: {a.size} values but {b.size} baseline values (they must be paired)")
-        name_b = names[1] if not np.isscalar(baseline) else _format(float(baseline), scale, digits)
+        test_weights(weights, a.size)
+        _bounds(bounds, {"values": a} if threshold is not None else {"values": a, "baseline": b})
+        scalar_baseline = threshold is not None
+        name_b = names[1] if not scalar_baseline else _format(threshold, scale, digits)
         bound = _format(margin, scale, digits)
         side = {"greater": f"above {bound}", "less": f"below −{bound}" if margin else "below 0", "equal": f"inside ±{bound}"}
         rule = f"sign-flip interval of mean({names[0]} − {name_b}) {side[direction]}"
         if weaker:
             rule += f"; partly: {weaker.get('text', 'weaker form')}"
         n = a.size
-        reason = self._gate(n, _saturated(a, b if not np.isscalar(baseline) else None, bounds))
+        reason = self._gate(n, _saturated(a, b if not scalar_baseline else None, bounds))
         if reason:
             mean_a = _format(float(a.mean()), scale, digits) if n else "–"
-            other = name_b if np.isscalar(baseline) else f"{name_b} {_format(float(b.mean()), scale, digits) if n else '–'}"
+            other = name_b if scalar_baseline else f"{name_b} {_format(float(b.mean()), scale, digits) if n else '–'}"
             return self._add(claim, source, paper, f"{names[0]} {mean_a} vs {other}"
                              + (f"; {detail}" if detail else ""), "not tested", rule=rule, n=n, units=units,
                              reason=reason, evidence=evidence, data=data, note=note)
@@ -276,7 +396,7 @@ class Section:
         w = test_weights(weights, n)
         p = {"greater": f"p = {test.p_greater:.2g}", "less": f"p = {test.p_less:.2g}", "equal": ""}[direction]
         sides = (f"{names[0]} {_format(float((w * a).sum()), scale, digits)}"
-                 + ("" if np.isscalar(baseline) else f", {name_b} {_format(float((w * b).sum()), scale, digits)}"))
+                 + ("" if scalar_baseline else f", {name_b} {_format(float((w * b).sum()), scale, digits)}"))
         our = (f"{sides}; {names[0]} − {name_b} {_interval_text(test, scale, digits)}" + (f" ({p})" if p else "")
                + (", class-weighted" if weighted else "") + (f"; {detail}" if detail else ""))
         verdict = "reproduced" if holds else ("partly" if partly else "not reproduced")
@@ -300,18 +420,33 @@ class Section:
             claimed: the method the paper says is best.
             direction: ``"greater"`` (higher is better) or ``"less"``.
             weaker: ``{"competitors": [...], "text": ...}``: partly when ``claimed`` beats these.
+
+        Raises:
+            ValueError: values that are not a mapping of methods, one of them not ``(n,)``
+                finite values, unequal lengths, weights of another length, an unknown direction,
+                ``claimed`` or a weaker competitor not among the other methods.
         """
         if direction not in ("greater", "less"):
             raise ValueError(f"best_of: direction must be 'greater' or 'less', got {direction!r}")
+        if not isinstance(values, Mapping):
+            raise ValueError(f"best_of: values must map each method's name to its per-unit values, got {type(values).__name__}")
         if claimed not in values:
             raise ValueError(f"best_of: claimed method {claimed!r} not among {list(values)}")
         if len(values) < 2:
             raise ValueError("best_of needs at least two methods")
-        arrays = {name: _values(v, f"values[{name!r}]") for name, v in values.items()}
+        _display(scale, digits)
+        arrays = {name: _units(v, f"values[{name!r}]") for name, v in values.items()}
         n = arrays[claimed].size
         if any(v.size != n for v in arrays.values()):
             raise ValueError(f"best_of: every method needs the same {n} units, got " + ", ".join(f"{k} {v.size}" for k, v in arrays.items()))
         others = [k for k in arrays if k != claimed]
+        weaker = _weaker(weaker, ("competitors", "text"), "best_of")
+        if weaker:
+            competitors = weaker.get("competitors")
+            if (isinstance(competitors, str) or not isinstance(competitors, Sequence) or not competitors
+                    or any(k not in others for k in competitors)):
+                raise ValueError(f"best_of: weaker['competitors'] must be a non-empty list among {others}, got {competitors!r}")
+        _bounds(bounds, {f"values[{k!r}]": v for k, v in arrays.items()})
         rule = (f"{claimed} {'above' if direction == 'greater' else 'below'} each of {', '.join(others)}: "
                 "every paired sign-flip interval on the claimed side of 0")
         if weaker:
@@ -351,17 +486,24 @@ class Section:
             values: ``(n, k)`` per-unit values at each setting.
             weaker: ``{"first_last": True, "text": ...}``: partly when the last setting beats the
                 first (a paired difference, same test).
+
+        Raises:
+            ValueError: an unknown direction; ``x`` not 1-D, not finite, or with a repeated
+                setting; values not ``(n, k)`` finite numbers; unknown ``weaker`` keys.
         """
         if direction not in ("increasing", "decreasing"):
             raise ValueError(f"trend: direction must be 'increasing' or 'decreasing', got {direction!r}")
+        weaker = _weaker(weaker, ("first_last", "text"), "trend")
         from scipy.stats import rankdata
 
-        curves = np.asarray(values, dtype=np.float64)
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        curves = _array(values, "trend values")
+        x = _array(x, "trend x")
+        if x.ndim != 1 or not np.isfinite(x).all() or np.unique(x).size != x.size:
+            raise ValueError(f"trend: x must be the k distinct, finite settings, shape (k,), got {x.tolist()}")
         if curves.ndim != 2 or curves.shape[1] != x.size or x.size < 3:
             raise ValueError(f"trend: values must be (n units, {x.size} settings) with at least 3 settings, got {curves.shape}")
-        if np.isnan(curves).any():
-            raise ValueError("trend: NaN values; drop undefined units first and count them")
+        if not np.isfinite(curves).all():
+            raise ValueError("trend: NaN or infinite values; drop undefined units first and count them")
         constant = np.all(curves == curves[:, :1], axis=1)
         kept = curves[~constant]
         rx = rankdata(x)
@@ -394,7 +536,12 @@ class Section:
         self, claim: str, source: str, paper, holds: bool, our_value: str, *, rule: str, n: int = 0,
         units: str = "images", evidence: str = "", data: str | None = None, note: str = "",
     ) -> Claim:
-        """An identity or property that holds by construction: *holds* or *fails*, apart from the headline."""
+        """An identity or property that holds by construction: *holds* or *fails*, apart from the headline.
+
+        Raises:
+            ValueError: ``holds`` not one boolean (a bool, or a one-element boolean array or tensor).
+        """
+        holds = _boolean(holds, f"check {claim!r}: holds")
         return self._add(claim, source, paper, our_value, "holds" if holds else "fails", rule=rule, n=n, units=units,
                          kind="check", evidence=evidence, data=data, note=note)
 
@@ -402,23 +549,40 @@ class Section:
         self, claim: str, source: str, paper, a, b, *, atol: float, n: int | None = None, units: str = "images", evidence: str = "",
         data: str | None = None, note: str = "", detail: str = "",
     ) -> Claim:
-        """A check that two computations agree: max |a − b| ≤ ``atol`` over every element.
+        """A check that two computations agree: max ``|a − b|`` ≤ ``atol`` over every element.
 
-        ``n`` defaults to the length of ``a``'s first dimension (one map per unit).
+        ``n`` defaults to the length of ``a``'s first dimension (one map per unit). Equal
+        infinities agree; a NaN on either side fails; nothing to compare is *not tested*.
+
+        Raises:
+            ValueError: ``a`` and ``b`` of different shapes, non-numbers, a negative or
+                non-finite ``atol``.
         """
-        x, y = _values(a, "a"), _values(b, "b")
+        atol = _number(atol, "atol", low=0.0)
+        x, y = _array(a, "a"), _array(b, "b")
         if x.shape != y.shape:
-            raise ValueError(f"check_close {claim!r}: {x.size} against {y.size} values")
-        gap = float(np.max(np.abs(x - y))) if x.size else float("nan")
+            raise ValueError(f"check_close {claim!r}: a has shape {x.shape} but b has shape {y.shape}; they must match")
+        x, y = x.reshape(-1), y.reshape(-1)
         n = n if n is not None else (int(a.shape[0]) if getattr(a, "shape", ()) else x.size)
-        return self.check(claim, source, paper, bool(gap <= atol), f"max |difference| {gap:.1e}" + (f"; {detail}" if detail else ""),
-                          rule=f"max |difference| ≤ {atol:g}", n=n, units=units, evidence=evidence, data=data, note=note)
+        rule = f"max |difference| ≤ {atol:g}"
+        if not x.size:
+            return self._add(claim, source, paper, "nothing to compare", "not tested", rule=rule, n=n, units=units,
+                             kind="check", reason="no values", evidence=evidence, data=data, note=note)
+        with np.errstate(invalid="ignore"):
+            difference = np.where(x == y, 0.0, np.abs(x - y))
+        undefined = int(np.isnan(difference).sum())
+        gap = float(np.max(difference))
+        text = (f"{undefined} of {x.size} values NaN" if undefined else f"max |difference| {gap:.1e}") + (f"; {detail}" if detail else "")
+        return self.check(claim, source, paper, bool(not undefined and gap <= atol), text,
+                          rule=rule, n=n, units=units, evidence=evidence, data=data, note=note)
 
     def not_tested(
         self, claim: str, source: str, paper, reason: str, *, our_value: str = "not run", kind: str = "reproduction",
         rule: str = "", n: int = 0, units: str = "images", evidence: str = "", data: str | None = None, note: str = "",
     ) -> Claim:
         """A claim this book does not test here, with the reason (``"needs ImageNet training and GPUs"``)."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f"not_tested {claim!r}: give the reason it is not tested, got {reason!r}")
         return self._add(claim, source, paper, our_value, "not tested", rule=rule or "—", n=n, units=units, kind=kind,
                          reason=reason, evidence=evidence, data=data, note=note)
 
@@ -434,10 +598,25 @@ class Section:
 
 
 def test_weights(weights, n: int) -> np.ndarray:
-    """Normalised unit weights (equal when None), as :func:`lib.metrics.stats.sign_flip` uses them."""
+    """Normalised unit weights (equal when None), as :func:`lib.metrics.stats.sign_flip` uses them.
+
+    Raises:
+        ValueError: weights that are not ``n`` finite numbers, a negative weight, or (for
+            ``n > 0``) an all-zero sum.
+    """
     if weights is None:
         return np.full(n, 1.0 / n) if n else np.zeros(0)
-    w = _values(weights, "weights")
+    w = _units(weights, "weights")
+    if w.size != n:
+        raise ValueError(f"{w.size} weights for {n} units; give one weight per unit")
+    if not n:
+        return w
+    with np.errstate(over="ignore"):
+        total = float(w.sum())
+    if (w < 0).any() or total <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
+    if not math.isfinite(total):  # each weight finite, their sum not: rescale first
+        w = w / w.max()
     return w / w.sum()
 
 
@@ -450,14 +629,41 @@ test_weights.__test__ = False  # not a pytest test, despite its name
 
 
 def claims_dir() -> Path:
-    """``<sections>/claims``: the executed sections' folder is ``$SALIENCY_SECTIONS`` (set by
-    ``scripts/execute_notebook.py``), else ``book/sections``."""
+    """Where a section's claims go by default: ``<sections>/claims``.
+
+    ``<sections>`` is ``$SALIENCY_SECTIONS`` when the section runs under
+    ``scripts/execute_notebook.py`` (``make book``, the tests, ``make sweep``), which sets it;
+    otherwise the run is interactive (a Jupyter kernel, a plain ``python``) and its claims go
+    to the ignored scratch folder ``build/interactive/``, so only ``make book`` ever writes the
+    claims the book and the README are built from (``book/sections/claims/``).
+    """
     sections = os.environ.get("SALIENCY_SECTIONS")
-    return (Path(sections) if sections else paths.REPO_ROOT / "book" / "sections") / "claims"
+    return (Path(sections) if sections else paths.REPO_ROOT / "build" / "interactive") / "claims"
+
+
+def _check_section(section) -> None:
+    if (not isinstance(section, str) or not section.strip() or section.startswith(".")
+            or any(c in section for c in "/\\\0")):
+        raise ValueError(f"section must be a notebook stem such as '01_extract_aggregate' (no path separators), got {section!r}")
+
+
+def _check_claims(claims) -> list[Claim]:
+    claims = list(claims)
+    wrong = [type(c).__name__ for c in claims if not isinstance(c, Claim)]
+    if wrong:
+        raise TypeError(f"expected a list of Claim, got {', '.join(sorted(set(wrong)))} among them")
+    return claims
 
 
 def save(claims: list[Claim], section: str, directory: Path | None = None) -> Path:
-    """Write a section's claims to ``<directory>/<section>.json`` (atomically)."""
+    """Write a section's claims to ``<directory>/<section>.json`` (atomically).
+
+    Raises:
+        ValueError: a section name that is not a plain file stem.
+        TypeError: an item that is not a :class:`Claim`.
+    """
+    _check_section(section)
+    claims = _check_claims(claims)
     directory = Path(directory) if directory is not None else claims_dir()
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{section}.json"
@@ -482,6 +688,7 @@ def table(claims: list[Claim]):
     """A pandas DataFrame of the claims (reproductions first, then checks), for display in a notebook."""
     import pandas as pd
 
+    claims = _check_claims(claims)
     ordered = [c for c in claims if c.kind == "reproduction"] + [c for c in claims if c.kind == "check"]
     rows = [{**asdict(c), "verdict": c.shown_verdict} for c in ordered]
     frame = pd.DataFrame(rows, columns=["kind", *_TABLE_COLUMNS])
@@ -532,6 +739,7 @@ def markdown(claims: list[Claim], labels: set[str] = frozenset()) -> str:
         labels: figure labels that exist in the book (:func:`figure_labels`); evidence naming
             one becomes a link to that figure, any other evidence stays text.
     """
+    claims = _check_claims(claims)
     reproductions = [c for c in claims if c.kind == "reproduction"]
     checks = [c for c in claims if c.kind == "check"]
     lines = [
@@ -561,6 +769,7 @@ def markdown(claims: list[Claim], labels: set[str] = frozenset()) -> str:
 
 def headline(claims: list[Claim]) -> str:
     """Verdict counts of the reproductions per section and in total, with the checks apart (the README's headline)."""
+    claims = _check_claims(claims)
     sections = sorted({c.section for c in claims})
     lines = ["| section | " + " | ".join(VERDICTS) + " | checks (hold / fail) |", "|---|" + "---|" * (len(VERDICTS) + 1)]
     for section in [*sections, None]:

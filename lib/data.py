@@ -313,7 +313,12 @@ class Dataset(Sequence):
         dataset into image/class pairs, :func:`lib.metrics.pointing.pairs`).
         """
         n = len(self._records)
-        index = operator.index(index)
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"{self.name}: objects() takes an integer sample index, got {index!r}") from None
         if not -n <= index < n:
             raise IndexError(f"{self.name}: index {index} out of range for {n} samples")
         ann = self._records[index].annotation
@@ -746,6 +751,10 @@ def coco(
         root: the folder holding ``images/<split>/``, ``labels_detection/<split>/`` and
             ``names.yaml``; default ``<data root>/coco128``.
         split: ``"val2017"`` or ``"train2017"`` (any folder under ``images/``).
+        segment_classes: how the segmentation files number classes. ``"coco_ids"`` (default):
+            COCO category ids 1..90, as in the COCO128 copy the book was built on (checked:
+            on all 200 files, mapping ids through :data:`COCO_CATEGORY_IDS` gives exactly the
+            detection file's classes); ``"contiguous"``: 0..79 like the detection labels.
 
     Returns:
         A :class:`Dataset` sorted by file name. Normalised ``class cx cy w h`` lines become
@@ -754,10 +763,6 @@ def coco(
         and label ``-1``. When ``labels_segmentation/<split>/<id>.txt`` exists, ``segments``
         holds its polygons in pixels (its lines need not match the detection lines one to one:
         an object may have several polygons) and ``segment_labels`` their contiguous classes.
-        segment_classes: how the segmentation files number classes. ``"coco_ids"`` (default):
-            COCO category ids 1..90, as in the COCO128 copy the book was built on (checked:
-            on all 200 files, mapping ids through :data:`COCO_CATEGORY_IDS` gives exactly the
-            detection file's classes); ``"contiguous"``: 0..79 like the detection labels.
     """
     if segment_classes not in ("coco_ids", "contiguous"):
         raise ValueError(f"coco: segment_classes must be 'coco_ids' or 'contiguous', not {segment_classes!r}")
@@ -1224,6 +1229,9 @@ class WholeImagePreprocess:
         self.input_size = _positive_int("input_size", input_size)
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(3, 1, 1)
         self.std = torch.as_tensor(std, dtype=torch.float32).reshape(3, 1, 1)
+        if not bool(torch.isfinite(self.mean).all()) or not bool((self.std > 0).all() & torch.isfinite(self.std).all()):
+            raise ValueError(f"whole-image preprocess: mean must be finite and std finite and positive, "
+                             f"got mean {self.mean.flatten().tolist()} and std {self.std.flatten().tolist()}")
         self.keep_aspect = bool(keep_aspect)
         self.antialias = bool(antialias)
 
@@ -1342,7 +1350,9 @@ def whole_map_to_original(
         if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
             shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
             raise ValueError(f"each map must be a non-empty (h, w) tensor, got {shape}")
-        width, height = (_positive_int("width", int(v)) for v in size)
+        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+            raise ValueError(f"each original size must be a pair (width, height), got {size!r}")
+        width, height = _positive_int("width", size[0]), _positive_int("height", size[1])
         m = m.to(m.dtype if m.is_floating_point() else torch.float32)[None, None]
         if m.shape[-2:] != (height, width):
             m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False,
@@ -1436,6 +1446,7 @@ def batch(
     input_size = _positive_int("input_size", input_size)
     if geometry not in ("crop",) + WHOLE_GEOMETRIES:
         raise ValueError(f"batch: geometry must be 'crop', 'whole' or 'shorter', not {geometry!r}")
+    declared = getattr(preprocess, "geometry", None)  # WholeImagePreprocess says which geometry it implements
     samples = list(samples)
     if not samples:
         raise ValueError("batch: no samples")
@@ -1454,6 +1465,12 @@ def batch(
                 f"batch: preprocess returned {shape} for {sample.id}, expected {expected} under geometry "
                 f"{geometry!r}; input_size and geometry must match the preprocessing"
             )
+        if isinstance(declared, str) and declared != geometry:  # a square image passes the shape check
+            raise ValueError(f"batch: preprocess implements geometry {declared!r} but geometry={geometry!r} was given; "
+                             "the boxes would be mapped with the wrong geometry")
+        if not x.is_floating_point():
+            raise ValueError(f"batch: preprocess returned a {x.dtype} tensor for {sample.id}; expected a float tensor "
+                             "(normalised pixels)")
         if images and tuple(x.shape) != tuple(images[0].shape):
             raise ValueError(
                 f"batch: under geometry 'shorter' {sample.id} is {tuple(x.shape)} but {ids[0]} is "

@@ -36,7 +36,10 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Sequence
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -459,6 +462,7 @@ class PooledLogits(nn.Module):
 
     def __init__(self, members: Sequence[Sequence[int]]):
         super().__init__()
+        members = _check_members(members)
         mapped = [c for c, classes in enumerate(members) if classes]
         width = max((len(members[c]) for c in mapped), default=1)
         index = torch.zeros(len(mapped), width, dtype=torch.long)
@@ -472,11 +476,34 @@ class PooledLogits(nn.Module):
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("padding", padding, persistent=False)
         self.register_buffer("slot", slot, persistent=False)
+        self.classes = max((k for classes in members for k in classes), default=-1) + 1
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.dim() != 2 or logits.shape[1] < self.classes:
+            raise ValueError(f"PooledLogits: expected (B, classes) logits with at least {self.classes} classes, "
+                             f"got shape {tuple(logits.shape)}")
         pooled = torch.logsumexp(logits[:, self.index] + self.padding.to(logits.dtype), dim=-1)
         missing = pooled.new_full((pooled.shape[0], 1), float("-inf"))
         return torch.cat([pooled, missing], dim=1)[:, self.slot]
+
+
+def _check_members(members) -> list[list[int]]:
+    """Each category's member classes: distinct non-negative ints (an empty list for an unmapped category)."""
+    if isinstance(members, (str, bytes)) or not isinstance(members, Sequence) or not members:
+        raise ValueError(f"members must be a non-empty list of lists of class indices, got {members!r}")
+    checked = []
+    for c, classes in enumerate(members):
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+            raise ValueError(f"members[{c}] must be a list of class indices, got {classes!r}")
+        row = []
+        for k in classes:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+                raise ValueError(f"members[{c}] must hold non-negative int class indices, got {k!r}")
+            row.append(int(k))
+        if len(set(row)) != len(row):
+            raise ValueError(f"members[{c}] repeats a class ({row}); a repeated member would be counted twice")
+        checked.append(row)
+    return checked
 
 
 class PooledHead(nn.Module):
@@ -557,6 +584,8 @@ def load(
         FileNotFoundError / RuntimeError: torchvision weights unavailable offline.
     """
     categories, members = label_space(labels)
+    if not isinstance(name, str):
+        raise ValueError(f"model name must be a string such as 'efficientnet_lite0', got {name!r}; accepted: {available()}")
     suffix = name.removeprefix("efficientnet_lite")
     if suffix != name and suffix.isdigit() and int(suffix) in _LITE_WEIGHTS:
         classifier = _load_lite(int(suffix))

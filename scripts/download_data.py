@@ -926,6 +926,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, download_dir: str | 
         raise KeyError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
     recipe = RECIPES[name]
     root = Path(root).expanduser().resolve() if root is not None else default_root()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"the data root {root} is a file, not a folder")
     if recipe.manual:
         raise RuntimeError(f"{name} cannot be downloaded automatically:\n{recipe.manual}")
     downloads = Path(download_dir) if download_dir is not None else root / "downloads"
@@ -981,6 +983,10 @@ def main(argv: list[str] | None = None) -> int:
             extra = f", {size / 1e9:.2f} GB" if size else " (manual)"
             print(f"{recipe.name:14s} {recipe.description}{extra}\n{'':14s} -> {', '.join(recipe.produces)}")
         return 0
+    unknown = [name for name in args.recipes if name not in RECIPES]
+    if unknown:  # before anything is downloaded: a typo in the last name must not cost the first ones' downloads
+        print(f"error: unknown recipe {', '.join(map(repr, unknown))}; choose from {', '.join(RECIPES)}", file=sys.stderr)
+        return 2
     for name in args.recipes:
         if name in RECIPES and RECIPES[name].manual:
             print(RECIPES[name].manual)

@@ -99,3 +99,31 @@ def test_a_dropped_record_frees_its_activations_without_the_garbage_collector():
         assert kept() is None
     finally:
         gc.enable()
+
+
+def test_targets_and_least_likely_labels_refuse_what_has_no_score():
+    import numpy as np
+
+    from lib.capture import check_targets, least_likely_labels
+
+    logits = torch.tensor([[0.0, float("-inf"), 1.0], [2.0, float("-inf"), -1.0]])
+    assert check_targets(np.int64(2), logits).tolist() == [2, 2]  # was '1 index for a batch of 2'
+    with pytest.raises(TypeError, match="integer class indices"):  # True was class 1
+        check_targets(True, logits)
+    with pytest.raises(TypeError, match="integer class indices"):
+        check_targets("0", logits)
+    with pytest.raises(ValueError, match=r"logits must be a \(B, classes\) tensor"):
+        check_targets(0, torch.zeros(3))
+    every_unmapped = torch.full((2, 3), float("-inf"))
+    with pytest.raises(ValueError, match="no scored category"):  # argmax picked unmapped category 0
+        check_targets(None, every_unmapped)
+    with pytest.raises(ValueError, match="NaN"):
+        check_targets(None, torch.tensor([[float("nan"), 1.0]]))
+    assert least_likely_labels(logits).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="no scored category"):
+        least_likely_labels(every_unmapped)
+    with pytest.raises(ValueError, match="NaN"):  # argmin picked the NaN
+        least_likely_labels(torch.tensor([[float("nan"), 1.0, 2.0]]))
+    assert least_likely_labels(torch.tensor([[3, 1, 2]])).tolist() == [1]  # int logits: masked_fill(inf) overflowed
+    with pytest.raises(ValueError, match="got ndarray"):
+        least_likely_labels(np.zeros((2, 3)))

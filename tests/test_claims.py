@@ -202,3 +202,117 @@ def test_bad_specifications_are_named():
         section.best_of("c", "p", "x", {"A": np.ones(40), "B": np.ones(40)}, "C")
     with pytest.raises(ValueError, match="at least 3 settings"):
         section.trend("c", "p", "x", [1, 2], np.ones((40, 2)))
+
+
+# ---------------------------------------------------------------- bad input (each once a silent wrong result or a deep traceback)
+
+
+def test_units_must_be_one_finite_value_each_and_pair_up():
+    section, g = _section(), _rng(6)
+    a, b = g.normal(1, 1, 40), g.normal(0, 1, 40)
+    with pytest.raises(ValueError, match=r"one value per unit, shape \(n,\), got shape \(8, 5\)"):
+        section.difference("transposed", "p", "x", a.reshape(8, 5), b.reshape(5, 8))  # was paired element by element
+    assert section.difference("column", "p", "x", a.reshape(40, 1), b).n == 40
+    with pytest.raises(ValueError, match="values: 1 of 10 values are NaN"):  # was 'not tested' below n = 30
+        section.difference("few with NaN", "p", "x", np.r_[a[:9], np.nan], b[:10])
+    with pytest.raises(ValueError, match="baseline must be a finite number"):
+        section.difference("NaN threshold", "p", "x", a, float("nan"))
+    with pytest.raises(ValueError, match="got str"):  # "0" was read as the number 0
+        section.difference("text threshold", "p", "x", a, "0")
+    import torch
+
+    zero_d = section.difference("0-d threshold", "p", "x", a, torch.tensor(0.0))  # was "40 values but 1 baseline"
+    assert zero_d.our_value == section.difference("float threshold", "p", "x", a, 0.0).our_value
+    with pytest.raises(ValueError, match="outside the bounds"):  # percentages against (0, 1) were never saturated
+        section.difference("percent", "p", "x", np.full(40, 100.0), np.full(40, 100.0), bounds=(0, 1))
+
+
+def test_weights_are_checked_whatever_n_and_the_sum_cannot_overflow():
+    section, g = _section(), _rng(7)
+    a, b = g.normal(1, 1, 40), g.normal(0, 1, 40)
+    with pytest.raises(ValueError, match="3 weights for 10 units"):  # was 'not tested' without a word
+        section.difference("few", "p", "x", a[:10], b[:10], weights=np.ones(3))
+    with pytest.raises(ValueError, match="39 weights for 40 units"):  # was a numpy broadcast error
+        section.best_of("best", "p", "x", {"A": a, "B": b}, "A", weights=np.ones(39))
+    with pytest.raises(ValueError, match="non-negative with a positive sum"):  # was a RuntimeWarning and NaN means
+        claims.test_weights(np.zeros(4), 4)
+    with pytest.raises(ValueError, match="non-negative"):
+        claims.test_weights(np.array([1.0, -1.0, 1.0, 1.0]), 4)
+    assert claims.test_weights(np.full(4, 1e308), 4) == pytest.approx(np.full(4, 0.25))  # the sum is inf
+
+
+def test_margins_directions_names_and_display_are_checked():
+    section, g = _section(), _rng(8)
+    a, b = g.normal(1, 1, 40), g.normal(0, 1, 40)
+    for margin, direction in ((-5, "greater"), (float("nan"), "greater"), (0.0, "equal")):
+        with pytest.raises(ValueError, match="margin must be"):  # NaN and equal-within-0 could never pass
+            section.difference(f"margin {margin} {direction}", "p", "x", a, b, margin=margin, direction=direction)
+    with pytest.raises(ValueError, match="direction must be one of"):  # 'up' fell through to 'equal': partly
+        section.difference("weaker up", "p", "x", a, b, margin=5, weaker={"direction": "up"})
+    with pytest.raises(ValueError, match=r"unknown keys \['direcion'\]"):
+        section.difference("weaker typo", "p", "x", a, b, margin=5, weaker={"direcion": "less"})
+    with pytest.raises(ValueError, match="names must be two strings"):
+        section.difference("one name", "p", "x", a, b, names=("A",))
+    with pytest.raises(ValueError, match="bounds must be a sequence"):
+        section.difference("scalar bound", "p", "x", a, b, bounds=1)
+    with pytest.raises(ValueError, match="digits"):
+        section.difference("digits", "p", "x", a, b, digits=-1)
+    with pytest.raises(ValueError, match="scale must be above 0"):  # scale 0 printed every number as 0.000
+        section.difference("scale", "p", "x", a, b, scale=0)
+
+
+def test_best_of_and_trend_refuse_what_they_cannot_decide():
+    section, g = _section(), _rng(9)
+    a, b = g.normal(-4, 1, 40), g.normal(0, 1, 40)
+    with pytest.raises(ValueError, match="must map each method"):
+        section.best_of("list", "p", "x", [a, b], "A")
+    for competitors in (["D"], ["A"], [], "BB"):  # a KeyError, a vacuous 'partly', 'BB' read as 'B', 'B'
+        with pytest.raises(ValueError, match=r"weaker\['competitors'\]"):
+            section.best_of(f"weaker {competitors}", "p", "x", {"A": a, "B": b, "BB": b}, "A",
+                            weaker={"competitors": competitors})
+    curves = g.normal(0, 1, (40, 4)) + np.arange(4)
+    for x in ([1, 1, 1, 1], [1, 2, np.nan, 4], [[1, 2], [3, 4]]):  # a RuntimeWarning, a sign_flip error, flattened
+        with pytest.raises(ValueError, match="x must be the k distinct, finite settings"):
+            section.trend(f"x {x}", "p", "x", x, curves)
+    curves[0, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        section.trend("inf", "p", "x", [1, 2, 3, 4], curves)
+
+
+def test_checks_compare_like_with_like():
+    section = _section()
+    with pytest.raises(ValueError, match=r"a has shape \(3, 4\) but b has shape \(4, 3\)"):
+        section.check_close("transposed", "p", "x", np.zeros((3, 4)), np.zeros((4, 3)), atol=1e-6)
+    both_inf = section.check_close("equal infinities", "p", "x", np.r_[np.inf, 0.0], np.r_[np.inf, 0.0], atol=1e-6)
+    assert both_inf.verdict == "holds"
+    undefined = section.check_close("NaN", "p", "x", np.r_[np.nan, 0.0], np.zeros(2), atol=1e-6)
+    assert undefined.verdict == "fails" and undefined.our_value == "1 of 2 values NaN"
+    empty = section.check_close("nothing", "p", "x", np.zeros(0), np.zeros(0), atol=1e-6)
+    assert (empty.verdict, empty.reason) == ("not tested", "no values")  # was 'fails' with 'nan'
+    with pytest.raises(ValueError, match="atol must be at least 0"):
+        section.check_close("atol", "p", "x", np.zeros(2), np.zeros(2), atol=-1)
+    with pytest.raises(ValueError, match="holds must be one boolean"):  # the string "False" was truthy: holds
+        section.check("string", "p", "x", "False", "v", rule="r")
+    with pytest.raises(ValueError, match="holds must be one boolean"):
+        section.check("array", "p", "x", np.array([True, False]), "v", rule="r")
+    with pytest.raises(ValueError, match="non-negative whole number"):  # 2.7 was cut to 2
+        section.check("fractional n", "p", "x", True, "v", rule="r", n=2.7)
+    with pytest.raises(ValueError, match="give the reason"):
+        section.not_tested("no reason", "p", "x", "")
+
+
+def test_a_section_states_each_claim_once_and_saves_inside_its_folder(tmp_path):
+    section = _section(tmp_path)
+    section.difference("A beats B", "p", "x", np.ones(40), np.zeros(40))
+    with pytest.raises(ValueError, match="already stated"):  # the claims page listed it twice
+        section.difference("A beats B", "p", "x", np.ones(40), np.zeros(40))
+    section.save()
+    section.save()  # saving twice rewrites the one file
+    assert len(claims.load_all(tmp_path)) == 1 and not list(tmp_path.glob("*.tmp"))
+    for name in ("../escaped", "", ".hidden"):  # '../escaped' wrote outside the folder
+        with pytest.raises(ValueError, match="notebook stem"):
+            claims.Section(name, model="m", data="d", profile="p", directory=tmp_path)
+    with pytest.raises(TypeError, match="list of Claim"):
+        claims.markdown([{"claim": "x"}])
+    with pytest.raises(ValueError, match="claim must be a non-empty string"):
+        _section().difference(None, "p", "x", np.ones(40), 0.0)

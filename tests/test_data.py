@@ -582,3 +582,24 @@ def test_fetch_from_a_local_url(downloader, tmp_path, monkeypatch):
         downloader.fetch("bad", root, quiet=True)
     with pytest.raises(RuntimeError, match="image-net.org"):
         downloader.fetch("imagenet-val", root, quiet=True)
+
+
+def test_whole_image_geometry_refuses_inputs_it_used_to_truncate_or_mix():
+    from types import SimpleNamespace
+
+    classifier = SimpleNamespace(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match="std finite and positive"):  # std 0 gave inf pixels
+        data.whole_image_preprocess(SimpleNamespace(input_size=32, mean=(0.5,) * 3, std=(0, 0, 0)))
+    with pytest.raises(ValueError, match="width must be a positive int, not 40.7"):  # int(40.7) == 40
+        data.whole_map_to_original(torch.rand(1, 7, 7), [(40.7, 20)])
+    with pytest.raises(ValueError, match=r"a pair \(width, height\)"):  # an unpacking error
+        data.whole_map_to_original(torch.rand(1, 7, 7), [(40, 20, 3)])
+    square = data.Sample(Image.new("RGB", (40, 40)), 0, torch.tensor([[0.0, 0.0, 9.0, 9.0]]), torch.tensor([0]), "sq", "embedded")
+    whole = data.whole_image_preprocess(classifier)
+    with pytest.raises(ValueError, match="implements geometry 'whole' but geometry='crop'"):  # boxes mapped by the crop
+        data.batch([square], whole, 32, geometry="crop")
+    assert data.batch([square], whole, 32, geometry="whole").geometry == "whole"
+    with pytest.raises(ValueError, match="expected a float tensor"):
+        data.batch([square], lambda image: torch.zeros(3, 32, 32, dtype=torch.uint8), 32, geometry="whole")
+    with pytest.raises(TypeError, match="integer sample index, got 1.0"):
+        data.embedded().objects(1.0)

@@ -405,3 +405,16 @@ def test_fetch_coco128_offline(dl, tmp_path, monkeypatch, capsys):
         dl.fetch("coco128", root, download_dir=tmp_path / "other-downloads", quiet=True)
     assert (folder / "labels_detection" / "train2017" / "000000000071.txt").read_text() == before
     assert (folder / ".staging" / "labels_detection").is_dir()
+
+
+def test_a_misspelt_recipe_stops_before_anything_is_downloaded(dl, tmp_path, monkeypatch, capsys):
+    fetched = []
+    monkeypatch.setattr(dl, "download", lambda *args, **kwargs: fetched.append(args) or (_ for _ in ()).throw(OSError("offline")))
+    assert dl.main(["coco128", "cocoo", "--root", str(tmp_path)]) == 2
+    assert fetched == []  # coco128 used to be fetched first, then the typo reported
+    assert "unknown recipe 'cocoo'; choose from" in capsys.readouterr().err
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        dl.fetch("coco128", root=a_file, quiet=True)
+    assert fetched == []

@@ -298,3 +298,21 @@ def test_the_top_pooled_category_is_in_the_image_far_above_chance(pooled):
     print(f"\ntop pooled category present in {hit_rate:.1%} of 64 val2017 images; "
           f"chance {uniform:.1%} (uniform over mapped), {weighted:.1%} (frequency-weighted)")
     assert hit_rate > 2 * max(uniform, weighted)
+
+
+def test_pooled_logits_refuse_members_they_would_misread():
+    # Negative indices wrapped round to the last classes, floats were truncated, a repeated
+    # member was counted twice (log 2 added), an index past the logits failed deep in torch.
+    for members, message in (([[-1]], "non-negative int"), ([[1.0]], "non-negative int"), ([[1, 1]], "repeats a class"),
+                             ([], "non-empty list"), (["ab"], "list of class indices")):
+        with pytest.raises(ValueError, match=message):
+            models.PooledLogits(members)
+    pooling = models.PooledLogits([[0, 12], []])
+    with pytest.raises(ValueError, match=r"at least 13 classes, got shape \(2, 10\)"):
+        pooling(torch.randn(2, 10))
+    with pytest.raises(ValueError, match=r"\(B, classes\)"):
+        pooling(torch.randn(13))
+    every_unmapped = models.PooledLogits([[], []])(torch.randn(2, 4))
+    assert torch.isneginf(every_unmapped).all()
+    with pytest.raises(ValueError, match="model name must be a string"):  # an AttributeError on None
+        models.load(None)

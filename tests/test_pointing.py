@@ -213,3 +213,11 @@ def test_stacked_mapping_equals_map_to_original(size):
         assert torch.allclose(ours[k], reference[k], atol=1e-6)
     small = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(pg._stack_to_original(small, size, 224, 0.875)[1], data.map_to_original(small, [size] * 2, 224)[1], atol=1e-6)
+
+
+def test_max_points_refuses_maps_whose_maximum_is_undefined():
+    m = torch.zeros(4, 5)
+    m[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="map 0 has 1 NaN values"):  # argmax returned the NaN's position
+        pg.max_points([m])
+    assert pg.max_points([torch.ones(4, 5, dtype=torch.int64)]).tolist() == [[0, 0]]  # integer maps still fine

@@ -425,3 +425,58 @@ def test_centre_baseline_on_coco128():
     direct = pg.centre_baseline([ds[i] for i, _ in some], [c for _, c in some])
     assert direct.hits.tolist() == result.hits[:len(some)].tolist()
     assert pg.pairs(ds).indices.tolist() == pg.pairs(list(ds)).indices.tolist()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_nan_maps_and_absent_targets_are_refused_not_scored():
+    two = [sample(), sample(boxes=((50, 50, 60, 60),))]
+    maps = torch.stack([peak(100, 100, 5, 5), peak(100, 100, 5, 5)])
+    with pytest.raises(ValueError, match="map 0 has 10000 NaN values"):  # argmax took the first NaN: (0, 0), a hit
+        pg.pointing_game(torch.full((2, 100, 100), float("nan")), two, protocol="torchray")
+    with pytest.raises(ValueError, match="complex"):
+        pg.pointing_game(maps.to(torch.complex64), two, protocol="torchray")
+    for targets in (5, -1, [0, 7]):  # a class with no object was a silent miss (and 'difficult')
+        with pytest.raises(ValueError, match="has no object of class"):
+            pg.pointing_game(maps, two, targets, protocol="torchray")
+    with pytest.raises(ValueError, match="each target must be an integer, got 0.7"):  # int(0.7) == 0
+        pg.pointing_game(maps, two, [0.7, 0.2], protocol="torchray")
+    with pytest.raises(ValueError, match="targets must be None, an int"):
+        pg.pointing_game(maps, two, True, protocol="torchray")
+    import numpy as np
+
+    assert pg.pointing_game(maps, two, np.int64(0), protocol="torchray").hits.tolist() == [True, False]  # was '1 targets'
+    with pytest.raises(ValueError, match="tolerance must be a finite number"):  # an OverflowError
+        pg.pointing_game(maps, two, protocol="torchray", tolerance=float("inf"))
+    with pytest.raises(ValueError, match=r"area_fraction must be in \(0, 1\]"):  # NaN made nothing difficult
+        pg.centre_baseline(two, protocol="torchray", area_fraction=float("nan"))
+    with pytest.raises(ValueError, match="no samples to tell the protocol by"):  # was 'crop needs input_size'
+        pg.pointing_game(torch.zeros(0, 10, 10), [])
+
+
+def test_pairs_play_and_tables_name_what_is_wrong():
+    two = [sample(), sample(boxes=((50, 50, 60, 60),))]
+    maps = torch.stack([peak(100, 100, 5, 5), peak(100, 100, 5, 5)])
+    found = pg.pairs(two)
+    with pytest.raises(ValueError, match="maps must be a dict"):  # a TypeError / AttributeError from inside
+        pg.pointing_games([maps], two, protocol="torchray")
+    with pytest.raises(ValueError, match="maps must be a dict"):
+        pg.play([maps], found, two, protocol="torchray")
+    with pytest.raises(ValueError, match="pairs must be a Pairs"):
+        pg.play({"a": maps}, [0, 1], two, protocol="torchray")
+    for bad, what in (([(0.9, 0), (1, 0)], "sample index"), ([(0, 0.5), (1, 0)], "category")):  # truncated to 0
+        with pytest.raises(ValueError, match=f"a pair's {what} must be an integer"):
+            pg.play({"a": maps}, bad, two, protocol="torchray")
+    with pytest.raises(ValueError, match="has no object of class 7"):
+        pg.play({"a": maps}, [(0, 7), (1, 0)], two, protocol="torchray")
+    with pytest.raises(ValueError, match="skip_difficult must be"):  # 'no' was truthy
+        pg.pairs(two, skip_difficult="no")
+    with pytest.raises(ValueError, match="samples must be a lib.data.Dataset"):
+        pg.pairs(torch.zeros(3))
+    assert len(pg.pairs(two, members=[])) == 0  # no mapped class: every pair counted as unmapped
+    table = pg.PointingTable(protocol="torchray")
+    table.update({("gradcam", "last"): maps}, two)
+    with pytest.raises(ValueError, match="has 2 parts but names"):  # the layer column was dropped
+        table.frame(names=("method",))
+    assert list(table.frame(names=("method", "layer"))["layer"]) == ["last"]

@@ -78,3 +78,26 @@ def test_sign_flip_weights_give_the_weighted_mean_and_are_checked():
         sign_flip(d, -w)
     with pytest.raises(ValueError, match="NaN"):
         sign_flip([1.0, float("nan")])
+
+
+def test_sign_flip_refuses_inputs_it_used_to_flatten_truncate_or_overflow():
+    from lib.metrics import sign_flip
+    from lib.metrics.stats import EXACT_LIMIT
+
+    d = np.random.default_rng(1).normal(0.5, 1, 40)
+    with pytest.raises(ValueError, match=r"one value per unit, shape \(n,\), got shape \(5, 8\)"):
+        sign_flip(d.reshape(5, 8))  # was 40 units in row order
+    assert sign_flip(d.reshape(40, 1)) == sign_flip(d)
+    for bad in (None, ["a", "b"], {"a": 1}):  # None read as one NaN; the others numpy's errors
+        with pytest.raises(ValueError, match="expected numbers"):
+            sign_flip(bad)
+    for name, value in (("resamples", 2.5), ("seed", None), ("exact_up_to", 1.5)):  # torch errors before
+        with pytest.raises(ValueError, match=f"{name} must be an integer"):
+            sign_flip(d, **{name: value})
+    with pytest.raises(ValueError, match="exact_up_to must be in"):  # 2^70 patterns: an OverflowError
+        sign_flip(np.ones(70), exact_up_to=100)
+    assert EXACT_LIMIT >= 12
+    # Each weight finite, their sum infinite: w / w.sum() was all zeros, the statistic 0.
+    assert sign_flip(d, np.full(40, 1e308)).value == pytest.approx(d.mean())
+    with pytest.raises(ValueError, match="level must be a number"):
+        sign_flip(d, level="0.95")

@@ -77,8 +77,9 @@ positive mass inside the tile).
 from __future__ import annotations
 
 import math
+import numbers
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,8 @@ def _protocol(protocol: str | None, samples: Sequence[_data.Sample]) -> str:
     _check_protocol(protocol)
     if protocol is not None:
         return protocol
+    if not samples:
+        raise ValueError("no samples to tell the protocol by: pass protocol='torchray' or protocol='crop'")
     single = {_is_single_class(s) for s in samples}
     if single == {True, False}:
         raise ValueError(
@@ -156,9 +159,13 @@ def max_points(maps: Sequence[torch.Tensor]) -> torch.Tensor:
         maps: ``N`` tensors ``(H_i, W_i)`` (sizes may differ) or one ``(N, H, W)`` tensor.
     """
     points = []
-    for m in maps:
+    for k, m in enumerate(maps):
         if m.dim() != 2 or m.numel() == 0:
             raise ValueError(f"each map must be a non-empty (H, W) tensor, got {tuple(m.shape)}")
+        if m.is_complex():
+            raise ValueError(f"map {k} is complex ({m.dtype}); maps must be real")
+        if m.is_floating_point() and bool(torch.isnan(m).any()):  # argmax would pick the first NaN
+            raise ValueError(f"map {k} has {int(torch.isnan(m).sum())} NaN values; its maximum is undefined")
         index = int(torch.argmax(m.reshape(-1)))
         points.append((index % m.shape[1], index // m.shape[1]))
     return torch.tensor(points, dtype=torch.int64).reshape(-1, 2)
@@ -206,8 +213,8 @@ def hits_at(
     points = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
     if len(masks) != points.shape[0]:
         raise ValueError(f"{points.shape[0]} points but {len(masks)} masks")
-    if not tolerance >= 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
     out = []
     for (x, y), mask in zip(points.tolist(), masks):
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
@@ -302,8 +309,9 @@ def difficult(
             ImageNet/embedded, else ``"torchray"``).
 
     Raises:
-        ValueError: an unknown protocol.
+        ValueError: an unknown protocol, an ``area_fraction`` outside (0, 1].
     """
+    _check_area_fraction(area_fraction)
     protocol = _protocol(protocol, [sample])
     label = sample.label if label is None else int(label)
     if other_class is None:
@@ -399,15 +407,45 @@ class PointingResult:
         return weights
 
 
+def _check_area_fraction(area_fraction) -> None:
+    if not 0 < area_fraction <= 1:
+        raise ValueError(f"area_fraction must be in (0, 1] (a fraction of the image), got {area_fraction}")
+
+
+def _category(value, what: str) -> int:
+    """One class or sample index: an integer (Python, NumPy or a one-element integer tensor), not a bool or a float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():  # an integer stored as a float
+        return int(value)
+    if isinstance(value, bool) or isinstance(value, (float, np.floating)):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be an integer, got {value!r}") from None
+
+
 def _targets(samples: Sequence[_data.Sample], targets) -> list[int]:
     if targets is None:
-        return [int(s.label) for s in samples]
-    if isinstance(targets, int):
-        return [targets] * len(samples)
-    targets = torch.as_tensor(targets).reshape(-1).tolist()
-    if len(targets) != len(samples):
-        raise ValueError(f"{len(targets)} targets for {len(samples)} samples")
-    return [int(t) for t in targets]
+        labels = [int(s.label) for s in samples]
+    elif isinstance(targets, (numbers.Integral, np.integer)) and not isinstance(targets, bool) or (
+            isinstance(targets, torch.Tensor) and targets.dim() == 0):
+        labels = [_category(targets, "target")] * len(samples)
+    else:
+        if isinstance(targets, (str, bytes)) or not isinstance(targets, (Sequence, np.ndarray, torch.Tensor)):
+            raise ValueError(f"targets must be None, an int or one int per sample, got {type(targets).__name__}")
+        items = list(targets.reshape(-1)) if isinstance(targets, (np.ndarray, torch.Tensor)) else list(targets)
+        if len(items) != len(samples):
+            raise ValueError(f"{len(items)} targets for {len(samples)} samples")
+        labels = [_category(t, "each target") for t in items]
+    for i, (sample, label) in enumerate(zip(samples, labels)):
+        if not bool((torch.as_tensor(sample.box_labels).reshape(-1) == label).any()):
+            raise ValueError(f"sample {i} ({sample.id!r}) has no object of class {label}: a pair's target must be a class "
+                             "present in the image (lib.metrics.pointing.pairs lists them)")
+    return labels
 
 
 def _map_list(maps, count: int, what: str) -> list[torch.Tensor]:
@@ -427,6 +465,8 @@ def _map_list(maps, count: int, what: str) -> list[torch.Tensor]:
         raise ValueError(f"{what} must be a (B, h, w) tensor or a list of (h, w) tensors, got {type(maps).__name__}")
     if len(items) != count:
         raise ValueError(f"{what}: {len(items)} maps for {count} samples")
+    if any(m.is_complex() for m in items):
+        raise ValueError(f"{what}: complex maps; maps must be real")
     return items
 
 
@@ -481,6 +521,7 @@ def pointing_game(
         ValueError: maps of the wrong shape or count, an unknown protocol, mixed data with no
             protocol, ``"crop"`` without ``input_size``.
     """
+    _check_area_fraction(area_fraction)
     samples = list(samples)
     protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
@@ -489,6 +530,8 @@ def pointing_game(
             raise ValueError("maps must be a (B, h, w) tensor under protocol 'crop'")
         if maps.shape[0] != len(samples):
             raise ValueError(f"{maps.shape[0]} maps for {len(samples)} samples")
+        if maps.is_complex():
+            raise ValueError("maps are complex; maps must be real")
         input_size = _crop_input_size(input_size)
         originals = _data.map_to_original(maps.detach(), [s.size for s in samples], input_size, crop_fraction)
     else:
@@ -514,14 +557,18 @@ def pointing_games(
 ) -> dict:
     """:func:`pointing_game` for many sets of maps of the same samples (masks and difficult flags built once).
 
+    The other arguments are those of :func:`pointing_game`.
+
     Args:
         maps: ``{key: (B, h, w)}``, e.g. ``{(method, layer): maps}`` (under ``"torchray"`` also
             ``{key: B tensors (h_i, w_i)}``).
-        Other arguments as :func:`pointing_game`.
 
     Returns:
         ``{key: PointingResult}``.
     """
+    if not isinstance(maps, Mapping):
+        raise ValueError(f"maps must be a dict {{key: maps}}, got {type(maps).__name__} (one set of maps: pointing_game)")
+    _check_area_fraction(area_fraction)
     samples = list(samples)
     protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
@@ -627,6 +674,8 @@ class PointingTable:
         rows = []
         for key, r in self.results().items():
             parts = key if isinstance(key, tuple) else (key,)
+            if len(parts) != len(names):
+                raise ValueError(f"frame: key {key!r} has {len(parts)} parts but names {tuple(names)} has {len(names)}")
             row = dict(zip(names, parts))
             row.update(accuracy=r.accuracy, accuracy_difficult=r.accuracy_difficult,
                        n=len(r.hits), n_difficult=int(r.difficult.sum()))
@@ -655,6 +704,7 @@ def centre_baseline(
         samples, targets: as :func:`pointing_game` (one sample per image/class pair).
         tolerance, inclusive, area_fraction, protocol: as :func:`pointing_game`.
     """
+    _check_area_fraction(area_fraction)
     samples = list(samples)
     protocol = _protocol(protocol, samples)
     labels = _targets(samples, targets)
@@ -791,7 +841,11 @@ def pairs(
         ValueError: ``members`` that is not a collection of ints.
     """
     keep = _members(members)
+    if skip_difficult is not None and not isinstance(skip_difficult, (bool, np.bool_)):
+        raise ValueError(f"skip_difficult must be True, False or None (by the dataset), got {skip_difficult!r}")
     is_dataset = isinstance(samples, _data.Dataset)
+    if not is_dataset and not (isinstance(samples, Sequence) and all(isinstance(s, _data.Sample) for s in samples)):
+        raise ValueError(f"samples must be a lib.data.Dataset or a sequence of lib.data.Sample, got {type(samples).__name__}")
     indices, categories = [], []
     empty = skipped_difficult = skipped_unmapped = 0
     for i in range(len(samples)):
@@ -869,13 +923,17 @@ def play(
             the centre baseline's.
     """
     _check_protocol(protocol)
+    if not isinstance(maps, Mapping):
+        raise ValueError(f"maps must be a dict {{key: maps aligned with the pairs}}, got {type(maps).__name__}")
+    if centre == "":
+        raise ValueError("centre must be True, False or the key to file the centre baseline under, got ''")
     if isinstance(pairs, Pairs):
         index, category = pairs.indices.tolist(), pairs.categories.tolist()
     else:
-        items = [tuple(p) for p in pairs]
-        if any(len(p) != 2 for p in items):
+        if not all(isinstance(p, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(p, str) and len(p) == 2 for p in pairs):
             raise ValueError("pairs must be a Pairs or (sample index, category) tuples")
-        index, category = [int(p[0]) for p in items], [int(p[1]) for p in items]
+        index = [_category(p[0], "a pair's sample index") for p in pairs]
+        category = [_category(p[1], "a pair's category") for p in pairs]
     count = len(index)
     centre_key = ("centre" if centre is True else centre) if centre else None
     if centre_key is not None and centre_key in maps:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import math
+import numbers
 
 import numpy as np
 import torch
 
-__all__ = ["Interval", "bootstrap_ci", "SignFlip", "sign_flip"]
+__all__ = ["Interval", "bootstrap_ci", "SignFlip", "sign_flip", "EXACT_LIMIT"]
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,23 @@ def bootstrap_ci(
     return Interval(float(statistic(sample)), low, high, sample.numel())
 
 
+EXACT_LIMIT = 20
+"""The largest ``n`` whose :math:`2^n` sign patterns :func:`sign_flip` enumerates (about 170 MB)."""
+
+
 def _sample(values, what: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
-        sample = values.detach().to("cpu", torch.float64).flatten()
+        sample = values.detach().to("cpu", torch.float64)
     else:
-        sample = torch.tensor(np.asarray(values, dtype=np.float64)).flatten()
+        if values is None or isinstance(values, (str, bytes)):
+            raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}")
+        try:
+            sample = torch.tensor(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}") from error
+    if sum(size > 1 for size in sample.shape) > 1:
+        raise ValueError(f"{what}: expected one value per unit, shape (n,), got shape {tuple(sample.shape)}")
+    sample = sample.flatten()
     if sample.numel() == 0:
         raise ValueError(f"{what} needs at least one value")
     if not torch.isfinite(sample).all():
@@ -153,9 +166,18 @@ def sign_flip(
         :class:`SignFlip`.
 
     Raises:
-        ValueError: empty or non-finite differences, weights of another length, negative or
-            all-zero weights, a level outside (0, 1), fewer than 1 resample.
+        ValueError: empty, non-finite or not one-dimensional differences, weights of another
+            length, negative or all-zero weights, a level outside (0, 1), a non-integer or
+            fewer than 1 resample, a non-integer seed, ``exact_up_to`` outside
+            ``[0, EXACT_LIMIT]``.
     """
+    for name, number in (("resamples", resamples), ("seed", seed), ("exact_up_to", exact_up_to)):
+        if isinstance(number, bool) or not isinstance(number, numbers.Integral):
+            raise ValueError(f"sign_flip: {name} must be an integer, got {number!r}")
+    if not 0 <= exact_up_to <= EXACT_LIMIT:
+        raise ValueError(f"sign_flip: exact_up_to must be in [0, {EXACT_LIMIT}] (2^n patterns are enumerated), got {exact_up_to}")
+    if isinstance(level, bool) or not isinstance(level, numbers.Real):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     d = _sample(differences, "sign_flip")
     n = d.numel()
     if weights is None:
@@ -166,6 +188,8 @@ def sign_flip(
             raise ValueError(f"sign_flip: {w.numel()} weights for {n} differences")
         if (w < 0).any() or float(w.sum()) <= 0:
             raise ValueError("sign_flip: weights must be non-negative with a positive sum")
+        if not math.isfinite(float(w.sum())):  # each weight finite, their sum not: rescale first
+            w = w / w.max()
         w = w / w.sum()
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
