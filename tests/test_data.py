@@ -1,7 +1,7 @@
 """Tests of lib.paths, lib.data and scripts/download_data.py.
 
-Real data (ImageNet val, COCO128) is read from ``<repo>/../shared/data`` when that folder
-exists (it does in CI); those tests are skipped elsewhere. Everything else runs on the embedded
+Real data (ImageNet val, COCO128) is read from the data root (``$SALIENCY_DATA``, else
+``./data``; tests/_data.py); those tests are skipped without it. Everything else runs on the embedded
 images or on tiny fixture trees written into ``tmp_path``.
 """
 
@@ -25,11 +25,7 @@ from torchvision import transforms as T
 
 from lib import data, paths
 
-SHARED = paths.REPO_ROOT.parent / "shared" / "data"
-IMAGENET = SHARED / "imagenet-val"
-COCO128 = SHARED / "coco128"
-needs_imagenet = pytest.mark.skipif(not (IMAGENET / "LOC_val_solution.csv").is_file(), reason=f"no {IMAGENET}")
-needs_coco128 = pytest.mark.skipif(not (COCO128 / "names.yaml").is_file(), reason=f"no {COCO128}")
+from _data import COCO128, DATA_ROOT, IMAGENET, needs_coco128, needs_imagenet
 
 
 @pytest.fixture
@@ -59,9 +55,9 @@ def test_paths_follow_the_environment(tmp_path, monkeypatch):
     assert paths.coco2014_root(tmp_path / "elsewhere") == (tmp_path / "elsewhere").resolve()
 
     # A relative value is relative to the repository, never to the working directory.
-    monkeypatch.setenv("SALIENCY_DATA", "../shared/data")
+    monkeypatch.setenv("SALIENCY_DATA", "../elsewhere/data")
     monkeypatch.chdir(tmp_path)
-    assert paths.data_root() == (paths.REPO_ROOT / ".." / "shared" / "data").resolve()
+    assert paths.data_root() == (paths.REPO_ROOT / ".." / "elsewhere" / "data").resolve()
 
     cache = tmp_path / "cache" / "nested"
     monkeypatch.setenv("SALIENCY_CACHE", str(cache))
@@ -134,7 +130,7 @@ def test_image_set_falls_back_to_the_embedded_images(empty_data_root):
 
 @needs_imagenet
 def test_image_set_finds_imagenet_under_the_data_root(monkeypatch):
-    monkeypatch.setenv("SALIENCY_DATA", str(SHARED))
+    monkeypatch.setenv("SALIENCY_DATA", str(DATA_ROOT))
     assert data.find_imagenet() == IMAGENET.resolve()
     assert data.image_source() == f"ImageNet val at {IMAGENET.resolve()}"
     assert data.image_set(limit=3).ids == data.imagenet_val(IMAGENET, limit=3).ids

@@ -5,8 +5,7 @@ label files of the book's copy hold per image. The recipe downloads the images o
 derives the labels from COCO's ``instances_<split>.json`` and checks both against these files.
 Everything here runs offline: downloads come from ``file://`` URLs. The tests that need the
 book's copy of COCO128 look for ``coco128/`` under the data root (``SALIENCY_DATA``, else
-``data/``), then in the shared data folder beside the repository (as tests/test_data.py does),
-and are skipped when there is none. The other tests of the script are in tests/test_data.py.
+``data/``; tests/_data.py) and are skipped when there is none. The other tests of the script are in tests/test_data.py.
 """
 
 from __future__ import annotations
@@ -26,15 +25,7 @@ from PIL import Image
 from lib import data, paths
 
 
-def _coco128_root() -> Path | None:
-    for base in (paths.data_root(), paths.REPO_ROOT.parent / "shared" / "data"):
-        if (base / "coco128" / "names.yaml").is_file() and (base / "coco128" / "images").is_dir():
-            return base / "coco128"
-    return None
-
-
-COCO128 = _coco128_root()
-needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="no coco128/ under SALIENCY_DATA or the shared data folder")
+from _data import COCO128, needs_coco128
 
 
 @pytest.fixture(scope="module")

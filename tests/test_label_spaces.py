@@ -1,8 +1,7 @@
 """COCO / VOC label spaces pooled from the ImageNet classifier (lib.models.load(labels=...)).
 
-COCO128 is read from ``$SALIENCY_DATA/coco128`` when it is there, else from the shared data
-folder beside the repository, as tests/test_data.py does; the tests that need it are
-skipped when neither exists.
+COCO128 is read from the data root (``$SALIENCY_DATA``, else ``./data``; tests/_data.py);
+the tests that need it are skipped without it.
 """
 
 from __future__ import annotations
@@ -24,15 +23,7 @@ VOC_TO_COCO = {"aeroplane": "airplane", "diningtable": "dining table", "motorbik
                "pottedplant": "potted plant", "sofa": "couch", "tvmonitor": "tv"}
 
 
-def _coco128_root() -> Path | None:
-    for root in (paths.coco128_root(), paths.REPO_ROOT.parent / "shared" / "data" / "coco128"):
-        if (root / "names.yaml").is_file():
-            return root
-    return None
-
-
-COCO128 = _coco128_root()
-needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="no COCO128 in $SALIENCY_DATA or the shared data folder")
+from _data import COCO128, IMAGENET, needs_coco128
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +125,7 @@ def test_membership_is_disjoint_in_range_and_names_the_imagenet_classes(space):
 
 
 def test_membership_synsets_are_those_of_the_imagenet_class_order():
-    mapping = paths.imagenet_val_root() / "LOC_synset_mapping.txt"
-    if not mapping.is_file():
-        mapping = paths.REPO_ROOT.parent / "shared" / "data" / "imagenet-val" / "LOC_synset_mapping.txt"
+    mapping = IMAGENET / "LOC_synset_mapping.txt"
     if not mapping.is_file():
         pytest.skip("no LOC_synset_mapping.txt")
     synsets = [line.split()[0] for line in mapping.read_text().splitlines() if line.strip()]

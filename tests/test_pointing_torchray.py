@@ -25,19 +25,7 @@ from lib import data, paths
 from lib.metrics import pointing as pg
 
 
-def _coco128_root() -> Path | None:
-    candidates = []
-    if os.environ.get(paths.DATA_ENV, "").strip():
-        candidates.append(paths.coco128_root())
-    candidates.append(paths.REPO_ROOT.parent / "shared" / "data" / "coco128")  # as tests/test_data.py
-    for candidate in candidates:
-        if (candidate / "names.yaml").is_file():
-            return candidate
-    return None
-
-
-COCO128 = _coco128_root()
-needs_coco128 = pytest.mark.skipif(COCO128 is None, reason="no coco128 under $SALIENCY_DATA or the shared data folder")
+from _data import COCO128, needs_coco128
 
 
 def sample(width=100, height=100, boxes=((0, 0, 9, 9),), box_labels=None, label=None, source="coco128/val2017",
