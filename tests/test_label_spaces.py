@@ -10,7 +10,6 @@ import json
 import re
 import tomllib
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch

@@ -12,7 +12,6 @@ folder next to the repository; those tests are skipped when neither has it.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
