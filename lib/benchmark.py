@@ -1,23 +1,24 @@
 """Time and peak memory of the saliency methods, beside peer libraries and floors.
 
 What ``notebooks/06_benchmarks.ipynb`` and ``make bench`` (``benchmarks/run_all.py``)
-measure, in one place so both print the same table.  For every method of
-``lib.saliency.METHODS`` and a batch of B images:
+measure, in one place so both print the same table.  For every registered method
+(:mod:`lib.saliency.registry`, :func:`default_methods`) and a batch of B images:
 
 * **ours**: the method's median wall time over repeats (one warm-up call first) and the
   peak memory the call added: CUDA ``max_memory_allocated``; CPU Linux's ``VmHWM`` after
   resetting it through ``/proc/self/clear_refs`` (resident memory after ``malloc_trim``, so it
   counts what the call touched, including the allocator's slack);
-* **peers**: pytorch-grad-cam (Grad-CAM, Grad-CAM++, Score-CAM, Layer-CAM), captum
-  (Gradient, SmoothGrad, Integrated Gradients, Guided Backprop) and torchcam (Grad-CAM,
-  Grad-CAM++, Layer-CAM) doing the same work on a copy of the same network;
-* **floor**: the forward and backward passes the method cannot avoid, timed alone on
-  tensors prepared beforehand (CAMERAS: one pass to the layer per scale; Group-CAM: one
-  pass to the layer and G + 1 forward passes per image; insertion/deletion: the forward
-  passes of both curves).  ``ours / floor`` is the overhead of everything else.
+* **peers**: the implementations its registry entry names in pytorch-grad-cam, captum and
+  torchcam (:class:`lib.saliency.registry.Peer`), doing the same work on a copy of the same
+  network;
+* **floor**: the forward and backward passes the method cannot avoid (its entry's floor, see
+  :mod:`lib.saliency.floors`), timed alone on tensors prepared beforehand (CAMERAS: one pass
+  to the layer per scale; Group-CAM: one pass to the layer and G + 1 forward passes per image;
+  insertion/deletion: the forward passes of both curves).  ``ours / floor`` is the overhead of
+  everything else.
 
 Work that a profile reduces (samples, steps, masks, scales) is the same for us and the
-peers: see :data:`WORK`.
+peers: see :data:`WORK`, each method's registered work.
 """
 
 from __future__ import annotations
@@ -40,19 +41,21 @@ import torch
 from . import saliency
 from .capture import prepared, resolve_layer
 from .metrics import insertion_deletion as causal
-from .saliency._common import AUTO, auto_batch_size, chunks, layer_pass
+from .saliency import registry
+from .saliency._common import AUTO, auto_batch_size
+from .saliency.floors import forwards
 
-__all__ = ["WORK", "REASONS", "NOISE", "slower_than_peers", "Measurement", "measure", "peers", "floor", "compare", "insertion_deletion_rows"]
+__all__ = ["WORK", "REASONS", "NOISE", "default_methods", "slower_than_peers", "Measurement", "measure", "peers", "floor", "compare",
+           "insertion_deletion_rows"]
 
-#: Reduced work shared by us and the peers, so that a row compares like with like.
-WORK = {
-    "smoothgrad": {"n_samples": 16},
-    "integrated_gradients": {"steps": 16},
-    "rise": {"n_masks": 500},
-    "scorecam": {"layer": "stage7"},  # 320 channels (one masked forward each) instead of 1,280
-    "cameras": {"steps": 7, "max_scale": 1000},
-    "groupcam": {"groups": 32},
-}
+#: Reduced work shared by us and the peers, so that a row compares like with like: name -> the
+#: keyword arguments its registry entry gives (a live view of :data:`lib.saliency.registry.WORK`).
+WORK = registry.WORK
+
+
+def default_methods() -> list[str]:
+    """The methods a run measures when none are named: every registered one, in registry order."""
+    return list(registry.METHODS)
 
 
 #: Why a peer is faster on a row, where there is a reason beyond noise: (method, peer) -> text.
@@ -135,127 +138,96 @@ def measure(fn: Callable[[], object], device: torch.device | str = "cpu", repeat
     return Measurement(statistics.median(c[0] for c in calls), statistics.median(c[1] for c in calls))
 
 
-def _forwards(module: torch.nn.Module, images: torch.Tensor, count: int, batch_size: int | None) -> None:
-    """``count`` forward passes over copies of ``images`` in chunks of ``batch_size``."""
-    with torch.no_grad():
-        for piece in chunks(count, batch_size):
-            module(images[torch.arange(piece.start, piece.stop, device=images.device) % images.shape[0]])
-
-
 def floor(classifier, images: torch.Tensor, targets: torch.Tensor, method: str, work: dict | None = None) -> Callable[[], object] | None:
-    """A callable making only the passes ``method`` must make on ``images``, or None.
+    """A callable making only the passes ``method`` must make on ``images``, or None (a name
+    without a registered floor).
 
-    The inputs those passes see (upsampled images, masked copies) are prepared here, out
-    of the timed call; the passes run in the method's own chunk sizes.
+    The method's registered floor (:mod:`lib.saliency.floors`) sees the method's own defaults
+    updated by ``work`` (default: its registered work), so the passes run in the method's
+    own chunk sizes; the inputs they see (upsampled images, masked copies) are prepared
+    here, out of the timed call.
     """
-    work = dict(WORK.get(method, {}) if work is None else work)
-    layer = work.get("layer", "last")
-    count = images.shape[0]
+    entry = registry.REGISTRY.get(method)
+    if entry is None or entry.floor is None:
+        return None
+    return entry.floor(classifier, images, targets, {**entry.defaults, **(entry.work if work is None else work)})
 
-    def input_passes(n: int, batch_size: int | None):
-        def run():
-            with prepared(classifier) as module:
-                for piece in chunks(n * count, batch_size):
-                    owner = torch.arange(piece.start, piece.stop, device=images.device) % count
-                    x = images[owner].requires_grad_(True)
-                    torch.autograd.grad(module(x).gather(1, targets[owner].view(-1, 1)).sum(), x)
-        return run
 
-    def forward_only(n: int, batch_size: int | None):
-        def run():
-            with prepared(classifier) as module:
-                _forwards(module, images, n * count, batch_size)
-        return run
+def _pytorch_grad_cam(name: str, module, layer_name: str | None, images, targets, settings: dict, chunk: int):
+    with warnings.catch_warnings():  # its import of tqdm.auto warns outside Jupyter widgets
+        warnings.simplefilter("ignore")
+        import pytorch_grad_cam
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if method in ("gradient", "guided_backprop"):
-        return input_passes(1, None)
-    chunk = auto_batch_size(work.get("batch_size", AUTO), images)  # the methods' default
-    if method == "smoothgrad":
-        return input_passes(work.get("n_samples", 50), chunk)
-    if method == "integrated_gradients":
-        return input_passes(work.get("steps", 50), chunk)
-    if method in ("gradcam", "gradcam_pp", "layercam", "normgrad", "selective_normgrad", "linear_approx", "layer_gradient",
-                  "normgrad_conv"):
-        return lambda: layer_pass(classifier, images, targets, layer)
-    if method == "scorecam":
-        channels = layer_pass(classifier, images[:1], targets[:1], layer).activations.shape[1]
-        return forward_only(channels + 1, chunk)  # the activations, then one masked image per channel
-    if method == "rise":
-        return forward_only(work.get("n_masks", 8000), chunk)
-    if method == "cameras":
-        from .saliency.cameras import scale_sizes
+    cls, layer = getattr(pytorch_grad_cam, name), dict(module.named_modules())[layer_name]
 
-        sizes = scale_sizes(tuple(images.shape[-2:]), scales=work.get("scales"), steps=work.get("steps", 7),
-                            max_scale=work.get("max_scale", 1000))
-        scaled = [torch.nn.functional.interpolate(images, size=s, mode="bicubic") for s in sizes]
-        batch_size = work.get("batch_size", 8)
-        return lambda: [layer_pass(classifier, x, targets, layer, batch_size=batch_size) for x in scaled]
-    if method == "groupcam":
-        passes = forward_only(work.get("groups", 32) + 1, chunk)
-        return lambda: (layer_pass(classifier, images, targets, layer, batch_size=chunk), passes())
-    return None
+    def run():
+        quiet = contextlib.redirect_stderr(io.StringIO())  # its Score-CAM draws a progress bar per image
+        with quiet, cls(model=module, target_layers=[layer]) as cam:
+            cam.batch_size = chunk  # Score-CAM's masked images per pass, as ours
+            cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+    return run
+
+
+def _torchcam(name: str, module, layer_name: str | None, images, targets, settings: dict, chunk: int):
+    from torchcam import methods
+
+    cls = getattr(methods, name)
+
+    def run():
+        with cls(module, target_layer=layer_name) as extractor:
+            extractor(class_idx=targets.tolist(), scores=module(images))
+
+    return run
+
+
+def _captum(name: str, module, layer_name: str | None, images, targets, settings: dict, chunk: int):
+    from captum import attr
+
+    with_grad = lambda: images.clone().requires_grad_(True)
+    if name == "Saliency":
+        return lambda: attr.Saliency(module).attribute(with_grad(), target=targets, abs=True)
+    if name == "NoiseTunnel(Saliency)":
+        spread = settings["noise_level"] * float(images.max() - images.min())
+        return lambda: attr.NoiseTunnel(attr.Saliency(module)).attribute(
+            with_grad(), nt_type="smoothgrad", nt_samples=settings["n_samples"], nt_samples_batch_size=chunk,
+            stdevs=spread, target=targets, abs=False)
+    if name == "IntegratedGradients":
+        return lambda: attr.IntegratedGradients(module).attribute(
+            images.clone(), baselines=0.0, target=targets, n_steps=settings["steps"], method="riemann_trapezoid",
+            internal_batch_size=chunk)
+    if name == "GuidedBackprop":
+        return lambda: attr.GuidedBackprop(module).attribute(with_grad(), target=targets)
+    raise ValueError(f"no runner for captum's {name!r}; known: Saliency, NoiseTunnel(Saliency), IntegratedGradients, GuidedBackprop")
+
+
+#: Library -> ``(name, module, layer_name, images, targets, settings, chunk) -> run``.
+_PEER_RUNNERS = {"pytorch-grad-cam": _pytorch_grad_cam, "captum": _captum, "torchcam": _torchcam}
 
 
 def peers(classifier, images: torch.Tensor, targets: torch.Tensor, method: str, work: dict | None = None) -> dict[str, Callable[[], object]]:
     """Callables of the installed peer libraries doing ``method``'s work, keyed by a label.
 
+    The peers are those of the method's registry entry (:class:`lib.saliency.registry.Peer`);
+    a library that is not installed is left out, as is a name without a registered entry.
     Peers get a copy of the network with trainable parameters, as a user's model comes
-    (pytorch-grad-cam back-propagates to whatever requires grad).
+    (pytorch-grad-cam back-propagates to whatever requires grad), and the method's own
+    settings (its defaults updated by ``work``, default its registered work).
     """
-    work = dict(WORK.get(method, {}) if work is None else work)
+    entry = registry.REGISTRY.get(method)
+    if entry is None or not entry.peers:
+        return {}
+    settings = {**entry.defaults, **(entry.work if work is None else work)}
     module = copy.deepcopy(classifier.model).requires_grad_(True)
-    layer_name, _ = resolve_layer(classifier, work.get("layer", "last"))
-    layer = dict(module.named_modules())[layer_name]
-    chunk = auto_batch_size(work.get("batch_size", AUTO), images) or images.shape[0]  # ours, given to the peers too
+    layer_name = resolve_layer(classifier, settings["layer"])[0] if entry.takes_layer else None
+    chunk = auto_batch_size(settings.get("batch_size", AUTO), images) or images.shape[0]  # ours, given to the peers too
     found: dict[str, Callable[[], object]] = {}
-    try:
-        with warnings.catch_warnings():  # its import of tqdm.auto warns outside Jupyter widgets
-            warnings.simplefilter("ignore")
-            from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
-            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        cams = {"gradcam": GradCAM, "gradcam_pp": GradCAMPlusPlus, "layercam": LayerCAM, "scorecam": ScoreCAM}
-        if method in cams:
-            def run_grad_cam(cls=cams[method]):
-                quiet = contextlib.redirect_stderr(io.StringIO())  # its Score-CAM draws a progress bar per image
-                with quiet, cls(model=module, target_layers=[layer]) as cam:
-                    cam.batch_size = chunk  # Score-CAM's masked images per pass, as ours
-                    cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
-            found["pytorch-grad-cam"] = run_grad_cam
-    except ImportError:
-        pass
-    try:
-        from captum import attr
-
-        with_grad = lambda: images.clone().requires_grad_(True)
-        if method == "gradient":
-            found["captum"] = lambda: attr.Saliency(module).attribute(with_grad(), target=targets, abs=True)
-        elif method == "smoothgrad":
-            span = float(images.max() - images.min())
-            found["captum"] = lambda: attr.NoiseTunnel(attr.Saliency(module)).attribute(
-                with_grad(), nt_type="smoothgrad", nt_samples=work.get("n_samples", 50), nt_samples_batch_size=chunk,
-                stdevs=0.15 * span, target=targets, abs=False)
-        elif method == "integrated_gradients":
-            found["captum"] = lambda: attr.IntegratedGradients(module).attribute(
-                images.clone(), baselines=0.0, target=targets, n_steps=work.get("steps", 50),
-                method="riemann_trapezoid", internal_batch_size=chunk)
-        elif method == "guided_backprop":
-            # captum overrides nn.ReLU only; on a ReLU6 network it computes a plain gradient.
-            found["captum (ReLU only)"] = lambda: attr.GuidedBackprop(module).attribute(with_grad(), target=targets)
-    except ImportError:
-        pass
-    try:
-        from torchcam import methods as torchcam
-
-        # torchcam's ScoreCAM is left out: 2 images at stage7 (320 channels) took 423 s here, beyond any budget.
-        cams = {"gradcam": torchcam.GradCAM, "gradcam_pp": torchcam.GradCAMpp, "layercam": torchcam.LayerCAM}
-        if method in cams:
-            def run_torchcam(cls=cams[method]):
-                with cls(module, target_layer=layer_name) as extractor:
-                    extractor(class_idx=targets.tolist(), scores=module(images))
-            found["torchcam"] = run_torchcam
-    except ImportError:
-        pass
+    for peer in entry.peers:
+        try:
+            found[peer.label] = _PEER_RUNNERS[peer.library](peer.name, module, layer_name, images, targets, settings, chunk)
+        except ImportError:
+            pass
     return found
 
 
@@ -275,13 +247,13 @@ def _row(method: str, batch: int, label: str, ours: Measurement, floor_: Measure
     }
 
 
-def compare(classifier, methods, batches=(1, 16), *, work: dict | None = None, repeats: int = 3, budget: float = 30.0,
+def compare(classifier, methods=None, batches=(1, 16), *, work: dict | None = None, repeats: int = 3, budget: float = 30.0,
             seed: int = 0, progress: Callable | None = None) -> list[dict]:
     """One row per (method, batch, peer) with our time, the floor and the peer's time.
 
     Args:
         classifier: a ``lib.models.Classifier``.
-        methods: names in ``lib.saliency.METHODS``.
+        methods: registered method names (default :func:`default_methods`: all of them).
         batches: batch sizes; the images are seeded noise at the model's input size and
             the targets the model's predictions for them.
         work: per-method keyword arguments for us and the peers (default :data:`WORK`).
@@ -291,6 +263,7 @@ def compare(classifier, methods, batches=(1, 16), *, work: dict | None = None, r
         Rows with the columns of :func:`_row` (ratios are NaN without a floor or a peer).
     """
     work = WORK if work is None else work
+    methods = default_methods() if methods is None else methods
     device = next(classifier.model.parameters()).device
     size = classifier.input_size
     pairs = [(b, m) for b in batches for m in methods]
@@ -336,7 +309,7 @@ def insertion_deletion_rows(classifier, batches=(1, 16), *, step: int = causal.R
 
         def forwards():
             with prepared(classifier) as module:
-                _forwards(module, images, passes, auto_batch_size(batch_size, images))
+                forwards(module, images, passes, auto_batch_size(batch_size, images))
 
         rows.append(_row(f"insertion+deletion (step {step})", batch, "RISE-style loop", ours,
                          measure(forwards, device, repeats, budget), measure(reference, device, repeats, budget)))

@@ -1,5 +1,6 @@
 """lib.benchmark: the measurement, the floors (same passes as the methods) and the peers' table."""
 
+import inspect
 import math
 import time
 
@@ -10,27 +11,22 @@ from _tiny import images, no_hooks_left, tiny_cnn
 from lib import benchmark, saliency
 from lib.models import Classifier
 from lib.metrics import insertion_deletion as causal
+from lib.saliency import registry
 
 LAYER = "features.3"
-# Method settings on the tiny network; every method with a floor.
-WORK = {
-    "gradient": {},
-    "guided_backprop": {},
-    "smoothgrad": {"n_samples": 3, "batch_size": 4},
-    "integrated_gradients": {"steps": 3, "batch_size": 4},
-    "gradcam": {"layer": LAYER},
-    "gradcam_pp": {"layer": LAYER},
-    "layercam": {"layer": LAYER},
-    "normgrad": {"layer": LAYER},
-    "selective_normgrad": {"layer": LAYER},
-    "linear_approx": {"layer": LAYER},
-    "layer_gradient": {"layer": LAYER},
-    "normgrad_conv": {"layer": "features.2"},
-    "scorecam": {"layer": LAYER, "batch_size": 5},
-    "rise": {"n_masks": 6, "batch_size": 4},
-    "cameras": {"layer": LAYER, "scales": (16, 24, 32), "batch_size": 2},
-    "groupcam": {"layer": LAYER, "groups": 4, "batch_size": 3},
-}
+CHUNK = 3  # images per pass where a method takes a batch size: 2 images x 2 samples, 4 masks, ... leave a remainder
+
+
+def tiny_work(name: str) -> dict:
+    """A registered method's settings on the tiny network: its light settings, LAYER if it takes a layer,
+    chunks of CHUNK if it takes a batch size."""
+    entry = registry.get(name)
+    work = dict(entry.light)
+    if entry.takes_layer:
+        work["layer"] = LAYER
+    if "batch_size" in inspect.signature(entry.function).parameters:
+        work["batch_size"] = CHUNK
+    return work
 
 
 class ImageCounter:
@@ -88,15 +84,26 @@ def test_measure_rejects_no_repeats():
         benchmark.measure(lambda: None, repeats=0)
 
 
-@pytest.mark.parametrize("name", sorted(WORK))
+@pytest.mark.parametrize("name", benchmark.default_methods())
 def test_floor_sends_as_many_images_through_the_network_as_the_method(name):
     classifier, x = _tiny_classifier(), images(2, size=16)
-    targets = torch.tensor([1, 3])
-    floor = benchmark.floor(classifier, x, targets, name, WORK[name])
+    targets, work = torch.tensor([1, 3]), tiny_work(name)
+    floor = benchmark.floor(classifier, x, targets, name, work)
     assert floor is not None
-    ours = _images_through(classifier.model, lambda: saliency.METHODS[name](classifier, x, targets, **WORK[name]))
+    ours = _images_through(classifier.model, lambda: registry.get(name).function(classifier, x, targets, **work))
     passes = _images_through(classifier.model, floor)
     assert passes == ours
+    assert no_hooks_left(classifier.model)
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")  # captum's notice of its own hooks
+@pytest.mark.parametrize("name", [name for name in benchmark.default_methods() if registry.get(name).peers])
+def test_every_registered_peer_is_found_and_runs_the_methods_work(name):
+    classifier, x = _tiny_classifier(), images(2, size=16)
+    found = benchmark.peers(classifier, x, torch.tensor([1, 3]), name, tiny_work(name))
+    assert list(found) == [peer.label for peer in registry.get(name).peers]  # the three peer libraries are installed
+    for run in found.values():
+        run()
     assert no_hooks_left(classifier.model)
 
 

@@ -1,4 +1,8 @@
-"""Every registered method: clear errors, no hook left, model untouched, no memory growth."""
+"""Every registered method: clear errors, no hook left, model untouched, no memory growth.
+
+The methods and their settings come from the registry (lib.saliency.registry): a method
+registered there is checked here with no edit of this file.
+"""
 
 import gc
 
@@ -8,25 +12,24 @@ from torch import nn
 
 from _tiny import images, no_hooks_left, tiny_cnn
 import lib.saliency as saliency
+from lib.saliency import registry
 
-# Small settings so 200 calls of every method stay within seconds.
-FAST = {
-    "smoothgrad": {"n_samples": 2},
-    "integrated_gradients": {"steps": 3},
-    "rise": {"n_masks": 4},
-    "cameras": {"scales": (16, 24)},
-    "groupcam": {"groups": 4},
-}
-CAM_LIKE = {"gradcam", "gradcam_pp", "layercam", "scorecam", "groupcam", "cameras",
-            "normgrad", "selective_normgrad", "linear_approx", "normgrad_conv", "layer_gradient"}
+LAYER = "features.3"  # the tiny network's last ReLU, for every method that takes a layer
+
+
+def methods(keep=lambda entry: True) -> list[str]:
+    """The registered methods this suite checks (sorted), those whose entry passes ``keep``."""
+    return sorted(name for name, entry in registry.REGISTRY.items() if keep(entry))
 
 
 def call(name, model, x, targets=None, **extra):
-    kwargs = dict(FAST.get(name, {}))
-    if name in CAM_LIKE:
-        kwargs["layer"] = "features.3"
+    """The method with its light settings (cheap enough for 200 calls) at LAYER if it takes a layer."""
+    entry = registry.get(name)
+    kwargs = dict(entry.light)
+    if entry.takes_layer:
+        kwargs["layer"] = LAYER
     kwargs.update(extra)
-    return saliency.METHODS[name](model, x, targets, **kwargs)
+    return entry.function(model, x, targets, **kwargs)
 
 
 def _live_tensors() -> int:
@@ -34,7 +37,7 @@ def _live_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
 
 
-@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+@pytest.mark.parametrize("name", methods())
 def test_two_hundred_calls_leave_no_hook_identical_parameters_and_flat_memory(name):
     model, x = tiny_cnn(), images(2, size=16)
     model.fc.bias.requires_grad_(False)
@@ -53,7 +56,7 @@ def test_two_hundred_calls_leave_no_hook_identical_parameters_and_flat_memory(na
     assert not model.training
 
 
-@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+@pytest.mark.parametrize("name", methods())
 def test_bad_inputs_get_clear_errors(name):
     model, x = tiny_cnn(), images(2, size=16)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
@@ -67,13 +70,13 @@ def test_bad_inputs_get_clear_errors(name):
     assert no_hooks_left(model)
 
 
-@pytest.mark.parametrize("name", sorted(CAM_LIKE & set(saliency.METHODS)))
+@pytest.mark.parametrize("name", methods(lambda entry: entry.takes_layer))
 def test_unknown_layer_names_the_closest(name):
     with pytest.raises(ValueError, match=r"features\.3"):
         call(name, tiny_cnn(), images(1, size=16), layer="features.30")
 
 
-@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+@pytest.mark.parametrize("name", methods())
 def test_training_mode_is_switched_for_the_call_and_restored(name):
     model = tiny_cnn().train()
     with pytest.warns(UserWarning, match="training mode"):
@@ -97,7 +100,7 @@ class Constant(nn.Module):
 
 # normgrad_conv reads the gradient of a convolution's *weights*, which depends on its input
 # patches even when the output ignores the image (tests/test_normgrad.py checks that case).
-@pytest.mark.parametrize("name", sorted(set(saliency.METHODS) - {"rise", "normgrad_conv"}))
+@pytest.mark.parametrize("name", sorted(set(methods()) - {"rise", "normgrad_conv"}))
 def test_constant_maps_normalise_to_zeros_not_nan(name):
     maps = call(name, Constant().eval(), images(2, size=8))
     assert torch.equal(maps, torch.zeros_like(maps))
@@ -115,7 +118,7 @@ def test_rise_on_a_constant_model_is_the_mask_coverage_times_the_probability():
     assert torch.allclose(raw[0], probability * masks.sum(0) / (16 * 0.5), atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(saliency.METHODS))
+@pytest.mark.parametrize("name", methods())
 def test_batched_equals_one_by_one_and_seeded_is_repeatable(name):
     model, x, targets = tiny_cnn(), images(3, size=16), torch.tensor([1, 2, 3])
     together = call(name, model, x, targets)
@@ -132,14 +135,13 @@ def test_every_method_runs_on_the_offline_model_at_a_non_native_size():
     cat = classifier.preprocess(data.embedded()[0].image).unsqueeze(0)
     x = torch.nn.functional.interpolate(cat, size=(160, 200), mode="bilinear", align_corners=False)
     label = data.embedded()[0].label
-    for name in saliency.METHODS:
-        kwargs = dict(FAST.get(name, {}))
-        if name == "scorecam":
-            kwargs["layer"] = "stage7"  # 320 channels instead of 1280, to keep the test short
-        if name == "cameras":
-            kwargs["scales"] = (160, 240)
-        if name == "layer_gradient":
-            kwargs["layer"] = "stage5"  # at 'last' (before global average pooling) it is constant: the paper's point
-        maps = saliency.METHODS[name](classifier, x, label, **kwargs)
+    on_this_model = {
+        "scorecam": {"layer": "stage7"},  # 320 channels instead of 1280, to keep the test short
+        "cameras": {"scales": (160, 240)},
+        "layer_gradient": {"layer": "stage5"},  # at 'last' (before global average pooling) it is constant: the paper's point
+    }
+    for name in methods():
+        entry = registry.get(name)
+        maps = entry.function(classifier, x, label, **{**entry.light, **on_this_model.get(name, {})})
         assert maps.shape == (1, 160, 200) and maps.max() == 1, name
     assert no_hooks_left(classifier.model)

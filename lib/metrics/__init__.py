@@ -1,7 +1,8 @@
 """Metrics of saliency maps: they take maps and return tensors or small dataclasses; they never plot.
 
 Modules: ``stats`` (bootstrap intervals), and one module per metric family
-(``pointing``, ``insertion_deletion``, ``density``, ``sanity``, ``class_sensitivity``).
+(``pointing``, ``insertion_deletion``, ``density``, ``sanity``, ``class_sensitivity``,
+``adversarial_sanity``); each is an attribute of ``lib.metrics``, imported on first use.
 
 ``pointing``: the pointing game on original image coordinates (TorchRay's rule, per-class mean), its
 difficult subset, the centre baseline, batch accumulation (``PointingTable``) and the grid pointing
@@ -16,6 +17,21 @@ Eqs. 5.7-5.8): clean an attacked image in descending map order, the probability-
 the area against the ideal one (``cleaning_curve``, ``CleaningCurve.score``, ``adversarial_sanity``).
 """
 
+import importlib.util
+import pkgutil
+
 from .stats import bootstrap_ci, Interval, sign_flip, SignFlip
+
+
+def __getattr__(name: str):
+    """A submodule not imported yet (``lib.metrics.pointing``), imported on first use."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")})
+
 
 __all__ = ["bootstrap_ci", "Interval", "sign_flip", "SignFlip"]

@@ -17,12 +17,12 @@ a layer followed by global average pooling, for one) has no ranking: its score i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from ..capture import check_images, least_likely_labels
 from ..saliency._common import predict
+from ..saliency.registry import resolve_method
 from .sanity import spearman
 
 __all__ = ["ClassSensitivity", "extreme_classes", "class_sensitivity", "max_min_correlation", "records"]
@@ -57,12 +57,6 @@ def max_min_correlation(maps_max: torch.Tensor, maps_min: torch.Tensor) -> torch
     correlation = spearman(maps_max, maps_min)
     constant = lambda maps: maps.flatten(1).amax(1) == maps.flatten(1).amin(1)
     return correlation.masked_fill(constant(maps_max) | constant(maps_min), float("nan"))
-
-
-def _method(method) -> Callable:
-    from ..saliency import resolve_method
-
-    return resolve_method(method)
 
 
 def _pair(maps_max, maps_min, top, bottom):
@@ -111,7 +105,7 @@ def class_sensitivity(model, method, images: torch.Tensor, *, method_kwargs: dic
         pass), gives the same dict with a :class:`ClassSensitivity` per entry.
     """
     check_images(images)
-    explain = _method(method)
+    explain = resolve_method(method)
     kwargs = dict(method_kwargs or {})
     logits, _ = predict(model, images)
     top, bottom = extreme_classes(logits)

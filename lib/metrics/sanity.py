@@ -43,7 +43,7 @@ import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +51,15 @@ from torch import nn
 
 from ..capture import check_images, unwrap
 from ..saliency._common import predict
+from ..saliency.registry import resolve_method
 
 __all__ = [
     "RandomizationResult",
     "cascading_randomization",
     "independent_randomization",
+    "per_image_similarity",
+    "undefined_steps",
+    "join_steps",
     "default_layers",
     "spearman",
     "ssim",
@@ -244,12 +248,6 @@ class RandomizationResult:
         return pd.DataFrame(rows)
 
 
-def _method(method) -> Callable:
-    from ..saliency import resolve_method
-
-    return resolve_method(method)
-
-
 _MEASURES = ("spearman", "ssim")
 
 
@@ -294,7 +292,7 @@ def _run(model, method, images, targets, layers, seed, method_kwargs, cascading:
     check_images(images)
     if "spearman" not in measures or set(measures) - set(_MEASURES):
         raise ValueError(f"measures must include 'spearman' and may add 'ssim', got {tuple(measures)}")
-    explain = _method(method)
+    explain = resolve_method(method)
     kwargs = dict(method_kwargs or {})
     _, chosen = predict(model, images, targets)
     steps = [[step] if isinstance(step, str) else list(step) for step in (default_layers(model) if layers is None else layers)]
@@ -386,3 +384,75 @@ def independent_randomization(
     arguments and result.
     """
     return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=False, measures=measures)
+
+
+# --------------------------------------------------------------------------- per-image summaries
+
+
+def per_image_similarity(result: RandomizationResult, steps: Sequence[int] | None = None) -> torch.Tensor:
+    r"""Each image's Spearman correlation with the trained model's map, summarised over the steps of a test.
+
+    Adebayo et al. 2018 (Sec. 3.1) read a test by how similar the randomised maps stay: after
+    the **cascading** test has randomised every layer, the last step's :math:`\rho_{i,L}`;
+    under the **independent** test, where every step randomises a different layer, the mean
+    :math:`\frac{1}{|D_i|}\sum_{l \in D_i} \rho_{i,l}` over the steps :math:`D_i` whose
+    correlation is defined (:attr:`RandomizationResult.defined_spearman`: a constant map has
+    no ranking and is left out, not scored 0).  Given ``steps``, the mean over those steps
+    (e.g. the area under a cascade's curve).
+
+    Args:
+        result: a :class:`RandomizationResult`.
+        steps: 0-based step indices to average; None: the last step (cascading) or every
+            step (independent).
+
+    Returns:
+        float64 ``(B,)``; NaN for an image with no defined correlation among the steps.
+
+    Raises:
+        ValueError: an empty ``steps`` or a step outside ``[0, L)``.
+    """
+    rho = result.defined_spearman.detach().to("cpu", torch.float64)
+    if steps is None:
+        return rho[:, -1] if result.mode == "cascading" else rho.nanmean(dim=1)
+    steps = [int(s) for s in steps]
+    if not steps or any(not 0 <= s < rho.shape[1] for s in steps):
+        raise ValueError(f"steps must be a non-empty list of step indices in [0, {rho.shape[1]}), got {steps}")
+    return rho[:, steps].nanmean(dim=1)
+
+
+def undefined_steps(result: RandomizationResult) -> list[str]:
+    """Names of the steps (:attr:`RandomizationResult.layer_names`) after which some image's correlation is undefined.
+
+    A correlation is undefined where the step's map or the trained model's map is constant
+    (:attr:`RandomizationResult.undefined`); the count of such maps is ``int(result.undefined.sum())``.
+    """
+    return [name for name, some in zip(result.layer_names, result.undefined.any(dim=0).tolist()) if some]
+
+
+def join_steps(first: RandomizationResult, rest: RandomizationResult | None, *, mode: str = "independent") -> RandomizationResult:
+    """The steps of ``first`` followed by those of ``rest``, on the same images and trained map.
+
+    Randomising the first layer alone is both the cascading test's first step and the
+    independent test's: ``join_steps(cascading_first_step, independent_on_the_other_layers)``
+    gives the independent test for one fewer pass over the model.
+
+    Args:
+        first: a result whose **first** step is kept (only that step).
+        rest: a result of the remaining steps, or None (then the result has one step).
+        mode: the joined result's ``mode``.
+
+    Raises:
+        ValueError: maps of other sizes or other targets (other images), or SSIM in only one of them.
+    """
+    if rest is not None:
+        if rest.maps.shape[1:] != first.maps.shape[1:] or not torch.equal(rest.targets, first.targets):
+            raise ValueError(f"join_steps: the results explain different images or targets "
+                             f"(maps {tuple(first.maps.shape[1:])} vs {tuple(rest.maps.shape[1:])})")
+        if (rest.ssim is None) != (first.ssim is None):
+            raise ValueError("join_steps: SSIM measured in one result only")
+    spearman_steps = [first.spearman[:, :1]] + ([rest.spearman] if rest is not None else [])
+    ssim_steps = None if first.ssim is None else [first.ssim[:, :1]] + ([rest.ssim] if rest is not None else [])
+    maps = [first.maps[:2]] + ([rest.maps[1:]] if rest is not None else [])
+    names = first.layer_names[:1] + (rest.layer_names if rest is not None else [])
+    return RandomizationResult(names, torch.cat(spearman_steps, dim=1), None if ssim_steps is None else torch.cat(ssim_steps, dim=1),
+                               torch.cat(maps), first.targets, mode)

@@ -10,11 +10,14 @@ for the predicted class.  The result is a float tensor (B, H, W) on the images' 
 each map min-max normalised to [0, 1]; ``raw=True`` returns the unnormalised map at its
 native resolution.  The model comes back exactly as it was given.
 
-``METHODS`` maps each registered name to its function so notebooks can loop over them.
+Every method is registered once in :mod:`lib.saliency.registry` with its display name,
+family, paper and equation, light settings, benchmark floor and peers.  ``METHODS`` (name ->
+function), ``BASELINES`` (the classical methods the papers compare against) and
+``resolve_method`` are live views of it, so notebooks can loop over the methods.
 """
 
-import difflib
-from typing import Callable
+import importlib.util
+import pkgutil
 
 from .cam import gradcam, gradcam_pp, layercam, scorecam
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
@@ -23,41 +26,20 @@ from .groupcam import groupcam
 from .cameras import cameras
 from .normgrad import extract_aggregate, layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
 from .meta import meta_saliency
-
-METHODS = {
-    "gradient": gradient,
-    "smoothgrad": smoothgrad,
-    "integrated_gradients": integrated_gradients,
-    "guided_backprop": guided_backprop,
-    "gradcam": gradcam,
-    "gradcam_pp": gradcam_pp,
-    "scorecam": scorecam,
-    "layercam": layercam,
-    "rise": rise,
-}
-
-BASELINES = tuple(METHODS)
-
-METHODS["cameras"] = cameras  # Jalwana et al. 2021 (notebooks/03_cameras_lemmas)
-METHODS["groupcam"] = groupcam  # Zhang et al. 2021 (notebooks/04_groupcam_ablations)
-# Rebuffi et al. 2020, Table 2 (notebooks/01_extract_aggregate)
-METHODS.update(layer_gradient=layer_gradient, linear_approx=linear_approx, selective_normgrad=selective_normgrad, normgrad=normgrad,
-               normgrad_conv=normgrad_conv)
+from . import registry
+from .registry import BASELINES, METHODS, REGISTRY, register, resolve_method, unregister
 
 
-
-def resolve_method(method: str | Callable) -> Callable:
-    """A registered method by name (or a callable, returned as is).
-
-    Raises:
-        ValueError: unknown name; the message lists the closest registered names.
-    """
-    if callable(method):
-        return method
-    if method not in METHODS:
-        close = difflib.get_close_matches(str(method), METHODS, n=5, cutoff=0.4)
-        raise ValueError(f"unknown saliency method {method!r}; closest: {', '.join(close or sorted(METHODS))}")
-    return METHODS[method]
+def __getattr__(name: str):
+    """A submodule not imported yet (``lib.saliency.combine``), imported on first use."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["METHODS", "BASELINES", "resolve_method", "extract_aggregate", "meta_saliency", *METHODS]
+def __dir__():
+    return sorted(set(globals()) | {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")})
+
+
+__all__ = ["METHODS", "BASELINES", "REGISTRY", "register", "unregister", "resolve_method", "registry", "extract_aggregate",
+           "meta_saliency", *METHODS]

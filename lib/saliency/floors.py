@@ -1,0 +1,104 @@
+"""Floors: the network passes a saliency method cannot avoid, timed alone by ``lib.benchmark``.
+
+A floor is a function ``floor(model, images, targets, settings) -> run``.  ``settings`` are the
+method's keyword arguments (its own defaults updated by the benchmark's work, see
+:attr:`lib.saliency.registry.Method.defaults`); the floor prepares every input its passes see
+(up-sampled images, copies of the images) and returns ``run()``, which makes only those passes, in
+the method's own chunks of ``settings["batch_size"]``.  ``ours / floor`` in the benchmark's table is
+then the overhead of everything else.  A method names its floor when it is registered
+(:func:`lib.saliency.registry.register`); the builders below cover the methods of this library.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..capture import prepared
+from ._common import auto_batch_size, chunks, layer_pass
+from .cameras import scale_sizes
+
+__all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "scorecam_passes", "cameras_passes",
+           "groupcam_passes"]
+
+#: ``(model, images, targets, settings) -> run``: see the module docstring.
+Floor = Callable[[object, torch.Tensor, torch.Tensor, Mapping[str, object]], Callable[[], object]]
+
+
+def _chunk(settings: Mapping[str, object], images: torch.Tensor) -> int | None:
+    return auto_batch_size(settings.get("batch_size"), images)
+
+
+def forwards(module: torch.nn.Module, images: torch.Tensor, count: int, batch_size: int | None) -> None:
+    """``count`` forward passes without gradient over copies of ``images`` (cycled), in chunks of ``batch_size``."""
+    with torch.no_grad():
+        for piece in chunks(count, batch_size):
+            module(images[torch.arange(piece.start, piece.stop, device=images.device) % images.shape[0]])
+
+
+def input_passes(count: str | None = None) -> Floor:
+    """A floor of ``settings[count]`` forward and backward passes to the input per image (one without ``count``).
+
+    The methods that back-propagate the target's score to the pixels: the gradient and guided
+    backprop (one pass), SmoothGrad (``n_samples``), Integrated Gradients (``steps``).
+    """
+
+    def floor(model, images, targets, settings):
+        n, batch_size = (1 if count is None else int(settings[count])), _chunk(settings, images)
+
+        def run():
+            with prepared(model) as module:
+                for piece in chunks(n * images.shape[0], batch_size):
+                    owner = torch.arange(piece.start, piece.stop, device=images.device) % images.shape[0]
+                    x = images[owner].requires_grad_(True)
+                    torch.autograd.grad(module(x).gather(1, targets[owner].view(-1, 1)).sum(), x)
+
+        return run
+
+    return floor
+
+
+def forward_passes(count: str, plus: int = 0) -> Floor:
+    """A floor of ``settings[count] + plus`` forward passes per image without gradient (RISE: ``n_masks``)."""
+
+    def floor(model, images, targets, settings):
+        return _counted_forwards(model, images, int(settings[count]) + plus, _chunk(settings, images))
+
+    return floor
+
+
+def _counted_forwards(model, images, per_image: int, batch_size: int | None) -> Callable[[], object]:
+    def run():
+        with prepared(model) as module:
+            forwards(module, images, per_image * images.shape[0], batch_size)
+
+    return run
+
+
+def one_layer_pass(model, images, targets, settings) -> Callable[[], object]:
+    """One forward pass to ``settings["layer"]`` and the backward from the target's score to it
+    (Grad-CAM, Grad-CAM++, Layer-CAM and the extract-aggregate rows of Rebuffi et al.)."""
+    return lambda: layer_pass(model, images, targets, settings["layer"], batch_size=_chunk(settings, images))
+
+
+def scorecam_passes(model, images, targets, settings) -> Callable[[], object]:
+    """Score-CAM: the pass that gives the activations, then one masked image per channel of the layer."""
+    channels = layer_pass(model, images[:1], targets[:1], settings["layer"]).activations.shape[1]
+    return _counted_forwards(model, images, channels + 1, _chunk(settings, images))
+
+
+def cameras_passes(model, images, targets, settings) -> Callable[[], object]:
+    """CAMERAS: one forward and backward pass to the layer per scale, on images up-sampled beforehand."""
+    sizes = scale_sizes(tuple(images.shape[-2:]), scales=settings.get("scales"), steps=settings["steps"],
+                        max_scale=settings["max_scale"])
+    scaled = [F.interpolate(images, size=s, mode="bicubic") for s in sizes]
+    return lambda: [layer_pass(model, x, targets, settings["layer"], batch_size=settings["batch_size"]) for x in scaled]
+
+
+def groupcam_passes(model, images, targets, settings) -> Callable[[], object]:
+    """Group-CAM: one pass to the layer and back, the blurred image and one masked image per group."""
+    batch_size = _chunk(settings, images)
+    masked = _counted_forwards(model, images, int(settings["groups"]) + 1, batch_size)
+    return lambda: (layer_pass(model, images, targets, settings["layer"], batch_size=batch_size), masked())
