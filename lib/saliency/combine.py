@@ -47,8 +47,8 @@ import torch
 from .. import paths
 from ..capture import capture, check_images, prepared, resolve_layer
 from ._common import INPUT, chunks, finish, layer_passes, normalize_maps, with_input
-from .cam import REDUCTIONS as CAM_REDUCTIONS
-from .normgrad import REDUCTIONS as TABLE_2_REDUCTIONS
+from . import registry
+from .registry import REDUCTIONS  # name -> (activations, gradients) -> raw map, the one-pass methods of depth_maps
 
 __all__ = [
     "SCHEMES",
@@ -453,12 +453,6 @@ def layer_weights(
 # --------------------------------------------------------------------------------------------
 
 
-REDUCTIONS = {**CAM_REDUCTIONS, **TABLE_2_REDUCTIONS}
-"""Method name -> ``(activations, gradients) -> (B, h, w)`` raw map: the methods whose map at a layer
-is a reduction of one layer pass, as :mod:`lib.saliency.cam` (Grad-CAM, Grad-CAM++, Layer-CAM) and
-:data:`lib.saliency.normgrad.TABLE_2` (``layer_gradient``, ``linear_approx``, ``selective_normgrad``,
-``normgrad``) state them; :func:`depth_maps` computes them at every layer from one pass."""
-
 
 def combinations(
     maps: dict[tuple[str, str], torch.Tensor],
@@ -521,8 +515,6 @@ def depth_maps(
     Raises:
         ValueError: an unknown method, or a registered method without a ``layer`` argument.
     """
-    from . import resolve_method
-
     layers = list(layers)
     seen = with_input(model) if INPUT in layers else model
     one_pass = [m for m in methods if m in REDUCTIONS]
@@ -537,9 +529,10 @@ def depth_maps(
     for name in methods:
         if name in REDUCTIONS:
             continue
-        method = resolve_method(name)
+        entry = registry.get(name)
+        method = entry.function
         parameters = inspect.signature(method).parameters
-        if "layer" not in parameters:
+        if not entry.takes_layer:
             raise ValueError(f"{name!r} has no one-pass reduction and takes no layer: it has no map at a depth")
         extra = {"batch_size": batch_size} if "batch_size" in parameters else {}
         for layer in layers:
