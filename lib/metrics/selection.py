@@ -1,0 +1,130 @@
+"""Choosing a configuration, or grouping units, so that the later test is not biased by the choice.
+
+The best of ``k`` configurations chosen and scored on the same units looks better than it
+is (a selection effect, the "winner's curse"); chosen on one half of the images and scored on
+the other it does not (Rebuffi et al. 2020 choose layers and combinations on their data;
+here :func:`held_out_choice` chooses on ``choose`` and tests on ``test``, the halves of
+:func:`lib.saliency.combine.image_halves`).  :func:`best_in_sample` is the paper's in-sample
+choice, kept for the descriptive tables.  :func:`disjoint_groups` draws groups of images of
+different classes, no image in two groups, so that the grids of Böhle et al. 2022's grid
+pointing game are independent units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Hashable, Mapping, NamedTuple, Sequence
+
+import torch
+
+from ..saliency.combine import best_candidate
+from .pointing import PointingResult
+from .pointing_pairs import paired_hits
+
+__all__ = ["HeldOut", "held_out_choice", "best_in_sample", "disjoint_groups"]
+
+
+class HeldOut(NamedTuple):
+    """A configuration chosen on some pairs and the per-pair outcomes it is tested on."""
+
+    chosen: Hashable
+    hits: torch.Tensor  # float64, the chosen configuration's hits on the test pairs
+    weights: torch.Tensor  # float64, the class weights of the test pairs
+
+
+def _subset(results: Mapping[Hashable, PointingResult], key, mask, subset: str) -> torch.Tensor:
+    if subset not in ("all", "difficult"):
+        raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
+    mask = torch.as_tensor(mask, dtype=torch.bool)
+    return mask & results[key].difficult.to(torch.bool) if subset == "difficult" else mask.clone()
+
+
+def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequence[Hashable], choose, test, *,
+                    subset: str = "all") -> HeldOut:
+    r"""The candidate with the best class-mean pointing accuracy on the ``choose`` pairs, and its hits on the ``test`` pairs.
+
+    The choice maximises :math:`\sum_i w_i\,\mathrm{hit}_i` over the choosing pairs (their
+    class weights, :meth:`PointingResult.class_weights`; ties go to the candidate listed
+    first, :func:`lib.saliency.combine.best_candidate`); the test pairs, disjoint from them,
+    then give an unbiased per-pair sample of the chosen configuration.
+
+    Args:
+        results: ``{configuration: PointingResult}``, all on the same pairs.
+        candidates: the configurations to choose among, in tie-breaking order.
+        choose, test: bool masks over the pairs (e.g. :func:`lib.saliency.combine.image_halves`).
+        subset: ``"all"`` or ``"difficult"`` (both halves restricted to the difficult pairs).
+
+    Returns:
+        :class:`HeldOut` ``(chosen, hits on test, class weights on test)``.
+
+    Raises:
+        ValueError: no candidates, an unknown subset, or results on different pairs.
+    """
+    if not candidates:
+        raise ValueError("held_out_choice: no candidates")
+    on_choose, on_test = (_subset(results, candidates[0], m, subset) for m in (choose, test))
+    hits, weights = paired_hits(results, candidates, on_choose)
+    chosen = best_candidate(hits, weights, candidates)
+    tested, test_weights = paired_hits(results, [chosen], on_test)
+    return HeldOut(chosen, tested[chosen], test_weights)
+
+
+def best_in_sample(results: Mapping[Hashable, PointingResult], candidates: Sequence[Hashable], *,
+                   subset: str = "all") -> Hashable:
+    """The candidate with the highest class-mean accuracy on all its pairs (in-sample: descriptive only).
+
+    An undefined accuracy (no pair in the subset) ranks last; ties go to the candidate listed first.
+
+    Raises:
+        ValueError: no candidates or an unknown subset.
+    """
+    if not candidates:
+        raise ValueError("best_in_sample: no candidates")
+    if subset not in ("all", "difficult"):
+        raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
+    attribute = "accuracy" if subset == "all" else "accuracy_difficult"
+
+    def score(key) -> float:
+        value = getattr(results[key], attribute)
+        return -1.0 if math.isnan(value) else value
+
+    return max(candidates, key=score)
+
+
+def disjoint_groups(labels, count: int, *, tiles: int = 4, seed: int = 0) -> torch.Tensor:
+    """Up to ``count`` groups of ``tiles`` images of different classes, no image in two groups.
+
+    Images are visited in a seeded random order; each joins the first open group holding no
+    image of its class (or opens a new one), and a group closes when it has ``tiles`` images.
+    Unlike :func:`lib.metrics.pointing.grid_groups`, which may reuse images across groups,
+    the grids made from these groups share no image, so they are independent units of a test.
+
+    Args:
+        labels: ``(N,)`` class of each image.
+        count: the most groups wanted (fewer when the images run out).
+        tiles: images per group.
+        seed: the visiting order's randomness.
+
+    Returns:
+        int64 ``(G, tiles)``, ``G <= count``: indices into ``labels``, in the order each group filled.
+
+    Raises:
+        ValueError: a negative ``count`` or ``tiles`` below 1.
+    """
+    if count < 0 or tiles < 1:
+        raise ValueError(f"disjoint_groups: count must be >= 0 and tiles >= 1, got {count} and {tiles}")
+    labels = [int(label) for label in torch.as_tensor(labels).reshape(-1).tolist()]
+    open_groups, closed = [], []
+    if count:
+        for i in torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist():
+            group = next((g for g in open_groups if all(labels[j] != labels[i] for j in g)), None)
+            if group is None:
+                group = []
+                open_groups.append(group)
+            group.append(i)
+            if len(group) == tiles:
+                open_groups.remove(group)
+                closed.append(group)
+                if len(closed) == count:
+                    break
+    return torch.tensor(closed, dtype=torch.long).reshape(-1, tiles)
