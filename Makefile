@@ -3,6 +3,9 @@
 # make book    executes the stale notebooks (papermill, params/$(PROFILE).yaml) into
 #              book/sections/ and renders them into book/_build/html (Jupyter Book, -W).
 # make test    the whole suite: unit tests, smoke runs of every notebook, book build.
+# make lab     JupyterLab on the project's kernel; `make sweep` and `make chapter` for new experiments.
+#              Interactive runs and sweeps write to build/interactive/ only: book/sections/ changes
+#              only through `make book`.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -38,7 +41,7 @@ PROFILE_STAMP_TEXT := profile=$(PROFILE) SALIENCY_DATA=$(SALIENCY_DATA) data/ima
 TOC_STAMP := book/sections/.notebooks
 TOC_STAMP_TEXT := $(NOTEBOOKS)
 
-.PHONY: help venv book sections check-notebooks check-book chromium test test-fast bench readme clean FORCE
+.PHONY: help venv book sections check-notebooks check-book chromium test test-fast bench readme lab sweep chapter clean FORCE
 
 help: ## Show this help
 	@echo "Usage: make TARGET [PROFILE=smoke|quick|full]   (PROFILE defaults to quick)"
@@ -97,7 +100,35 @@ bench: $(VENV_STAMP) ## Time every method beside its peers and floor into benchm
 readme: $(HTML_INDEX) ## Refresh the README's figure (book/images/overview.png) and claims headline from the built book
 	$(PY) scripts/update_readme.py --sections book/sections
 
-clean: ## Remove the built book, the executed notebooks and build/
+# ---------------------------------------------------------------- editing and experimenting
+# A kernel started by JupyterLab has no SALIENCY_SECTIONS: lib.claims writes its claims to
+# build/interactive/claims/ and lib.provenance calls it an interactive run. Everything else is
+# what `make book` gives its kernels: the venv's python3 kernelspec first, the data root, the
+# inline backend, and this shell's environment (devices, threads).
+# LAB_ARGS: options for `jupyter lab`, e.g. --no-browser --port=8890 (root, as in containers, gets --allow-root).
+LAB_ARGS ?=
+LAB_ENV := env -u SALIENCY_SECTIONS -u SALIENCY_RUN SALIENCY_DATA='$(SALIENCY_DATA)' \
+  JUPYTER_PATH='$(abspath $(VENV))/share/jupyter' MPLBACKEND=module://matplotlib_inline.backend_inline \
+  PYDEVD_DISABLE_FILE_VALIDATION=1
+
+lab: $(VENV_STAMP) ## Open JupyterLab on notebooks/ with the project's kernel and data root (installs the `lab` extra once)
+	@$(PY) -c 'import jupyterlab' 2>/dev/null || $(PY) -m pip install -e '.[lab]'
+	@test -f $(VENV)/share/jupyter/kernels/python3/kernel.json || $(PY) -m ipykernel install --sys-prefix --name python3
+	@echo "JupyterLab: kernel python3 = $(abspath $(PY)), SALIENCY_DATA=$(if $(SALIENCY_DATA),$(SALIENCY_DATA),(unset: ./data))"
+	@echo "Interactive runs write to build/interactive/, never to book/sections/. Open the URL printed below; Ctrl-C stops it."
+	$(LAB_ENV) $(VENV)/bin/jupyter lab --ServerApp.root_dir='$(CURDIR)' --LabApp.default_url=/lab/tree/notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# `make sweep NOTEBOOK=04 PARAM=groups VALUES=8,16,32`, or PARAM=groups=8,16,32.
+sweep: $(VENV_STAMP) ## Run NOTEBOOK once per value (PARAM=name VALUES=v1,v2) into build/interactive/sweeps/ and compare the claims
+	@test -n "$(NOTEBOOK)" -a -n "$(PARAM)" || { echo "usage: make sweep NOTEBOOK=04_groupcam_ablations PARAM=groups VALUES=8,16,32 [PROFILE=quick]" >&2; exit 2; }
+	$(PY) scripts/sweep.py '$(NOTEBOOK)' '$(if $(VALUES),$(PARAM)=$(VALUES),$(PARAM))' --profile $(PROFILE)
+
+chapter: $(VENV_STAMP) ## Create notebooks/NN_<NAME>.ipynb, a new chapter, from the template (NAME=slug [TITLE="..."])
+	@test -n "$(NAME)" || { echo 'usage: make chapter NAME=slug [TITLE="A title"]' >&2; exit 2; }
+	$(PY) scripts/new_chapter.py '$(NAME)' $(if $(TITLE),--title "$(TITLE)")
+
+clean: ## Remove the built book, the executed notebooks and build/ (with the scratch runs in build/interactive/)
 	rm -rf book/_build book/sections build
 
 FORCE:

@@ -1,7 +1,16 @@
-"""What a section ran with: printed in a collapsed cell at the top of every section."""
+"""What a section ran with: printed in a collapsed cell at the top of every section.
+
+The first line says which kind of run made the page. ``scripts/execute_notebook.py``, the
+only runner of the book's notebooks, sets ``SALIENCY_SECTIONS`` (where the claims go) and names
+the run in ``SALIENCY_RUN``: ``build`` for the book and its tests, ``sweep ...`` for
+``scripts/sweep.py``. Without ``SALIENCY_SECTIONS`` the run is interactive (a Jupyter kernel,
+a plain ``python``): its claims go to the scratch folder ``build/interactive/`` and never into
+the book (:func:`lib.claims.claims_dir`).
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -10,7 +19,12 @@ import torch
 
 from . import paths
 
-__all__ = ["summary", "git_commit", "device_name"]
+__all__ = ["summary", "git_commit", "device_name", "run_kind", "RUN_ENV", "INTERACTIVE"]
+
+RUN_ENV = "SALIENCY_RUN"
+"""Names the run of a kernel that ``scripts/execute_notebook.py`` started: ``build``, or a sweep's description."""
+INTERACTIVE = "interactive run (claims in build/interactive/, not in the book)"
+"""What :func:`run_kind` says when no runner started the kernel."""
 
 _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "matplotlib", "seaborn", "grad-cam", "captum")
 
@@ -34,9 +48,23 @@ def device_name(device: torch.device | str | None = None) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def run_kind() -> str:
+    """Which kind of run this is, for the first line of :func:`summary`.
+
+    Returns:
+        :data:`INTERACTIVE` when ``$SALIENCY_SECTIONS`` is not set (no runner started this
+        kernel); otherwise ``"book build (scripts/execute_notebook.py)"`` when ``$SALIENCY_RUN``
+        is ``build`` or empty, else the text of ``$SALIENCY_RUN`` (a sweep's ``sweep ...``).
+    """
+    if not os.environ.get("SALIENCY_SECTIONS", "").strip():
+        return INTERACTIVE
+    run = os.environ.get(RUN_ENV, "").strip()
+    return "book build (scripts/execute_notebook.py)" if run in ("", "build") else run
+
+
 def summary(**settings) -> str:
-    """One block of text: the section's settings, the commit, the device and package versions."""
-    lines = [f"{key}: {value}" for key, value in settings.items()]
+    """One block of text: the kind of run, the section's settings, the commit, the device and package versions."""
+    lines = [f"run: {run_kind()}"] + [f"{key}: {value}" for key, value in settings.items()]
     lines += [f"git commit: {git_commit()}", f"device: {device_name()}", f"python: {platform.python_version()}"]
     versions = []
     for package in _PACKAGES:
