@@ -66,7 +66,7 @@ def test_meta_saliency_plugs_in_as_the_method():
 
 def test_nested_results_and_records():
     from lib.metrics.class_sensitivity import records
-    from lib.saliency.normgrad import framework_maps
+    from lib.saliency.extract_and_aggregate import framework_maps
 
     model, x = tiny_cnn(), images(2, size=16)
     nested = class_sensitivity(model, framework_maps, x, method_kwargs={"layers": ["features.1"]})

@@ -139,7 +139,7 @@ def test_depth_maps_one_pass_equals_registered_methods(name):
 
 def test_reductions_state_each_method_once():
     from lib.saliency.cam import REDUCTIONS as CAMS
-    from lib.saliency.normgrad import REDUCTIONS as TABLE_2_ROWS
+    from lib.saliency.extract_and_aggregate import REDUCTIONS as TABLE_2_ROWS
 
     assert cb.REDUCTIONS == {**CAMS, **TABLE_2_ROWS}  # read from where each method is stated, not restated
     a, g = torch.rand(2, 4, 3, 3), torch.randn(2, 4, 3, 3)

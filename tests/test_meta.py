@@ -108,7 +108,7 @@ def test_bad_arguments_get_clear_errors():
 
 
 def test_a_method_returning_a_dict_of_maps_is_concatenated_entry_by_entry():
-    from lib.saliency.normgrad import framework_maps
+    from lib.saliency.extract_and_aggregate import framework_maps
 
     model, x, target = tiny_cnn(), images(2, size=16), torch.tensor([1, 2])
     got = meta_saliency(model, x, target, method=framework_maps, layers=["features.1", "features.3"], epsilon=0.05)

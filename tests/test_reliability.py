@@ -99,7 +99,7 @@ class Constant(nn.Module):
 
 
 # normgrad_conv reads the gradient of a convolution's *weights*, which depends on its input
-# patches even when the output ignores the image (tests/test_normgrad.py checks that case).
+# patches even when the output ignores the image (tests/test_extract_and_aggregate.py checks that case).
 @pytest.mark.parametrize("name", sorted(set(methods()) - {"rise", "normgrad_conv"}))
 def test_constant_maps_normalise_to_zeros_not_nan(name):
     maps = call(name, Constant().eval(), images(2, size=8))

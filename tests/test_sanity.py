@@ -129,7 +129,7 @@ def test_constant_maps_are_left_out_and_counted_not_scored_as_changed():
 
 
 def test_a_method_returning_a_dict_of_maps_gets_a_dict_of_results_from_one_randomisation():
-    from lib.saliency.normgrad import framework_maps
+    from lib.saliency.extract_and_aggregate import framework_maps
 
     model, x = tiny_cnn(), images(2, size=16)
     methods = {"la": {"extract": "scaling", "aggregate": "sum"}, "sng": {"extract": "scaling", "aggregate": "filter_norm"}}

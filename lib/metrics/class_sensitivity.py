@@ -101,7 +101,7 @@ def class_sensitivity(model, method, images: torch.Tensor, *, method_kwargs: dic
     Returns:
         :class:`ClassSensitivity`; ``correlation`` near 0 is class sensitive.  A method that
         returns a (nested) dict of maps, such as
-        :func:`lib.saliency.normgrad.framework_maps` (every method at every layer from one
+        :func:`lib.saliency.extract_and_aggregate.framework_maps` (every method at every layer from one
         pass), gives the same dict with a :class:`ClassSensitivity` per entry.
     """
     check_images(images)

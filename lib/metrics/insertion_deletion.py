@@ -37,7 +37,7 @@ import torch
 
 from ..capture import check_images, check_targets, prepared
 from ..saliency._common import AUTO, auto_batch_size, chunks, slice_targets
-from ..saliency.groupcam import gaussian_blur
+from ..saliency.group_masking import gaussian_blur
 
 __all__ = [
     "RISE_STEP",

@@ -29,7 +29,7 @@ compatibility), which reads as "changed"; :attr:`RandomizationResult.defined_spe
 :attr:`RandomizationResult.undefined` counts it.
 
 Extensions used by the extract & aggregate chapter: a method that returns a (nested) dict
-of maps (:func:`lib.saliency.normgrad.framework_maps`) gets a dict of results, one
+of maps (:func:`lib.saliency.extract_and_aggregate.framework_maps`) gets a dict of results, one
 randomisation of the model serving every map; ``measures=("spearman",)`` skips SSIM; a
 step of ``layers`` may be a tuple of module names randomised together (a coarser cascade
 that reaches the same model states as the layer-by-layer one, seeds being drawn per layer).

@@ -22,9 +22,9 @@ import pkgutil
 from .cam import gradcam, gradcam_pp, layercam, scorecam
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
 from .perturbation import rise
-from .groupcam import groupcam
-from .cameras import cameras
-from .normgrad import extract_aggregate, layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
+from .group_masking import groupcam
+from .multiscale import cameras
+from .extract_and_aggregate import extract_aggregate, layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
 from .meta import meta_saliency
 from . import registry
 from .registry import BASELINES, METHODS, REGISTRY, register, resolve_method, unregister

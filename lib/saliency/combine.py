@@ -501,7 +501,7 @@ def depth_maps(
     pass per batch (:func:`lib.saliency._common.layer_passes`, the input tapped by
     :func:`with_input` when asked for, each batch reduced as soon as its pass is done); any other
     method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per layer.  This
-    is the multi-layer API of the package's method names (:func:`lib.saliency.normgrad.framework_maps`
+    is the multi-layer API of the package's method names (:func:`lib.saliency.extract_and_aggregate.framework_maps`
     is its counterpart for Extract & Aggregate settings).
 
     Args:

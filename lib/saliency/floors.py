@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..capture import prepared
 from ._common import auto_batch_size, chunks, layer_pass
-from .cameras import scale_sizes
+from .multiscale import scale_sizes
 
 __all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "scorecam_passes", "cameras_passes",
            "groupcam_passes"]

@@ -133,7 +133,7 @@ def meta_saliency(
 
     Returns:
         The method's maps, one image at a time, concatenated: (B, H, W) (a method that returns
-        a dict of maps, like :func:`lib.saliency.normgrad.framework_maps`, gives the same dict
+        a dict of maps, like :func:`lib.saliency.extract_and_aggregate.framework_maps`, gives the same dict
         with each entry concatenated).
 
     Raises:

@@ -32,11 +32,11 @@ import torch
 from . import floors
 from .cam import REDUCTIONS as CAM_REDUCTIONS
 from .cam import gradcam, gradcam_pp, layercam, scorecam
-from .cameras import cameras
+from .multiscale import cameras
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
-from .groupcam import groupcam
-from .normgrad import REDUCTIONS as TABLE_2_REDUCTIONS
-from .normgrad import layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
+from .group_masking import groupcam
+from .extract_and_aggregate import REDUCTIONS as TABLE_2_REDUCTIONS
+from .extract_and_aggregate import layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
 from .perturbation import rise
 
 __all__ = ["FAMILIES", "PEER_LIBRARIES", "Peer", "Method", "register", "unregister", "get", "resolve_method", "METHODS", "REGISTRY",
@@ -349,7 +349,7 @@ register(groupcam, display="Group-CAM", paper="zhang2021groupcam", equation="Alg
          light={"groups": 4}, work={"groups": 32}, floor=floors.groupcam_passes)
 
 # Rebuffi et al. 2020, Table 2: extract (a virtual identity layer) then aggregate; the reductions are
-# lib.saliency.normgrad's (all rows but the real convolution's, which needs the layer's input).
+# lib.saliency.extract_and_aggregate's (all rows but the real convolution's, which needs the layer's input).
 _TABLE2 = dict(family="extract-aggregate", paper="rebuffi2020there", floor=floors.one_layer_pass)
 register(layer_gradient, display="Layer gradient", equation="Table 2 row 1", **_TABLE2,
          reduction=TABLE_2_REDUCTIONS["layer_gradient"])

@@ -8,7 +8,7 @@ from torch import nn
 from _tiny import images, no_hooks_left, tiny_cnn
 from lib.saliency import cameras
 from lib.saliency._common import layer_pass, normalize_maps
-from lib.saliency.cameras import PUBLIC_CODE, GateFallbackWarning, cameras_scales, fuse, scale_sizes
+from lib.saliency.multiscale import PUBLIC_CODE, GateFallbackWarning, cameras_scales, fuse, scale_sizes
 
 
 def reference(model, x, target, layer, sizes, mode="bilinear", keep=None):
@@ -155,7 +155,7 @@ def test_scales_and_errors():
 
 
 def test_interpolation_error_is_zero_at_full_size_and_exact_for_constant_maps():
-    from lib.saliency.cameras import interpolation_error
+    from lib.saliency.multiscale import interpolation_error
 
     x = torch.rand(2, 3, 12, 12)
     assert torch.allclose(interpolation_error(x, (12, 12)), torch.zeros(2), atol=1e-6)
@@ -165,7 +165,7 @@ def test_interpolation_error_is_zero_at_full_size_and_exact_for_constant_maps():
 
 
 def test_one_extraction_over_a_union_of_scales_serves_each_subset():
-    from lib.saliency.cameras import subset_weights
+    from lib.saliency.multiscale import subset_weights
 
     model, x = SizeSwitch().eval(), images(2, size=16)
     union = cameras_scales(model, x, layer="net.features.3", scales=(16, 18, 20, 24, 28))
@@ -193,7 +193,7 @@ def pooled_reference(model, x, target, layer, sizes):
 
 @pytest.mark.parametrize("fusion", ["gram", "direct"])
 def test_multiscale_gradcam_equals_its_definition_written_out(fusion):
-    from lib.saliency.cameras import multiscale_gradcam
+    from lib.saliency.multiscale import multiscale_gradcam
 
     model, x = tiny_cnn(), images(2, size=16)
     sizes = (16, 21, 28)
@@ -206,7 +206,7 @@ def test_multiscale_gradcam_equals_its_definition_written_out(fusion):
 
 def test_cameras_reduces_to_multiscale_gradcam_before_global_pooling_only():
     from lib.saliency import gradcam
-    from lib.saliency.cameras import cameras_variants, pooled_gradients
+    from lib.saliency.multiscale import cameras_variants, pooled_gradients
 
     model, x = tiny_cnn(), images(4, size=16)
     options = dict(scales=(16, 24, 32), gating="none")
@@ -240,7 +240,7 @@ def test_cameras_reduces_to_multiscale_gradcam_before_global_pooling_only():
 
 
 def test_variants_from_one_extraction_match_separate_calls_and_reject_unknown_names():
-    from lib.saliency.cameras import cameras_variants, multiscale_gradcam
+    from lib.saliency.multiscale import cameras_variants, multiscale_gradcam
 
     model, x = SizeSwitch().eval(), images(3, size=16)
     options = dict(layer="net.features.1", scales=(16, 20, 24))

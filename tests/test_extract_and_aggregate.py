@@ -12,7 +12,7 @@ from torch import nn
 from _tiny import images, no_hooks_left, tiny_cnn
 import lib.saliency as saliency
 from lib.models import SameConv2d
-from lib.saliency.normgrad import (
+from lib.saliency.extract_and_aggregate import (
     AGGREGATIONS,
     aggregate_conv,
     aggregate_outer,

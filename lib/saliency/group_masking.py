@@ -45,7 +45,7 @@ normalisation (bilinear upsampling commutes with affine maps).  When :math:`\alp
 the paper variant's map is all zeros (Eq. 7's ReLU) and so is the code variant's.
 De-noising breaks the equality unless it is a no-op: with θ the G = 1 map is still Grad-CAM's
 exactly when at least θ % of the ReLU'd Grad-CAM map is already zero (its θ-th percentile
-is 0).  Both statements are tested in ``tests/test_groupcam.py``.
+is 0).  Both statements are tested in ``tests/test_group_masking.py``.
 
 Cost: one forward and backward pass stopped at the layer, one forward of the blurred
 images and G forwards of masked images per image (Group-CAM's §4.3: "dozens of queries").
