@@ -93,9 +93,9 @@ import torch
 import torch.nn.functional as F
 
 from .capture import check_images, check_targets, least_likely_labels, prepared, unwrap
-from .saliency._common import chunks
+from .saliency.passes import chunks
 
-__all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normalizer", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
+__all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normaliser", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
 
 NORMS = ("linf", "l2")
 UPDATES = ("proximal", "sign")
@@ -139,7 +139,7 @@ class AttackResult:
         return self.perturbation.flatten(1).abs().amax(dim=1)
 
 
-def normalizer(model, mean=None, std=None) -> Callable[[torch.Tensor], torch.Tensor]:
+def normaliser(model, mean=None, std=None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Pixels in [0, 1] -> the model's input: ``Classifier.normalize``, else ``(x - mean) / std``, else identity.
 
     Raises:
@@ -189,7 +189,7 @@ def soft_threshold(values: torch.Tensor, threshold) -> torch.Tensor:
 
 def least_likely(model, pixels: torch.Tensor, *, mean=None, std=None, batch_size: int | None = None) -> torch.Tensor:
     """(B,) the least-likely label of each clean image, :math:`\\arg\\min_k f_k(x)` (CAMERAS Eq. 5.4's :math:`\\ell_{ll}`)."""
-    return least_likely_labels(_clean_logits(model, check_pixels(pixels), normalizer(model, mean, std), batch_size))
+    return least_likely_labels(_clean_logits(model, check_pixels(pixels), normaliser(model, mean, std), batch_size))
 
 
 def _clean_logits(model, pixels, normalize, batch_size) -> torch.Tensor:
@@ -258,7 +258,7 @@ def _run(
     saliency: torch.Tensor | None = None,
 ) -> AttackResult:
     _check_attack(norm, epsilon, step_size, steps, stop_confidence)
-    normalize = normalizer(model, mean, std)
+    normalize = normaliser(model, mean, std)
     alpha = float(step_size) if step_size is not None else 2.5 * epsilon / max(int(steps), 1)
     clean = _clean_logits(model, pixels, normalize, batch_size)
     clean_labels = clean.argmax(dim=1)
@@ -460,7 +460,7 @@ def saliency_pgd(
         raise ValueError(f"beta must be non-negative, got {beta}")
     if update not in UPDATES:
         raise ValueError(f"unknown update {update!r}; accepted: {', '.join(UPDATES)}")
-    normalize = normalizer(model, mean, std)
+    normalize = normaliser(model, mean, std)
     unwrap(model)
     psi = _saliency_map(model, pixels, saliency, saliency_targets, saliency_kwargs, normalize, batch_size)
     weight = threshold = None

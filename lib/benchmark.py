@@ -42,7 +42,7 @@ from . import saliency
 from .capture import prepared, resolve_layer
 from .metrics import insertion_deletion as causal
 from .saliency import registry
-from .saliency._common import AUTO, auto_batch_size
+from .saliency.passes import AUTO, auto_batch_size
 from .saliency.floors import forwards
 
 __all__ = ["WORK", "REASONS", "NOISE", "default_methods", "slower_than_peers", "Measurement", "measure", "peers", "floor", "compare",

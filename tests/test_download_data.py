@@ -25,7 +25,7 @@ from PIL import Image
 from lib import data, paths
 
 
-from _data import COCO128, needs_coco128
+from _data import COCO128, HAS_COCO128, needs_coco128
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +264,7 @@ def test_coco_to_yolo_gives_the_book_copys_lines_on_real_annotations(dl, tmp_pat
         "0 0.686445 0.53196 0.0828906 0.323967\n0 0.612484 0.446197 0.023625 0.0838967\n")
     assert (tmp_path / "labels_segmentation" / "val2017" / "000000000139.txt").read_text().splitlines()[1] == (
         "1 0.601531 0.484930 0.600672 0.469437 0.624297 0.430704")
-    if COCO128 is not None:
+    if HAS_COCO128:
         lines = (COCO128 / "labels_detection" / "val2017" / "000000000139.txt").read_text().splitlines()
         assert lines[7:9] == ["0 0.686445 0.53196 0.0828906 0.323967", "0 0.612484 0.446197 0.023625 0.0838967"]
 

@@ -1,11 +1,11 @@
-"""The one layer pass (lib.saliency._common.layer_passes) against autograd by hand, and its views."""
+"""The one layer pass (lib.saliency.passes.layer_passes) against autograd by hand, and its views."""
 
 import pytest
 import torch
 
 from _tiny import images, no_hooks_left, tiny_cnn
 import lib.saliency as saliency
-from lib.saliency._common import INPUT, layer_pass, layer_passes, with_input
+from lib.saliency.passes import INPUT, layer_pass, layer_passes, with_input
 
 
 def by_hand(model, x, targets):

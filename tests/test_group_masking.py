@@ -8,7 +8,7 @@ from torchvision.transforms.functional import gaussian_blur as tv_gaussian_blur
 
 from _tiny import images, no_hooks_left, tiny_cnn
 import lib.saliency as saliency
-from lib.saliency._common import normalize_maps, upsample
+from lib.saliency.passes import normalise_maps, upsample
 from lib.saliency.group_masking import gaussian_blur, group_maps, groupcam, percentile_filter
 
 LAYER = "features.3"  # 12 channels at 8 x 8 for 16 x 16 inputs

@@ -7,7 +7,7 @@ from torch import nn
 
 from _tiny import images, no_hooks_left, tiny_cnn
 from lib.saliency import cameras
-from lib.saliency._common import layer_pass, normalize_maps
+from lib.saliency.passes import layer_pass, normalise_maps
 from lib.saliency.multiscale import PUBLIC_CODE, GateFallbackWarning, cameras_scales, fuse, scale_sizes
 
 
@@ -29,13 +29,13 @@ def reference(model, x, target, layer, sizes, mode="bilinear", keep=None):
 def test_one_scale_at_full_resolution_is_the_unpooled_gradcam_variant():
     model, x = tiny_cnn(), images(3, size=16)
     record = layer_pass(model, x, None, "features.1")  # 16 x 16, the input's grid
-    unpooled = normalize_maps(F.relu((record.gradients * record.activations).sum(dim=1)))
+    unpooled = normalise_maps(F.relu((record.gradients * record.activations).sum(dim=1)))
     ours = cameras(model, x, layer="features.1", scales=(16,))
     assert torch.allclose(ours, unpooled, atol=1e-6)
     # At a strided layer the single-scale map resizes A and W before the product.
     record = layer_pass(model, x, None, "features.3")
     up = lambda m: F.interpolate(m, size=(16, 16), mode="bilinear", align_corners=False)
-    by_hand = normalize_maps(F.relu((up(record.gradients) * up(record.activations)).sum(dim=1)))
+    by_hand = normalise_maps(F.relu((up(record.gradients) * up(record.activations)).sum(dim=1)))
     assert torch.allclose(cameras(model, x, layer="features.3", scales=(16,)), by_hand, atol=1e-6)
 
 
@@ -226,7 +226,7 @@ def test_cameras_reduces_to_multiscale_gradcam_before_global_pooling_only():
     one = cameras_variants(model, x, layer="features.3", scales=(16,))
     record = layer_pass(model, x, None, "features.3")
     before_relu = (record.gradients.mean(dim=(2, 3), keepdim=True) * record.activations).sum(dim=1, keepdim=True)
-    relu_after = normalize_maps(F.relu(F.interpolate(before_relu, size=(16, 16), mode="bilinear", align_corners=False))[:, 0])
+    relu_after = normalise_maps(F.relu(F.interpolate(before_relu, size=(16, 16), mode="bilinear", align_corners=False))[:, 0])
     assert torch.allclose(one["cameras"], relu_after, atol=1e-6)
     assert torch.allclose(one["multiscale_gradcam"], relu_after, atol=1e-6)
     # Grad-CAM takes the ReLU first: here every weighted sum has negative cells, so the maps differ ...

@@ -19,7 +19,7 @@ from lib import benchmark, saliency
 from lib.capture import check_images, check_targets, prepared
 from lib.metrics import class_sensitivity as cs
 from lib.saliency import floors, registry
-from lib.saliency._common import finish, layer_pass
+from lib.saliency.passes import finish, layer_pass
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -55,9 +55,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attacks import check_pixels, normalizer, pgd
+from ..attacks import check_pixels, normaliser, pgd
 from ..capture import check_targets, prepared
-from ..saliency._common import chunks
+from ..saliency.passes import chunks
 
 __all__ = ["CleaningCurve", "SanityResult", "cleaning_curve", "sanity_score", "adversarial_sanity", "cleaning_order"]
 
@@ -174,7 +174,7 @@ def cleaning_curve(
         steps: number of evenly spaced cleaning steps up to the budget.
         seed: tie-breaking order of equal map values.
         batch_size: images per forward pass (None: all at once).
-        mean, std: normalisation for a plain ``nn.Module`` (see :func:`lib.attacks.normalizer`).
+        mean, std: normalisation for a plain ``nn.Module`` (see :func:`lib.attacks.normaliser`).
 
     Returns:
         :class:`CleaningCurve`.
@@ -192,7 +192,7 @@ def cleaning_curve(
     budget = max(1, round(fraction * height * width))
     steps = min(int(steps), budget)
     counts = torch.round(torch.linspace(0, budget, steps + 1, dtype=torch.float64)).long()
-    normalize = normalizer(model, mean, std)
+    normalize = normaliser(model, mean, std)
 
     order = cleaning_order(maps, seed=seed)
     rank = torch.empty_like(order)

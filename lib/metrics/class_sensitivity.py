@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, least_likely_labels
-from ..saliency._common import predict
+from ..saliency.passes import predict
 from ..saliency.registry import resolve_method
 from .sanity import spearman
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency._common import chunks
+from ..saliency.passes import chunks
 
 __all__ = ["DensityResult", "map_density", "relative_difference"]
 

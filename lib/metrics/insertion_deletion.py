@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency._common import AUTO, auto_batch_size, chunks, slice_targets
+from ..saliency.passes import AUTO, auto_batch_size, chunks, slice_targets
 from ..saliency.group_masking import gaussian_blur
 
 __all__ = [
@@ -135,7 +135,7 @@ def causal_curves(
         step: pixels per step (RISE: 224; Group-CAM's script: 1,792).
         substrate_kind: ``"blur"`` or ``"zeros"`` (see the module docstring).
         blur_kernel, blur_sigma: the Gaussian blur of the ``"blur"`` substrate.
-        batch_size: perturbed images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
+        batch_size: perturbed images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
 
     Returns:
         (B, n + 1) softmax probabilities of the target, n = ceil(H W / step).

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, unwrap
-from ..saliency._common import predict
+from ..saliency.passes import predict
 from ..saliency.registry import resolve_method
 
 __all__ = [

@@ -3,7 +3,7 @@ r"""Class activation maps: Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM.
 Every CAM is :math:`L = \mathrm{ReLU}(\sum_k w_k \odot A_k)` for the activations
 :math:`A` (K channels) of one layer; the methods differ only in the weights
 :math:`w_k` (a scalar per channel, or a map per channel for Layer-CAM).  The shared part
-is :func:`lib.saliency._common.layer_pass` (one forward, one backward stopped at the
+is :func:`lib.saliency.passes.layer_pass` (one forward, one backward stopped at the
 layer) and :func:`weighted_sum`; each CAM states only its weights (``*_weights``), and
 :data:`REDUCTIONS` turns them into maps for one layer pass.
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import capture, check_images, prepared
-from ._common import AUTO, auto_batch_size, chunks, finish, layer_pass, normalize_maps, resolve_targets, upsample
+from .passes import AUTO, auto_batch_size, chunks, finish, layer_pass, normalise_maps, resolve_targets, upsample
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum", "gradcam_weights", "gradcam_pp_weights",
            "layercam_weights", "REDUCTIONS"]
@@ -152,7 +152,7 @@ def scorecam(
     authors' public code does.  A constant channel gives an all-zero mask.
 
     Args:
-        batch_size: masked images per forward pass, K per image in all (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
+        batch_size: masked images per forward pass, K per image in all (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         weighting: ``channel_softmax`` or ``probability``.
     Other arguments as :func:`gradcam`.
     """
@@ -167,7 +167,7 @@ def scorecam(
             with capture(model, [layer], gradients=False) as record:
                 module(images[b : b + 1])
                 activation = record[layer][0]
-            masks = normalize_maps(upsample(activation.unsqueeze(0), tuple(images.shape[-2:]))[0])
+            masks = normalise_maps(upsample(activation.unsqueeze(0), tuple(images.shape[-2:]))[0])
             scores = []
             for piece in chunks(masks.shape[0], batch_size):
                 logits = module(images[b : b + 1] * masks[piece, None])

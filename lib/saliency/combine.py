@@ -46,7 +46,7 @@ import torch
 
 from .. import paths
 from ..capture import capture, check_images, prepared, resolve_layer
-from ._common import INPUT, chunks, finish, layer_passes, normalize_maps, with_input
+from .passes import INPUT, chunks, finish, layer_passes, normalise_maps, with_input
 from . import registry
 from .registry import REDUCTIONS  # name -> (activations, gradients) -> raw map, the one-pass methods of depth_maps
 
@@ -149,7 +149,7 @@ def combine(maps, weights, how: str = "product", *, normalize: bool = True) -> t
         out = torch.pow(maps, w).prod(dim=0)  # 0 ** 0 == 1: a zero-weight layer is neutral
     else:
         raise ValueError(f"how must be one of {COMBINATIONS}, got {how!r}")
-    return normalize_maps(out) if normalize else out
+    return normalise_maps(out) if normalize else out
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,7 +498,7 @@ def depth_maps(
     """Maps ``(B, H, W)`` of several methods at several depths, the input (:data:`INPUT`) allowed among them.
 
     Methods with a one-pass reduction (:data:`REDUCTIONS`) share ONE forward and ONE backward
-    pass per batch (:func:`lib.saliency._common.layer_passes`, the input tapped by
+    pass per batch (:func:`lib.saliency.passes.layer_passes`, the input tapped by
     :func:`with_input` when asked for, each batch reduced as soon as its pass is done); any other
     method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per layer.  This
     is the multi-layer API of the package's method names (:func:`lib.saliency.extract_and_aggregate.framework_maps`

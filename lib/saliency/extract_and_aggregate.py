@@ -90,7 +90,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, resolve_layer, unwrap
-from ._common import LayerPass, finish, layer_passes
+from .passes import LayerPass, finish, layer_passes
 
 __all__ = [
     "EXTRACTIONS",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import prepared
-from ._common import auto_batch_size, chunks, layer_pass
+from .passes import auto_batch_size, chunks, layer_pass
 from .multiscale import scale_sizes
 
 __all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "scorecam_passes", "cameras_passes",

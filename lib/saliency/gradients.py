@@ -3,7 +3,7 @@
 All four differentiate the target class's logit with respect to the input pixels and
 reduce the (B, 3, H, W) attribution over colour channels (``aggregate``).  With
 ``aggregate=None`` and ``raw=True`` they return the signed attributions themselves.  The
-gradient is that of the one layer pass (:func:`lib.saliency._common.layer_passes`) at the
+gradient is that of the one layer pass (:func:`lib.saliency.passes.layer_passes`) at the
 network input, ``with_input(model)``'s layer ``INPUT``.
 """
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..capture import check_images, prepared, unwrap
-from ._common import AUTO, INPUT, aggregate_channels, auto_batch_size, chunks, finish, layer_pass, resolve_targets, with_input
+from .passes import AUTO, INPUT, aggregate_channels, auto_batch_size, chunks, finish, layer_pass, resolve_targets, with_input
 
 __all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop"]
 
@@ -51,7 +51,7 @@ def gradient(model, images, targets=None, *, aggregate: str | None = "max_abs", 
         images: (B, 3, H, W) float tensor normalised for the model.
         targets: (B,) class indices, an int, or None for the predicted class.
         aggregate: channel reduction (``max_abs`` as in the paper; see
-            :func:`lib.saliency._common.aggregate_channels`), or None with ``raw``.
+            :func:`lib.saliency.passes.aggregate_channels`), or None with ``raw``.
         raw: return the unnormalised map.
         batch_size: images per pass.
 
@@ -85,7 +85,7 @@ def smoothgrad(
     Args:
         n_samples: noisy copies per image.
         noise_level: standard deviation as a fraction of the image's value range.
-        batch_size: noisy images per forward/backward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
+        batch_size: noisy images per forward/backward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         seed, generator: the noise's randomness.  With ``seed`` every image gets the same
             noise draws, so a map does not depend on the batch it was computed in or on
             ``batch_size``; a ``generator`` is consumed image after image.
@@ -135,7 +135,7 @@ def integrated_gradients(
         steps: quadrature points (>= 2).
         aggregate: channel reduction; ``sum_abs`` (default, as the paper's figures sum
             over colour channels) or ``sum`` to keep completeness in the map.
-        batch_size: interpolated images per pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
+        batch_size: interpolated images per pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
     Other arguments as :func:`gradient`.
     """
     check_images(images)

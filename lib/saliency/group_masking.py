@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from ._common import AUTO, auto_batch_size, chunks, finish, layer_pass, normalize_maps, upsample
+from .passes import AUTO, auto_batch_size, chunks, finish, layer_pass, normalise_maps, upsample
 
 __all__ = ["groupcam", "gaussian_blur", "gaussian_kernel", "percentile_filter", "group_maps", "VARIANTS"]
 
@@ -166,7 +166,7 @@ def groupcam(
         variant: ``"paper"`` (Eqs. 3-7 as written) or ``"code"`` (authors' latest code).
         blur_kernel, blur_sigma: Gaussian blur of the baseline (code: 51 and 50).
         raw: return the unnormalised (B, H, W) map (the sum of Eq. 7).
-        batch_size: masked images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all B x G at once).
+        batch_size: masked images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all B x G at once).
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
@@ -186,10 +186,10 @@ def groupcam(
         maps = percentile_filter(maps, theta)
     size = tuple(images.shape[-2:])
     if variant == "paper":
-        masks = upsample(normalize_maps(maps.flatten(0, 1)), size).view(*maps.shape[:2], *size)
+        masks = upsample(normalise_maps(maps.flatten(0, 1)), size).view(*maps.shape[:2], *size)
     else:
         maps = upsample(maps, size)
-        masks = normalize_maps(maps.flatten(0, 1)).view_as(maps)
+        masks = normalise_maps(maps.flatten(0, 1)).view_as(maps)
     gains = _confidence_gains(model, images, record.targets, masks, blur_kernel, blur_sigma, batch_size)
     if variant == "paper":
         saliency = F.relu(torch.einsum("bg,bghw->bhw", gains, masks))

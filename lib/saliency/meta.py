@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, prepared
-from ._common import resolve_targets
+from .passes import resolve_targets
 
 __all__ = ["meta_saliency", "inner_step", "DIRECTIONS"]
 

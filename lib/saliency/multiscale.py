@@ -73,7 +73,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared, resolve_layer
-from ._common import chunks, finish, layer_pass, predict, slice_targets
+from .passes import chunks, finish, layer_pass, predict, slice_targets
 
 __all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights",
            "pooled_gradients", "multiscale_gradcam", "cameras_variants", "VARIANTS"]

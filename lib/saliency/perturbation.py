@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from ._common import AUTO, auto_batch_size, chunks, finish, resolve_targets
+from .passes import AUTO, auto_batch_size, chunks, finish, resolve_targets
 
 __all__ = ["rise", "rise_masks"]
 
@@ -80,7 +80,7 @@ def rise(
         n_masks: N. The map's noise falls as 1/sqrt(N); the quick profile uses fewer.
         cells: grid side s.
         keep_probability: p.
-        batch_size: masks per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency._common.auto_batch_size``; None: all at once).
+        batch_size: masks per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         seed, generator: the masks' randomness.
     Other arguments and returns as :func:`lib.saliency.gradcam` (raw maps are at the
     input's resolution).

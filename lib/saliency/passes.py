@@ -20,7 +20,7 @@ from torch import nn
 from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
 
 __all__ = [
-    "normalize_maps",
+    "normalise_maps",
     "finish",
     "upsample",
     "chunks",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each map of a batch (B, ...) to [0, 1]; a constant map becomes zeros."""
     flat = maps.reshape(maps.shape[0], -1)
     low = flat.min(dim=1, keepdim=True).values
@@ -62,7 +62,7 @@ def finish(maps: torch.Tensor, images: torch.Tensor, raw: bool) -> torch.Tensor:
     maps = maps.detach()
     if raw:
         return maps
-    return normalize_maps(upsample(maps, tuple(images.shape[-2:])))
+    return normalise_maps(upsample(maps, tuple(images.shape[-2:])))
 
 
 #: ``batch_size="auto"``: a chunk that suits the device (see :func:`auto_batch_size`).
