@@ -1,8 +1,9 @@
 """Metrics of saliency maps: they take maps and return tensors or small dataclasses; they never plot.
 
-Modules: ``stats`` (bootstrap intervals), and one module per metric family
-(``pointing``, ``insertion_deletion``, ``density``, ``sanity``, ``class_sensitivity``,
-``adversarial_sanity``); each is an attribute of ``lib.metrics``, imported on first use.
+Modules: ``stats`` (the sign-flip test, bootstrap intervals), and one module per metric family
+(``pointing``, ``pointing_pairs``, ``instances``, ``insertion_deletion``, ``density``, ``sanity``,
+``class_sensitivity``, ``adversarial_sanity``) plus ``selection`` (held-out choice of a
+configuration); each is an attribute of ``lib.metrics``, imported on first use.
 
 ``pointing``: the pointing game on original image coordinates (TorchRay's rule, per-class mean), its
 difficult subset, the centre baseline, batch accumulation (``PointingTable``) and the grid pointing
