@@ -635,10 +635,11 @@ def claims_dir() -> Path:
     ``scripts/execute_notebook.py`` (``make book``, the tests, ``make sweep``), which sets it;
     otherwise the run is interactive (a Jupyter kernel, a plain ``python``) and its claims go
     to the ignored scratch folder ``build/interactive/``, so only ``make book`` ever writes the
-    claims the book and the README are built from (``book/sections/claims/``).
+    claims the book and the README are built from (``book/sections/claims/``). A blank
+    ``$SALIENCY_SECTIONS`` (spaces only) counts as unset; surrounding spaces are ignored.
     """
-    sections = os.environ.get("SALIENCY_SECTIONS")
-    return (Path(sections) if sections else paths.REPO_ROOT / "build" / "interactive") / "claims"
+    sections = os.environ.get("SALIENCY_SECTIONS", "").strip()  # blank: unset, as lib.provenance.run_kind reads it
+    return (Path(sections).expanduser() if sections else paths.REPO_ROOT / "build" / "interactive") / "claims"
 
 
 def _check_section(section) -> None:

@@ -33,7 +33,13 @@ def track(iterable: Iterable[T], desc: str | None = None, total: int | None = No
 
 
 def wall_seconds(function: Callable[..., object], *args, **kwargs) -> float:
-    """Wall-clock seconds (``time.perf_counter``) of one call ``function(*args, **kwargs)``; its result is discarded."""
+    """Wall-clock seconds (``time.perf_counter``) of one call ``function(*args, **kwargs)``; its result is discarded.
+
+    Raises:
+        TypeError: ``function`` is not callable (checked before the clock starts).
+    """
+    if not callable(function):
+        raise TypeError(f"wall_seconds times a call: function must be callable, got {type(function).__name__}")
     start = time.perf_counter()
     function(*args, **kwargs)
     return time.perf_counter() - start
@@ -58,7 +64,8 @@ class Timer:
         self.seconds: dict[str, float] = {}
         self.cpu_seconds: dict[str, float] = {}
         self.started = time.perf_counter()
-        self._since, self._cpu_since = self.started, time.process_time()
+        self._cpu_started = time.process_time()
+        self._since, self._cpu_since = self.started, self._cpu_started
 
     def start(self) -> None:
         """Begin a part now (time spent since the previous part belongs to none)."""
@@ -68,7 +75,12 @@ class Timer:
         """End the current part, record it under ``name`` (:attr:`seconds`), print ``[name: 1.2 s]`` and start the next.
 
         Returns None, so that a notebook cell ending in ``timer.done(...)`` shows nothing more.
+
+        Raises:
+            ValueError: ``name`` is not a non-empty string.
         """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a part's name must be a non-empty string, got {name!r}")
         now, cpu_now = time.perf_counter(), time.process_time()
         self.seconds[name] = now - self._since
         text = f"[{name}: {self.seconds[name]:.1f} s"
@@ -80,9 +92,19 @@ class Timer:
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
-        """Time the ``with`` block as the part ``name`` (recorded only when the block completes)."""
-        self.start()
+        """Time the ``with`` block as the part ``name`` (recorded only when the block completes).
+
+        The block's own start is kept, so a part nested in another leaves the outer part's time whole.
+
+        Raises:
+            ValueError: ``name`` is not a non-empty string (before the block runs).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a part's name must be a non-empty string, got {name!r}")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        self._since, self._cpu_since = start, cpu_start
         yield
+        self._since, self._cpu_since = start, cpu_start
         self.done(name)
 
     def total(self) -> float:
@@ -90,6 +112,7 @@ class Timer:
         return time.perf_counter() - self.started
 
     def summary(self) -> str:
-        """One line: the total wall (and CPU) time and each part's, in whole seconds."""
-        total = f"total {self.total():.0f} s wall" + (f", {time.process_time():.0f} s CPU" if self.cpu else "")
+        """One line: the total wall (and CPU) time since the timer was created and each part's, in whole seconds."""
+        cpu = time.process_time() - self._cpu_started
+        total = f"total {self.total():.0f} s wall" + (f", {cpu:.0f} s CPU" if self.cpu else "")
         return total + "; parts: " + (", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items()) or "none")

@@ -54,11 +54,12 @@ def run_kind() -> str:
     Returns:
         :data:`INTERACTIVE` when ``$SALIENCY_SECTIONS`` is not set (no runner started this
         kernel); otherwise ``"book build (scripts/execute_notebook.py)"`` when ``$SALIENCY_RUN``
-        is ``build`` or empty, else the text of ``$SALIENCY_RUN`` (a sweep's ``sweep ...``).
+        is ``build`` or empty, else the text of ``$SALIENCY_RUN`` (a sweep's ``sweep ...``) on
+        one line (line breaks and runs of spaces become one space).
     """
     if not os.environ.get("SALIENCY_SECTIONS", "").strip():
         return INTERACTIVE
-    run = os.environ.get(RUN_ENV, "").strip()
+    run = " ".join(os.environ.get(RUN_ENV, "").split())  # one line: the first line of the summary
     return "book build (scripts/execute_notebook.py)" if run in ("", "build") else run
 
 

@@ -59,6 +59,9 @@ class UsageError(Exception):
 def load_profile(profile: str) -> dict:
     import yaml
 
+    if not isinstance(profile, str) or not profile or any(c in profile for c in "/\\\0") or profile.startswith("."):
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise UsageError(f"profile {profile!r}: name a file of params/ without its extension (known: {', '.join(known)})")
     path = PARAMS_DIR / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
@@ -146,16 +149,49 @@ def overridden(src: Path, params: dict, overrides: dict | None) -> dict:
     return {**params, **overrides}
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``NAME=VALUE`` strings into a mapping; each VALUE is read as YAML (``8``, ``0.5``, ``null``, ``[a, b]``)."""
+NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+"""A number as Python writes it; YAML 1.1 reads ``1e3`` and ``08`` as strings, so they are read here."""
+
+
+def read_value(text: str, what: str):
+    """One VALUE as YAML (``8``, ``0.5``, ``null``, ``[a, b]``), numbers such as ``1e-3`` and ``08`` as numbers.
+
+    Raises:
+        UsageError: empty text, or text that is not one YAML value (an unclosed bracket or quote, ``@x``).
+    """
+    import re
+
     import yaml
 
+    if not text.strip():
+        raise UsageError(f"{what}: an empty value (write null for None, '' for an empty string)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{what}: {text.strip()!r} is not a YAML value ({problem}); quote a string, "
+                         "e.g. \"'a, b'\"") from None
+    if isinstance(value, str) and value == text.strip() and re.fullmatch(NUMBER, value):
+        value = int(value) if re.fullmatch(r"[-+]?\d+", value) else float(value)
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``NAME=VALUE`` strings into a mapping; each VALUE is read by :func:`read_value` (YAML: ``8``, ``0.5``, ``null``, ``[a, b]``).
+
+    Raises:
+        UsageError: an item without ``=`` or a name that is not an identifier, a name given
+            twice, an empty VALUE or one that is not YAML.
+    """
     overrides = {}
     for item in items or []:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip().isidentifier():
+        name = name.strip()
+        if not sep or not name.isidentifier():
             raise UsageError(f"--parameter {item!r}: expected NAME=VALUE, e.g. groups=16")
-        overrides[name.strip()] = yaml.safe_load(value)
+        if name in overrides:
+            raise UsageError(f"--parameter {name} is given twice; give each parameter once")
+        overrides[name] = read_value(value, f"--parameter {item!r}")
     return overrides
 
 

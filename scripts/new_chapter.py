@@ -12,21 +12,25 @@ and `make test` find it by its file name, and a profile that does not name it ru
 values of its parameters cell (`params/<profile>.yaml` lists only what a profile changes).
 
 The notebook is written without outputs, ready to commit. The script refuses a slug that is
-not lower-case letters, digits and underscores (starting with a letter), a slug that an
-existing chapter already has, and a folder with chapter 99.
+not lower-case letters, digits and underscores (starting with a letter, at most 64), a slug
+that an existing chapter already has, a title on more than one line, and a folder with
+chapter 99.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "scripts" / "templates" / "chapter.ipynb"
-SLUG = re.compile(r"^[a-z][a-z0-9_]*$")
-CHAPTER = re.compile(r"^(\d\d)_([a-z0-9_]+)\.ipynb$")
+SLUG = re.compile(r"[a-z][a-z0-9_]*")
+SLUG_LENGTH = 64
+"""The longest slug: a file name, a figure label and a claims file are made of it."""
+CHAPTER = re.compile(r"(\d\d)_([a-z0-9_]+)\.ipynb")
 
 
 class UsageError(Exception):
@@ -35,7 +39,7 @@ class UsageError(Exception):
 
 def next_number(notebooks: Path) -> int:
     """One more than the highest `NN` of `notebooks/NN_slug.ipynb` (0 in an empty folder)."""
-    numbers = [int(m.group(1)) for p in notebooks.glob("*.ipynb") if (m := CHAPTER.match(p.name))]
+    numbers = [int(m.group(1)) for p in notebooks.glob("*.ipynb") if (m := CHAPTER.fullmatch(p.name))]
     return max(numbers, default=-1) + 1
 
 
@@ -55,20 +59,24 @@ def new_chapter(slug: str, notebooks: Path, title: str | None = None) -> Path:
     """Write `notebooks/NN_<slug>.ipynb` from the template and return its path.
 
     Args:
-        slug: lower-case letters, digits and underscores, starting with a letter.
+        slug: lower-case letters, digits and underscores, starting with a letter (at most 64).
         notebooks: the chapters' folder (the repository's `notebooks/`).
-        title: the chapter's heading; default: the slug in words, capitalised.
+        title: the chapter's heading, one line; default: the slug in words, capitalised.
 
     Raises:
-        UsageError: a malformed slug, one an existing chapter has, or no free number left.
+        UsageError: a malformed slug, one an existing chapter has, a title that is empty or
+            not one line, or no free number left.
     """
     import nbformat
 
-    if not SLUG.match(slug):
-        raise UsageError(f"slug {slug!r}: use lower-case letters, digits and underscores, starting with a letter (e.g. deletion_game)")
+    if not isinstance(slug, str) or not SLUG.fullmatch(slug) or len(slug) > SLUG_LENGTH:
+        raise UsageError(f"slug {slug!r}: use lower-case letters, digits and underscores, starting with a letter, "
+                         f"at most {SLUG_LENGTH} characters (e.g. deletion_game)")
+    if title is not None and (not isinstance(title, str) or not title.strip() or any(c in title for c in "\r\n")):
+        raise UsageError(f"title {title!r}: the chapter's heading is one non-empty line of text")
     if not notebooks.is_dir():
         raise UsageError(f"{notebooks} is not a folder")
-    taken = [p.name for p in notebooks.glob("*.ipynb") if (m := CHAPTER.match(p.name)) and m.group(2) == slug]
+    taken = [p.name for p in notebooks.glob("*.ipynb") if (m := CHAPTER.fullmatch(p.name)) and m.group(2) == slug]
     if taken:
         raise UsageError(f"slug {slug!r} is taken by {', '.join(sorted(taken))}")
     number = next_number(notebooks)
@@ -78,7 +86,12 @@ def new_chapter(slug: str, notebooks: Path, title: str | None = None) -> Path:
     target = notebooks / f"{section}.ipynb"
     nb = nbformat.reads(render(section, title or slug.replace("_", " ").capitalize(), slug), as_version=4)
     nbformat.validate(nb)
-    nbformat.write(nb, target)
+    partial = notebooks / f".{section}.ipynb.partial"  # renamed onto the target once complete
+    try:
+        nbformat.write(nb, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 

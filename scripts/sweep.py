@@ -6,14 +6,15 @@
 
 NOTEBOOK is a chapter's stem (`04_groupcam_ablations`), its number (`04`) or a path to a
 notebook. The sweep is `NAME=V1,V2,...`; each value is read as YAML (`8`, `0.5`, `null`,
-`[a, b]`; commas inside brackets do not split). The other parameters take the profile's values
-(`--profile`, default quick) and any `-p NAME=VALUE` given.
+`[a, b]`, and numbers such as `1e-3`; commas inside brackets or quotes do not split; a value
+given twice is refused). The other parameters take the profile's values (`--profile`,
+default quick) and any `-p NAME=VALUE` given.
 
 Every run goes through `scripts/execute_notebook.py` (papermill, the project's kernel, the
 inline backend), into `build/interactive/sweeps/<notebook>/<NAME>=<value>/` (`--out` changes
-the root): the executed copy, its claims (`claims/`) and `run.json` (`lib.sweeps.record`: the
-parameters, the commit, the wall time). The provenance box of each copy says
-`sweep NAME=value`. A run folder is emptied before its run; `book/sections/` is never written
+the root; it may not lie in `book/` or `notebooks/`): the executed copy, its claims
+(`claims/`) and `run.json` (`lib.sweeps.record`: the parameters, the commit, the wall time).
+The provenance box of each copy says `sweep NAME=value`. A run folder is emptied before its run; `book/sections/` is never written
 (only `make book` changes it). At the end the runs' claims are printed side by side
 (`lib.sweeps.compare`). Exit status 0 when every run succeeded, 1 when one failed (the others
 still run), 2 for bad arguments.
@@ -37,7 +38,6 @@ sys.path.insert(0, str(REPO))
 import execute_notebook  # noqa: E402  (a sibling script, not a package)
 
 DEFAULT_OUT = REPO / "build" / "interactive" / "sweeps"
-BOOK_SECTIONS = REPO / "book" / "sections"
 
 
 class UsageError(Exception):
@@ -60,12 +60,17 @@ def find_notebook(name: str) -> Path:
 
 
 def split_values(text: str) -> list[str]:
-    """`a,b,[c, d]` -> `['a', 'b', '[c, d]']`: commas inside brackets or braces do not split."""
-    values, depth, current = [], 0, ""
+    """`a,b,[c, d],'e, f'` -> `['a', 'b', '[c, d]', "'e, f'"]`: commas inside brackets, braces or quotes do not split."""
+    values, depth, quote, current = [], 0, "", ""
     for char in text:
-        depth += char in "[{"
-        depth -= char in "]}"
-        if char == "," and depth == 0:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        else:
+            depth += char in "[{"
+            depth -= char in "]}"
+        if char == "," and depth == 0 and not quote:
             values.append(current.strip())
             current = ""
         else:
@@ -77,22 +82,53 @@ def split_values(text: str) -> list[str]:
 
 
 def parse_sweep(text: str) -> tuple[str, list[tuple[str, object]]]:
-    """`NAME=V1,V2` -> (NAME, [(label, value), ...]), each value read as YAML."""
-    import yaml
+    """`NAME=V1,V2` -> (NAME, [(label, value), ...]), each value read as YAML (`execute_notebook.read_value`).
 
+    Raises:
+        UsageError: no `=`, a name that is not an identifier, an empty value, a value that is
+            not YAML, or a value given twice (`8,8`, or `null,~`: the same value twice).
+    """
     name, sep, values = text.partition("=")
     name = name.strip()
     if not sep or not name.isidentifier() or not values.strip():
         raise UsageError(f"sweep {text!r}: expected NAME=V1,V2,..., e.g. groups=8,16,32")
     labels = split_values(values)
-    if len(set(labels)) != len(labels):
-        raise UsageError(f"sweep {text!r}: a value is repeated")
-    return name, [(label, yaml.safe_load(label)) for label in labels]
+    try:
+        parsed = [(label, execute_notebook.read_value(label, f"sweep value of {name}")) for label in labels]
+    except execute_notebook.UsageError as exc:
+        raise UsageError(str(exc)) from None
+    seen = {}
+    for label, value in parsed:
+        key = (type(value).__name__, repr(value))
+        if key in seen:
+            same = "" if seen[key] == label else f" (as {seen[key]!r})"
+            raise UsageError(f"sweep {text!r}: the value {label!r} is repeated{same}; give each value once")
+        seen[key] = label
+    return name, parsed
 
 
 def folder_name(parameter: str, label: str) -> str:
     """`NAME=value` with the characters a file name should not hold replaced by `_`."""
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", f"{parameter}={label}")
+
+
+def folder_names(parameter: str, labels: list[str]) -> list[str]:
+    """:func:`folder_name` of each label, a run's order appended (`~1`) where two labels would share a folder."""
+    names = [folder_name(parameter, label) for label in labels]
+    taken = {name for name in names if names.count(name) == 1}
+    unique = []
+    for order, name in enumerate(names):
+        if names.count(name) > 1:
+            name = f"{name}~{order}"
+            while name in taken:
+                name += "~"
+        taken.add(name)
+        unique.append(name)
+    return unique
+
+
+FORBIDDEN_OUT = (REPO / "book", REPO / "notebooks")
+"""Folders a sweep never writes into: the book's sources (`book/`, `book/sections/` included) and the chapters."""
 
 
 def rel(path: Path) -> str:
@@ -165,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         if parameter in fixed:
             raise UsageError(f"{parameter} is both swept and fixed with -p")
         out = args.out.resolve()
-        if out == BOOK_SECTIONS or BOOK_SECTIONS in out.parents:
-            raise UsageError(f"--out {args.out} lies in book/sections/, which only `make book` writes")
+        for forbidden in FORBIDDEN_OUT:
+            if out == forbidden.resolve() or forbidden.resolve() in out.parents:
+                raise UsageError(f"--out {args.out} lies in {rel(forbidden)}/ (the book's sources and the chapters; "
+                                 "book/sections/ is written only by `make book`); use a folder under build/")
         # Every value is checked before the first run (a typo fails in a second, not after a run).
         execute_notebook.overridden(src, execute_notebook.parameters_for(src, args.profile), {**fixed, parameter: values[0][1]})
     except (UsageError, execute_notebook.UsageError) as exc:
@@ -177,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep of {src.stem}: {parameter} = {', '.join(label for label, _ in values)} [profile {args.profile}]", flush=True)
     start = time.monotonic()
     folders, ok = [], True
+    names = folder_names(parameter, [label for label, _ in values])
     for order, (label, value) in enumerate(values):
-        folder = sweep_folder / folder_name(parameter, label)
+        folder = sweep_folder / names[order]
         ok &= run_one(src, folder, args.profile, parameter, label, value, order, fixed)
         folders.append(folder)
     print(f"{len(values)} runs in {time.monotonic() - start:.1f} s; claims side by side (lib.sweeps.compare):\n", flush=True)

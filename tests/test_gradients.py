@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+from torch import nn
 
 from _tiny import images, no_hooks_left, tiny_cnn
 import lib.saliency as saliency
-from lib.saliency.passes import INPUT, layer_pass, layer_passes, with_input
+from lib.saliency import floors
+from lib.saliency.passes import INPUT, chunks, layer_pass, layer_passes, with_input
 
 
 def by_hand(model, x, targets):
@@ -102,3 +104,86 @@ def test_the_model_comes_back_as_given_and_hooks_go_even_on_error():
         layer_pass(model, x, None, "features.9")
     with pytest.raises(ValueError, match="one class index per image"):
         layer_pass(model, x, torch.tensor([0, 1, 2]), "features.1")
+
+
+class _SideBranch(nn.Module):
+    """tiny_cnn behind a convolution whose output is computed and dropped, and a layer that never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.side, self.unused = tiny_cnn(), nn.Conv2d(3, 3, 1), nn.Linear(2, 2)
+
+    def forward(self, x):
+        self.side(x)
+        return self.net(x)
+
+
+def _state(model):
+    return [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()], [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    (dict(layers=None), TypeError, "layers must be a layer name or a list"),
+    (dict(layers=[nn.ReLU()]), TypeError, "layers must be a layer name or a list"),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive integer"),
+    (dict(batch_size=2.0), TypeError, "batch_size must be a positive integer"),
+    (dict(batch_size=True), TypeError, "batch_size must be a positive integer"),
+    (dict(batch_size="2"), TypeError, "batch_size must be a positive integer"),
+    (dict(score=lambda logits, t: logits), ValueError, r"one score per image, shape \(3,\), got \(3, 5\)"),
+    (dict(score=lambda logits, t: logits[:, 0].sum()), ValueError, r"one score per image"),
+    (dict(score=lambda logits, t: 1.0), TypeError, "score must return a tensor"),
+    (dict(score=lambda logits, t: logits.detach()[:, 0]), ValueError, "do not depend on the logits"),
+    (dict(score=None), TypeError, "score must be a function"),
+    (dict(reduce=lambda passes: 3), TypeError, "per-image tensor"),  # one chunk: refused, not returned as is
+    (dict(reduce=lambda passes: 3, batch_size=1), TypeError, "per-image tensor"),
+    (dict(reduce=lambda passes: None, batch_size=1), TypeError, "per-image tensor"),
+    (dict(reduce=lambda passes: passes["features.1"].activations.sum(), batch_size=1), ValueError, "must be per image"),
+    (dict(reduce=lambda passes: {"a": [1]}, batch_size=2), TypeError, r"result\['a'\]"),
+    (dict(reduce=3), TypeError, "reduce must be a function"),
+    (dict(targets="cat"), TypeError, "targets must be integer class indices"),
+    (dict(layers=[INPUT]), ValueError, r"with_input\(model\)"),
+])
+def test_bad_arguments_get_one_clear_error_and_leave_the_model_as_given(arguments, error, message):
+    model, x = tiny_cnn(), images(3, 16)
+    model.fc.weight.requires_grad_(False)
+    before = _state(model)
+    arguments = dict(targets=torch.tensor([0, 1, 2]), layers=["features.1"]) | arguments
+    with pytest.raises(error, match=message):
+        layer_passes(model, x, arguments.pop("targets"), arguments.pop("layers"), **arguments)
+    assert no_hooks_left(model) and _state(model) == before
+
+
+def test_layers_that_do_not_run_or_do_not_reach_the_logits_are_named():
+    model, x, targets = _SideBranch().eval(), images(2, 16), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"\['unused'\] did not run"):
+        layer_passes(model, x, targets, ["unused"])
+    with pytest.raises(ValueError, match=r"does not depend on layer\(s\) \['side'\]"):
+        layer_passes(model, x, targets, ["net.features.1", "side"])
+    with pytest.raises(ValueError, match="no requested layer lies before the logits"):
+        layer_passes(model, x, targets, ["side"])
+    assert no_hooks_left(model)
+
+
+def test_auto_batch_size_and_a_single_layer_name():
+    model, x, targets = tiny_cnn(), images(3, 16), torch.tensor([1, 3, 0])
+    whole = layer_pass(model, x, targets, "features.3")
+    auto = layer_pass(model, x, targets, "features.3", batch_size="auto")
+    assert torch.equal(auto.gradients, whole.gradients) and torch.equal(auto.activations, whole.activations)
+    with pytest.raises(TypeError, match="one layer name"):
+        layer_pass(model, x, targets, ["features.3"])
+
+
+def test_chunks_and_floors_refuse_counts_that_are_not_whole_numbers():
+    assert list(chunks(0, None)) == [] and list(chunks(5, 2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    with pytest.raises(ValueError, match=">= 0"):
+        list(chunks(-1, None))
+    model, x, targets = tiny_cnn(), images(2, 16), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"settings\['n_samples'\].*>= 1, got 0"):
+        floors.input_passes("n_samples")(model, x, targets, {"n_samples": 0})
+    with pytest.raises(TypeError, match=r"settings\['groups'\]"):
+        floors.groupcam_passes(model, x, targets, {"layer": "features.3", "groups": 2.5})
+    with pytest.raises(KeyError, match="needs the method's setting 'layer'"):
+        floors.one_layer_pass(model, x, targets, {})
+    floors.input_passes()(model, x, None, {})()  # targets resolved to the prediction beforehand
+    floors.cameras_passes(model, x, targets, {"layer": "features.3", "steps": 2, "max_scale": 32, "batch_size": "auto"})()
+    assert no_hooks_left(model)

@@ -207,6 +207,99 @@ def test_sweep_arguments(tmp_path):
     assert sweep.main([sweep.find_notebook("04").stem, "groups=8", "--out", str(BOOK_SECTIONS / "x")]) == 2
 
 
+# ---------------------------------------------------------------- bad input to the scripts and lib.sweeps
+
+
+def test_build_variables_that_are_blank_or_odd(monkeypatch, tmp_path):
+    monkeypatch.setenv("SALIENCY_SECTIONS", "   ")  # blank: interactive, for the claims and the box alike
+    monkeypatch.setenv("SALIENCY_RUN", "build")
+    assert provenance.run_kind() == provenance.INTERACTIVE
+    assert claims.claims_dir() == REPO / "build" / "interactive" / "claims"
+    monkeypatch.setenv("SALIENCY_SECTIONS", f" {tmp_path} ")
+    monkeypatch.setenv("SALIENCY_RUN", "sweep groups=8\n(scripts/sweep.py)")
+    assert claims.claims_dir() == tmp_path / "claims"
+    assert provenance.run_kind() == "sweep groups=8 (scripts/sweep.py)"
+    assert provenance.summary().splitlines()[0] == "run: sweep groups=8 (scripts/sweep.py)"
+
+
+def test_override_values_that_are_not_yaml_or_are_given_twice():
+    execute = _script("execute_notebook")
+    assert execute.parse_overrides(["step=1e-3", "groups=08", "name='1e3'"]) == {"step": 0.001, "groups": 8, "name": "1e3"}
+    for items, message in ((["methods=[gradcam"], "not a YAML value"), (["layer=@x"], "not a YAML value"),
+                           (["layer="], "empty value"), (["groups=8", "groups=16"], "given twice")):
+        with pytest.raises(execute.UsageError, match=message):
+            execute.parse_overrides(items)
+    for profile in ("../params/quick", "", None):
+        with pytest.raises(execute.UsageError, match="name a file of params/"):
+            execute.load_profile(profile)
+
+
+def test_sweep_values_with_quotes_repeats_and_clashing_folders():
+    sweep = _script("sweep")
+    assert sweep.parse_sweep("layer='a, b',c") == ("layer", [("'a, b'", "a, b"), ("c", "c")])
+    assert sweep.parse_sweep("step=1e-3,0.01") == ("step", [("1e-3", 0.001), ("0.01", 0.01)])
+    for bad, message in (("groups=8,08", "repeated"), ("flag=yes,true", "repeated"), ("layer=null,~", "repeated"),
+                         ("methods=[a,b", "not a YAML value")):
+        with pytest.raises(sweep.UsageError, match=message):
+            sweep.parse_sweep(bad)
+    names = sweep.folder_names("layer", ["a/b", "a b", "c"])
+    assert names == ["layer=a_b~0", "layer=a_b~1", "layer=c"] and len(set(names)) == 3
+
+
+@pytest.mark.parametrize("out", ["book", "book/x", "notebooks/x"])
+def test_a_sweep_never_writes_into_the_books_sources_or_the_chapters(out, capsys):
+    sweep = _script("sweep")
+    assert sweep.main([sweep.find_notebook("04").stem, "groups=8", "--out", str(REPO / out)]) == 2
+    assert "use a folder under build/" in capsys.readouterr().err
+    assert not (REPO / out / sweep.find_notebook("04").stem).exists()
+
+
+def test_new_chapter_refuses_slugs_and_titles_that_only_look_right(tmp_path):
+    new = _script("new_chapter")
+    for slug in ("deletion_game\n", "a" * 65, None):
+        with pytest.raises(new.UsageError, match="lower-case letters"):
+            new.new_chapter(slug, tmp_path)
+    for title in ("The game\n# another heading", "", "  "):
+        with pytest.raises(new.UsageError, match="one non-empty line"):
+            new.new_chapter("deletion_game", tmp_path, title=title)
+    assert list(tmp_path.iterdir()) == []
+    assert new.new_chapter("a" * 64, tmp_path).name == "00_" + "a" * 64 + ".ipynb"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_" + "a" * 64 + ".ipynb"]  # no partial file left
+
+
+def test_record_refuses_bad_fields_before_writing(tmp_path):
+    good = dict(notebook="04_x", parameter="groups", value=8, label="8", order=0, profile="smoke", parameters={}, seconds=1.0, ok=True)
+    for bad, message in ((dict(ok="no"), "ok must be True or False"), (dict(order="x"), "order must be"),
+                         (dict(order=-1), "order must be"), (dict(seconds=None), "seconds must be"),
+                         (dict(seconds=float("nan")), "seconds must be"), (dict(label=""), "label must be")):
+        with pytest.raises((TypeError, ValueError), match=message):
+            sweeps.record(tmp_path / "run", **(good | bad))
+    assert not (tmp_path / "run").exists()
+    path = sweeps.record(tmp_path / "run", **good)
+    assert sorted(p.name for p in path.parent.iterdir()) == [sweeps.RUN_FILE]  # no partial file left
+
+
+def test_load_and_compare_refuse_unreadable_runs_and_repeated_values(tmp_path):
+    broken = tmp_path / "sweep" / "groups=8"
+    broken.mkdir(parents=True)
+    for text in ("{not json", "[1, 2]", '{"notebook": "04_x"}'):
+        (broken / sweeps.RUN_FILE).write_text(text)
+        with pytest.raises(ValueError, match="not a run record"):
+            sweeps.load(broken)
+        with pytest.raises(ValueError, match="not a run record"):
+            sweeps.compare(tmp_path / "sweep")
+    one = _run(tmp_path / "a", 8, 0, [_claim("04_x", "A beats B", "A 0.49")])
+    again = _run(tmp_path / "b", 8, 1, [_claim("04_x", "A beats B", "A 0.51")])
+    with pytest.raises(ValueError, match="groups=8 is the value of more than one run"):
+        sweeps.compare([one, again])
+    assert sweeps.compare(one).loc[("04_x", "A beats B"), ("groups=8", "our value")] == "A 0.49"  # one run's folder
+    with pytest.raises(TypeError, match="a sweep folder or a list of run folders"):
+        sweeps.compare(None)
+    (one / "claims" / "04_x.json").write_text("{not json")
+    with pytest.raises(ValueError, match="claims of the run"):
+        sweeps.load(one)
+
+
 # ---------------------------------------------------------------- runs of the template chapter
 
 

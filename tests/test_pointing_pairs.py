@@ -92,3 +92,30 @@ def test_comparison_row_by_hand():
     assert difficult["− B"].startswith("-25.0")
     empty = comparison_row(result([True], [0], [False]), subset="difficult")
     assert empty["pairs"] == 0 and math.isnan(empty["accuracy %"]) and empty["95% interval"] == "–"
+
+
+def test_select_refuses_keeps_that_are_not_masks_positions_or_slices():
+    assert select(A, [True, False, True, False, True, True]).hits.tolist() == [True, False, True, False]  # a list mask
+    assert select(A, torch.tensor([-1, 0])).labels.tolist() == [1, 0]
+    for keep, error, message in (([True, False], ValueError, "a mask of 2 for 6 pairs"),
+                                 (torch.tensor([0, 9]), ValueError, r"positions must lie in \[-6, 6\), got 9"),
+                                 (None, TypeError, "bool mask"), (2, TypeError, "bool mask"),
+                                 (torch.tensor([0.0, 1.0]), TypeError, "float32"),
+                                 (torch.ones(2, 3, dtype=torch.bool), ValueError, "one-dimensional")):
+        with pytest.raises(error, match=message):
+            select(A, keep)
+
+
+def test_paired_functions_refuse_what_is_not_a_result_or_a_list_of_keys():
+    with pytest.raises(TypeError, match="other must be a PointingResult"):
+        paired_difference(A, None)
+    with pytest.raises(TypeError, match="keys must be a list"):
+        paired_hits({"ab": A, "a": A, "b": B}, "ab")  # would be read as the keys 'a' and 'b'
+    with pytest.raises(ValueError, match=r"\['c'\] are not keys of results"):
+        paired_hits({"a": A}, ["c"])
+    with pytest.raises(TypeError, match="Interval or SignFlip"):
+        points_text((0.5, 0.4, 0.6))
+    with pytest.raises(TypeError, match="against must be a mapping"):
+        comparison_row(A, [B])
+    with pytest.raises(ValueError, match="resamples must be a positive integer"):
+        comparison_row(A, resamples=0)

@@ -205,3 +205,36 @@ def test_the_packages_modules_are_attributes_of_a_fresh_import():
         import lib
 
         lib.nothing
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (dict(name=5), ValueError, "Python identifier"),
+    (dict(name="class"), ValueError, "not a keyword"),
+    (dict(light=[("n_samples", 2)]), TypeError, "light must be a mapping"),
+    (dict(work="n_samples"), TypeError, "work must be a mapping"),
+    (dict(peers="captum"), TypeError, "peers must be a list of Peer"),
+    (dict(peers=registry.Peer("captum", "InputXGradient")), TypeError, "peers must be a list of Peer"),
+    (dict(paper="a`b"), ValueError, "paper must be a citation key"),
+    (dict(paper=2020), ValueError, "paper must be a citation key"),
+    (dict(equation="Eq. 1\n| injected |"), ValueError, "equation must be a non-empty string on one line"),
+    (dict(display="Input\nx gradient"), ValueError, "display must be a non-empty string on one line"),
+    (dict(baseline="no"), TypeError, "baseline must be True or False"),
+    (dict(function=3), TypeError, "must be a callable"),
+    (dict(function="input_x_gradient"), TypeError, "pass the name as name="),
+    (dict(function=int), TypeError, "no signature"),
+])
+def test_malformed_registrations_get_one_clear_error(bad, error, message):
+    before = list(registry.REGISTRY.items())
+    arguments = dict(function=input_x_gradient, name="input_x_gradient", display="Input x gradient", family="input gradient") | bad
+    with pytest.raises(error, match=message):
+        registry.register(arguments.pop("function"), **arguments)
+    assert list(registry.REGISTRY.items()) == before
+    assert "|---|" in registry.equation_index() and len(registry.equation_index().splitlines()) == len(before) + 2
+
+
+def test_a_name_that_is_not_a_string_is_a_type_error():
+    for call in (registry.get, registry.unregister, saliency.resolve_method):
+        for name in (None, 5, ["gradcam"]):
+            with pytest.raises(TypeError, match="named by a string"):
+                call(name)
+    assert saliency.resolve_method("gradcam") is saliency.gradcam

@@ -68,3 +68,29 @@ def test_join_steps_keeps_the_first_step_then_the_rest():
     other.targets = torch.ones(3, dtype=torch.long)
     with pytest.raises(ValueError, match="different images or targets"):
         join_steps(first, other)
+
+
+def test_steps_must_be_distinct_integer_indices():
+    cascading = result("cascading")
+    one = per_image_similarity(cascading, 1)  # one step: image 0's rho there; images 1 and 2 constant (NaN)
+    assert one[0].item() == pytest.approx(0.5) and one[1:].isnan().all()
+    assert torch.allclose(per_image_similarity(cascading, torch.tensor([0, 1])), per_image_similarity(cascading, [0, 1]), equal_nan=True)
+    for steps, error in (([0.5], TypeError), ([True], TypeError), ("01", TypeError), ([0, 0, 1], ValueError), ([3], ValueError)):
+        with pytest.raises(error, match="distinct step indices"):
+            per_image_similarity(cascading, steps)
+
+
+def test_modes_and_results_are_checked():
+    odd = result("Cascading")  # would silently be read as the independent test
+    with pytest.raises(ValueError, match="mode must be one of"):
+        per_image_similarity(odd)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        join_steps(result("cascading"), result("independent"), mode="whatever")
+    with pytest.raises(TypeError, match="expected a RandomizationResult, got NoneType"):
+        per_image_similarity(None)
+    with pytest.raises(TypeError, match="for a dict of results"):
+        join_steps({"gradcam": result("cascading")}, None)
+    with pytest.raises(TypeError, match="rest: expected a RandomizationResult"):
+        join_steps(result("cascading"), 3)
+    with pytest.raises(TypeError, match="undefined_steps"):
+        undefined_steps([])

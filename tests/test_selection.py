@@ -75,3 +75,38 @@ def test_disjoint_groups_by_hand():
     assert disjoint_groups([0, 0, 0, 0], 3).shape == (0, 4)  # one class: no group of four classes
     with pytest.raises(ValueError, match="tiles"):
         disjoint_groups(labels, 2, tiles=0)
+
+
+def test_held_out_choice_refuses_overlapping_empty_or_non_bool_halves():
+    results = {"a": result([1, 1, 0, 1, 1, 0]), "b": result([0, 1, 1, 0, 1, 1])}
+    choose = torch.tensor([True, True, True, False, False, False])
+    with pytest.raises(ValueError, match="share 1 pairs; they must be disjoint"):
+        held_out_choice(results, ["a", "b"], choose, torch.tensor([False, False, True, True, True, True]))
+    with pytest.raises(ValueError, match="no choosing pair"):
+        held_out_choice(results, ["a", "b"], torch.zeros(6, dtype=torch.bool), ~choose)
+    with pytest.raises(ValueError, match="no choosing pair is difficult"):
+        held_out_choice(results, ["a", "b"], torch.tensor([True, False, True, False, False, True]), torch.tensor([False, True, False, True, True, False]), subset="difficult")
+    with pytest.raises(TypeError, match="bool mask"):
+        held_out_choice(results, ["a", "b"], [0, 1, 2], [3, 4, 5])  # positions, not masks
+    with pytest.raises(ValueError, match=r"bool mask \(6,\)"):
+        held_out_choice(results, ["a", "b"], choose[:3], ~choose)
+    with pytest.raises(TypeError, match="candidates must be a list"):
+        held_out_choice({"ab": results["a"], "a": results["a"], "b": results["b"]}, "ab", choose, ~choose)
+    with pytest.raises(ValueError, match="different pairs"):
+        held_out_choice({"a": results["a"], "b": result([1, 0], labels=(0, 1), difficult=(False, False))}, ["a", "b"], choose, ~choose)
+    with pytest.raises(ValueError, match=r"\['c'\] are not keys"):
+        best_in_sample(results, ["a", "c"])
+
+
+def test_disjoint_groups_refuses_counts_and_labels_that_are_not_integers():
+    assert disjoint_groups([], 3).shape == (0, 4)
+    for arguments, error, message in ((dict(count=1.5), TypeError, "count must be an integer"),
+                                      (dict(count=None), TypeError, "count must be an integer"),
+                                      (dict(tiles=2.0), TypeError, "tiles must be an integer"),
+                                      (dict(count=True), TypeError, "count must be an integer"),
+                                      (dict(seed=None), TypeError, "seed must be an integer"),
+                                      (dict(labels=[0.5, 0.7, 1.2]), ValueError, "integer class indices"),
+                                      (dict(labels=[[0, 1], [2, 3]]), ValueError, "integer class indices")):
+        arguments = dict(labels=[0, 1, 2, 3], count=1) | arguments
+        with pytest.raises(error, match=message):
+            disjoint_groups(arguments.pop("labels"), arguments.pop("count"), **arguments)

@@ -18,7 +18,7 @@ comparison table (accuracy, bootstrap interval, paired differences, in points).
 
 from __future__ import annotations
 
-from typing import Hashable, Mapping, Sequence
+from typing import Hashable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -40,21 +40,45 @@ def _subset_mask(result: PointingResult, subset: str) -> torch.Tensor:
     return torch.ones_like(result.hits, dtype=torch.bool) if subset == "all" else result.difficult.to(torch.bool)
 
 
+def _check_result(result, what: str) -> None:
+    if not isinstance(result, PointingResult):
+        raise TypeError(f"{what} must be a PointingResult (lib.metrics.pointing), got {type(result).__name__}")
+
+
 def select(result: PointingResult, keep) -> PointingResult:
     """The result on some of its pairs: accuracies and class weights recomputed on them.
 
     Args:
         result: a :class:`PointingResult` of ``N`` pairs.
-        keep: a bool mask ``(N,)``, integer positions, or a slice.
+        keep: a bool mask ``(N,)`` (tensor, array or list), integer positions in ``[-N, N)``,
+            or a slice.
 
     Returns:
         A :class:`PointingResult` of the kept pairs, in their order.
 
     Raises:
-        ValueError: a bool mask of another length than ``N``.
+        ValueError: a bool mask of another length than ``N``, a position out of range, or
+            a mask or positions that are not one-dimensional.
+        TypeError: ``keep`` is none of these (None, a single int, floats).
     """
-    if isinstance(keep, torch.Tensor) and keep.dtype == torch.bool and keep.numel() != result.hits.numel():
-        raise ValueError(f"select: a mask of {keep.numel()} for {result.hits.numel()} pairs")
+    _check_result(result, "select: result")
+    count = result.hits.numel()
+    if not isinstance(keep, slice):
+        if keep is None or isinstance(keep, (bool, int, float, str)):
+            raise TypeError(f"select: keep must be a bool mask ({count},), integer positions or a slice, got {keep!r}")
+        keep = torch.as_tensor(keep)
+        if keep.dim() != 1:
+            raise ValueError(f"select: keep must be one-dimensional, got shape {tuple(keep.shape)}")
+        if keep.dtype == torch.uint8:
+            keep = keep.to(torch.bool)
+        if keep.dtype == torch.bool:
+            if keep.numel() != count:
+                raise ValueError(f"select: a mask of {keep.numel()} for {count} pairs")
+        elif keep.is_floating_point() or keep.is_complex():
+            raise TypeError(f"select: keep must be a bool mask ({count},), integer positions or a slice, got dtype {keep.dtype}")
+        elif keep.numel() and not bool(((keep >= -count) & (keep < count)).all()):
+            raise ValueError(f"select: positions must lie in [-{count}, {count}), got {keep[(keep < -count) | (keep >= count)][0].item()}")
+        keep = keep.to(result.hits.device)
     return PointingResult.from_hits(result.hits[keep], result.labels[keep], result.difficult[keep], result.points[keep])
 
 
@@ -76,7 +100,10 @@ def paired_difference(result: PointingResult, other: PointingResult, *, subset: 
 
     Raises:
         ValueError: the two results are on different pairs, or an unknown subset.
+        TypeError: an argument that is not a :class:`PointingResult`.
     """
+    _check_result(result, "paired_difference: result")
+    _check_result(other, "paired_difference: other")
     keep = _subset_mask(result, subset)
     if not torch.equal(result.labels, other.labels):
         raise ValueError(f"paired_difference: the results are on different pairs ({result.labels.numel()} and "
@@ -85,6 +112,21 @@ def paired_difference(result: PointingResult, other: PointingResult, *, subset: 
         return None
     differences = result.hits[keep].double() - other.hits[keep].double()
     return sign_flip(differences, result.class_weights(subset)[keep], seed=seed, **options)
+
+
+def _keys(results: Mapping, keys, what: str, name: str = "keys") -> list:
+    """``keys`` as a list, each one of ``results``; a lone string is refused (it would be read as its letters)."""
+    if not isinstance(results, Mapping):
+        raise TypeError(f"{what}: results must be a mapping {{key: PointingResult}}, got {type(results).__name__}")
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise TypeError(f"{what}: {name} must be a list of keys of results, got {keys!r}")
+    keys = list(keys)
+    if not keys:
+        raise ValueError(f"{what}: no {name}")
+    missing = [key for key in keys if key not in results]
+    if missing:
+        raise ValueError(f"{what}: {missing} are not keys of results; they are {list(results)}")
+    return keys
 
 
 def paired_hits(results: Mapping[Hashable, PointingResult], keys: Sequence[Hashable], keep=None) -> tuple[dict, torch.Tensor]:
@@ -102,10 +144,10 @@ def paired_hits(results: Mapping[Hashable, PointingResult], keys: Sequence[Hasha
         ``({key: float64 hits on the kept pairs}, float64 class weights of the kept pairs)``.
 
     Raises:
-        ValueError: no key, or results on different pairs.
+        ValueError: no key, a key not in ``results``, or results on different pairs.
+        TypeError: ``keys`` given as one string (a list of keys is needed).
     """
-    if not keys:
-        raise ValueError("paired_hits: no keys")
+    keys = _keys(results, keys, "paired_hits")
     keep = slice(None) if keep is None else keep
     chosen = {key: select(results[key], keep) for key in keys}
     first = next(iter(chosen.values()))
@@ -125,6 +167,8 @@ def points_text(statistic, *, signed: bool = False, empty: str = "–") -> str:
     """
     if statistic is None:
         return empty
+    if not all(hasattr(statistic, name) for name in ("value", "low", "high")):
+        raise TypeError(f"points_text: expected an Interval or SignFlip (value, low, high) or None, got {type(statistic).__name__}")
     number = "{:+.1f}" if signed else "{:.1f}"
     value, low, high = (number.format(100 * v) for v in (statistic.value, statistic.low, statistic.high))
     return f"{value} [{low}, {high}]"
@@ -148,8 +192,14 @@ def comparison_row(result: PointingResult, against: Mapping[str, PointingResult 
         ``subset="all"`` also ``"difficult %"`` and ``"difficult pairs"``.
 
     Raises:
-        ValueError: an unknown subset, or an ``against`` result on other pairs.
+        ValueError: an unknown subset, an ``against`` result on other pairs, or resamples below 1.
+        TypeError: ``against`` that is not a mapping, or a result that is not a :class:`PointingResult`.
     """
+    _check_result(result, "comparison_row: result")
+    if against is not None and not isinstance(against, Mapping):
+        raise TypeError(f"comparison_row: against must be a mapping {{column: PointingResult or None}}, got {type(against).__name__}")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"comparison_row: resamples must be a positive integer, got {resamples!r}")
     keep = _subset_mask(result, subset)
     count = int(keep.sum())
     accuracy = result.accuracy if subset == "all" else result.accuracy_difficult

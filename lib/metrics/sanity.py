@@ -42,6 +42,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -389,6 +391,18 @@ def independent_randomization(
 # --------------------------------------------------------------------------- per-image summaries
 
 
+MODES = ("cascading", "independent")
+"""The two randomisation tests of Adebayo et al. 2018, Sec. 3.1 (:attr:`RandomizationResult.mode`)."""
+
+
+def _check_result(result, what: str, mode: bool = True) -> None:
+    if not isinstance(result, RandomizationResult):
+        hint = "; for a dict of results (a method returning several maps) take each entry" if isinstance(result, dict) else ""
+        raise TypeError(f"{what}: expected a RandomizationResult, got {type(result).__name__}{hint}")
+    if mode and result.mode not in MODES:
+        raise ValueError(f"{what}: the result's mode must be one of {MODES}, got {result.mode!r}")
+
+
 def per_image_similarity(result: RandomizationResult, steps: Sequence[int] | None = None) -> torch.Tensor:
     r"""Each image's Spearman correlation with the trained model's map, summarised over the steps of a test.
 
@@ -402,21 +416,35 @@ def per_image_similarity(result: RandomizationResult, steps: Sequence[int] | Non
 
     Args:
         result: a :class:`RandomizationResult`.
-        steps: 0-based step indices to average; None: the last step (cascading) or every
-            step (independent).
+        steps: 0-based step indices to average (or one index); None: the last step
+            (cascading) or every step (independent).
 
     Returns:
         float64 ``(B,)``; NaN for an image with no defined correlation among the steps.
 
     Raises:
-        ValueError: an empty ``steps`` or a step outside ``[0, L)``.
+        ValueError: an empty ``steps``, a step outside ``[0, L)``, a step given twice, or a
+            result whose ``mode`` is neither ``"cascading"`` nor ``"independent"``.
+        TypeError: a step that is not an integer (``0.5``, ``True``, a string), or a
+            ``result`` that is not a :class:`RandomizationResult`.
     """
+    _check_result(result, "per_image_similarity")
     rho = result.defined_spearman.detach().to("cpu", torch.float64)
     if steps is None:
         return rho[:, -1] if result.mode == "cascading" else rho.nanmean(dim=1)
-    steps = [int(s) for s in steps]
-    if not steps or any(not 0 <= s < rho.shape[1] for s in steps):
-        raise ValueError(f"steps must be a non-empty list of step indices in [0, {rho.shape[1]}), got {steps}")
+    wrong = f"steps must be a non-empty list of distinct step indices (integers) in [0, {rho.shape[1]}), got {steps!r}"
+    if isinstance(steps, (str, bytes)):
+        raise TypeError(wrong)
+    if not isinstance(steps, Iterable) or (isinstance(steps, torch.Tensor) and steps.dim() == 0):
+        steps = [steps]  # one step
+    try:
+        if any(isinstance(step, bool) for step in steps):
+            raise TypeError
+        steps = [operator.index(step) for step in steps]
+    except TypeError:
+        raise TypeError(wrong) from None
+    if not steps or len(set(steps)) != len(steps) or any(not 0 <= step < rho.shape[1] for step in steps):
+        raise ValueError(wrong)
     return rho[:, steps].nanmean(dim=1)
 
 
@@ -426,6 +454,7 @@ def undefined_steps(result: RandomizationResult) -> list[str]:
     A correlation is undefined where the step's map or the trained model's map is constant
     (:attr:`RandomizationResult.undefined`); the count of such maps is ``int(result.undefined.sum())``.
     """
+    _check_result(result, "undefined_steps", mode=False)
     return [name for name, some in zip(result.layer_names, result.undefined.any(dim=0).tolist()) if some]
 
 
@@ -442,12 +471,22 @@ def join_steps(first: RandomizationResult, rest: RandomizationResult | None, *, 
         mode: the joined result's ``mode``.
 
     Raises:
-        ValueError: maps of other sizes or other targets (other images), or SSIM in only one of them.
+        ValueError: maps of other sizes or other targets (other images), SSIM in only one of
+            them, or a ``mode`` other than ``"cascading"`` and ``"independent"``.
+        TypeError: an argument that is not a :class:`RandomizationResult` (for a dict of
+            results, join each entry).
     """
+    _check_result(first, "join_steps: first", mode=False)
+    if mode not in MODES:
+        raise ValueError(f"join_steps: mode must be one of {MODES}, got {mode!r}")
     if rest is not None:
-        if rest.maps.shape[1:] != first.maps.shape[1:] or not torch.equal(rest.targets, first.targets):
+        _check_result(rest, "join_steps: rest", mode=False)
+        if rest.maps.shape[1:] != first.maps.shape[1:]:
             raise ValueError(f"join_steps: the results explain different images or targets "
                              f"(maps {tuple(first.maps.shape[1:])} vs {tuple(rest.maps.shape[1:])})")
+        if not torch.equal(rest.targets, first.targets):
+            raise ValueError(f"join_steps: the results explain different images or targets "
+                             f"(targets {first.targets.tolist()[:8]} vs {rest.targets.tolist()[:8]})")
         if (rest.ssim is None) != (first.ssim is None):
             raise ValueError("join_steps: SSIM measured in one result only")
     spearman_steps = [first.spearman[:, :1]] + ([rest.spearman] if rest is not None else [])

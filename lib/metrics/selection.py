@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 from typing import Hashable, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import torch
 
 from ..saliency.combine import best_candidate
 from .pointing import PointingResult
-from .pointing_pairs import paired_hits
+from .pointing_pairs import _keys, paired_hits
 
 __all__ = ["HeldOut", "held_out_choice", "best_in_sample", "disjoint_groups"]
 
@@ -32,11 +33,22 @@ class HeldOut(NamedTuple):
     weights: torch.Tensor  # float64, the class weights of the test pairs
 
 
-def _subset(results: Mapping[Hashable, PointingResult], key, mask, subset: str) -> torch.Tensor:
+def _check_subset(subset) -> None:
     if subset not in ("all", "difficult"):
         raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
-    mask = torch.as_tensor(mask, dtype=torch.bool)
-    return mask & results[key].difficult.to(torch.bool) if subset == "difficult" else mask.clone()
+
+
+def _mask(mask, count: int, what: str) -> torch.Tensor:
+    """A bool mask over the ``count`` pairs (a tensor, array or list of bools)."""
+    if isinstance(mask, (bool, int, float, str)) or mask is None:
+        raise TypeError(f"held_out_choice: {what} must be a bool mask over the {count} pairs, got {mask!r}")
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"held_out_choice: {what} must be a bool mask over the {count} pairs, got dtype {mask.dtype} "
+                        "(positions? make a mask: torch.zeros(n, dtype=torch.bool) then set them)")
+    if tuple(mask.shape) != (count,):
+        raise ValueError(f"held_out_choice: {what} must be a bool mask ({count},), one per pair, got shape {tuple(mask.shape)}")
+    return mask
 
 
 def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequence[Hashable], choose, test, *,
@@ -51,18 +63,33 @@ def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequ
     Args:
         results: ``{configuration: PointingResult}``, all on the same pairs.
         candidates: the configurations to choose among, in tie-breaking order.
-        choose, test: bool masks over the pairs (e.g. :func:`lib.saliency.combine.image_halves`).
+        choose, test: disjoint bool masks over the pairs (e.g. :func:`lib.saliency.combine.image_halves`).
         subset: ``"all"`` or ``"difficult"`` (both halves restricted to the difficult pairs).
 
     Returns:
         :class:`HeldOut` ``(chosen, hits on test, class weights on test)``.
 
     Raises:
-        ValueError: no candidates, an unknown subset, or results on different pairs.
+        ValueError: no candidates, an unknown subset, results on different pairs, masks of
+            another length, masks that share a pair (the choice would be tested on its own
+            pairs), or no choosing pair in the subset (nothing to choose on).
+        TypeError: masks that are not bool, candidates given as one string.
     """
-    if not candidates:
-        raise ValueError("held_out_choice: no candidates")
-    on_choose, on_test = (_subset(results, candidates[0], m, subset) for m in (choose, test))
+    candidates = _keys(results, candidates, "held_out_choice", "candidates")
+    _check_subset(subset)
+    first = results[candidates[0]]
+    if any(not torch.equal(results[key].labels, first.labels) for key in candidates):
+        raise ValueError("held_out_choice: the results are on different pairs (other labels or another number of pairs)")
+    count = first.labels.numel()
+    choose, test = _mask(choose, count, "choose"), _mask(test, count, "test")
+    if bool((choose & test).any()):
+        raise ValueError(f"held_out_choice: choose and test share {int((choose & test).sum())} pairs; "
+                         "they must be disjoint (e.g. lib.saliency.combine.image_halves)")
+    difficult = first.difficult.to(torch.bool)
+    on_choose, on_test = ((m & difficult) if subset == "difficult" else m.clone() for m in (choose, test))
+    if not bool(on_choose.any()):
+        raise ValueError(f"held_out_choice: no choosing pair{' is difficult' if subset == 'difficult' else ''}; "
+                         "nothing to choose on")
     hits, weights = paired_hits(results, candidates, on_choose)
     chosen = best_candidate(hits, weights, candidates)
     tested, test_weights = paired_hits(results, [chosen], on_test)
@@ -76,12 +103,11 @@ def best_in_sample(results: Mapping[Hashable, PointingResult], candidates: Seque
     An undefined accuracy (no pair in the subset) ranks last; ties go to the candidate listed first.
 
     Raises:
-        ValueError: no candidates or an unknown subset.
+        ValueError: no candidates, a candidate not in ``results``, or an unknown subset.
+        TypeError: candidates given as one string.
     """
-    if not candidates:
-        raise ValueError("best_in_sample: no candidates")
-    if subset not in ("all", "difficult"):
-        raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
+    candidates = _keys(results, candidates, "best_in_sample", "candidates")
+    _check_subset(subset)
     attribute = "accuracy" if subset == "all" else "accuracy_difficult"
 
     def score(key) -> float:
@@ -109,11 +135,23 @@ def disjoint_groups(labels, count: int, *, tiles: int = 4, seed: int = 0) -> tor
         int64 ``(G, tiles)``, ``G <= count``: indices into ``labels``, in the order each group filled.
 
     Raises:
-        ValueError: a negative ``count`` or ``tiles`` below 1.
+        ValueError: a negative ``count``, ``tiles`` below 1, or labels that are not one
+            integer class per image.
+        TypeError: ``count``, ``tiles`` or ``seed`` that is not an integer (a float, a bool, None).
     """
-    if count < 0 or tiles < 1:
-        raise ValueError(f"disjoint_groups: count must be >= 0 and tiles >= 1, got {count} and {tiles}")
-    labels = [int(label) for label in torch.as_tensor(labels).reshape(-1).tolist()]
+    for what, value, low in (("count", count, 0), ("tiles", tiles, 1), ("seed", seed, None)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (low is not None and value < low):
+            bound = f"an integer >= {low}" if low is not None else "an integer"
+            raise (ValueError if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else TypeError)(
+                f"disjoint_groups: {what} must be {bound}, got {value!r}")
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"disjoint_groups: labels must be integer class indices (N,), got {type(labels).__name__}") from None
+    if labels.dim() != 1 or (labels.numel() and (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)):
+        raise ValueError(f"disjoint_groups: labels must be integer class indices (N,), got dtype {labels.dtype} "
+                         f"and shape {tuple(labels.shape)}")
+    labels = labels.tolist()
     open_groups, closed = [], []
     if count:
         for i in torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist():

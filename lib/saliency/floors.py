@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import prepared
-from .passes import auto_batch_size, chunks, layer_pass
+from .passes import _whole, auto_batch_size, chunks, layer_pass, resolve_targets
 from .multiscale import scale_sizes
 
 __all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "scorecam_passes", "cameras_passes",
@@ -31,8 +31,24 @@ def _chunk(settings: Mapping[str, object], images: torch.Tensor) -> int | None:
     return auto_batch_size(settings.get("batch_size"), images)
 
 
+def _setting(settings: Mapping[str, object], key: str):
+    if key not in settings:
+        raise KeyError(f"this floor needs the method's setting {key!r}; got settings {sorted(settings)}")
+    return settings[key]
+
+
+def _count(settings: Mapping[str, object], key: str) -> int:
+    """``settings[key]``, a number of passes per image: an integer >= 1."""
+    return _whole(_setting(settings, key), f"settings[{key!r}] (passes per image)", 1)
+
+
 def forwards(module: torch.nn.Module, images: torch.Tensor, count: int, batch_size: int | None) -> None:
-    """``count`` forward passes without gradient over copies of ``images`` (cycled), in chunks of ``batch_size``."""
+    """``count`` forward passes without gradient over copies of ``images`` (cycled), in chunks of ``batch_size``.
+
+    Raises:
+        TypeError, ValueError: ``count`` is not a whole number >= 0, or a bad ``batch_size``.
+    """
+    count = _whole(count, "count (forward passes)", 0)
     with torch.no_grad():
         for piece in chunks(count, batch_size):
             module(images[torch.arange(piece.start, piece.stop, device=images.device) % images.shape[0]])
@@ -46,7 +62,8 @@ def input_passes(count: str | None = None) -> Floor:
     """
 
     def floor(model, images, targets, settings):
-        n, batch_size = (1 if count is None else int(settings[count])), _chunk(settings, images)
+        n, batch_size = (1 if count is None else _count(settings, count)), _chunk(settings, images)
+        targets = resolve_targets(model, images, targets)
 
         def run():
             with prepared(model) as module:
@@ -64,7 +81,7 @@ def forward_passes(count: str, plus: int = 0) -> Floor:
     """A floor of ``settings[count] + plus`` forward passes per image without gradient (RISE: ``n_masks``)."""
 
     def floor(model, images, targets, settings):
-        return _counted_forwards(model, images, int(settings[count]) + plus, _chunk(settings, images))
+        return _counted_forwards(model, images, _count(settings, count) + plus, _chunk(settings, images))
 
     return floor
 
@@ -80,25 +97,29 @@ def _counted_forwards(model, images, per_image: int, batch_size: int | None) -> 
 def one_layer_pass(model, images, targets, settings) -> Callable[[], object]:
     """One forward pass to ``settings["layer"]`` and the backward from the target's score to it
     (Grad-CAM, Grad-CAM++, Layer-CAM and the extract-aggregate rows of Rebuffi et al.)."""
-    return lambda: layer_pass(model, images, targets, settings["layer"], batch_size=_chunk(settings, images))
+    layer, batch_size = _setting(settings, "layer"), _chunk(settings, images)
+    return lambda: layer_pass(model, images, targets, layer, batch_size=batch_size)
 
 
 def scorecam_passes(model, images, targets, settings) -> Callable[[], object]:
     """Score-CAM: the pass that gives the activations, then one masked image per channel of the layer."""
-    channels = layer_pass(model, images[:1], targets[:1], settings["layer"]).activations.shape[1]
+    targets = resolve_targets(model, images, targets)
+    channels = layer_pass(model, images[:1], targets[:1], _setting(settings, "layer")).activations.shape[1]
     return _counted_forwards(model, images, channels + 1, _chunk(settings, images))
 
 
 def cameras_passes(model, images, targets, settings) -> Callable[[], object]:
     """CAMERAS: one forward and backward pass to the layer per scale, on images up-sampled beforehand."""
-    sizes = scale_sizes(tuple(images.shape[-2:]), scales=settings.get("scales"), steps=settings["steps"],
-                        max_scale=settings["max_scale"])
+    sizes = scale_sizes(tuple(images.shape[-2:]), scales=settings.get("scales"), steps=_setting(settings, "steps"),
+                        max_scale=_setting(settings, "max_scale"))
     scaled = [F.interpolate(images, size=s, mode="bicubic") for s in sizes]
-    return lambda: [layer_pass(model, x, targets, settings["layer"], batch_size=settings["batch_size"]) for x in scaled]
+    layer, batch_size = _setting(settings, "layer"), _chunk(settings, images)
+    return lambda: [layer_pass(model, x, targets, layer, batch_size=batch_size) for x in scaled]
 
 
 def groupcam_passes(model, images, targets, settings) -> Callable[[], object]:
     """Group-CAM: one pass to the layer and back, the blurred image and one masked image per group."""
     batch_size = _chunk(settings, images)
-    masked = _counted_forwards(model, images, int(settings["groups"]) + 1, batch_size)
-    return lambda: (layer_pass(model, images, targets, settings["layer"], batch_size=batch_size), masked())
+    masked = _counted_forwards(model, images, _count(settings, "groups") + 1, batch_size)
+    layer = _setting(settings, "layer")
+    return lambda: (layer_pass(model, images, targets, layer, batch_size=batch_size), masked())

@@ -9,6 +9,7 @@ recorded activations and gradients.
 
 from __future__ import annotations
 
+import operator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Sequence
@@ -24,6 +25,7 @@ __all__ = [
     "finish",
     "upsample",
     "chunks",
+    "check_batch_size",
     "auto_batch_size",
     "AUTO",
     "target_scores",
@@ -84,20 +86,61 @@ def auto_batch_size(batch_size: int | str | None, images: torch.Tensor) -> int |
     return max(1, min(GPU_CHUNK, CPU_CHUNK_ELEMENTS // max(1, images[0].numel())))
 
 
+def _whole(value, what: str, low: int) -> int:
+    """``value`` as an int >= ``low``; bools, floats and strings are refused (``2.0`` is not a count)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer >= {low}, got {type(value).__name__} {value!r}") from None
+    if number < low:
+        raise ValueError(f"{what} must be an integer >= {low}, got {number}")
+    return number
+
+
+def check_batch_size(batch_size) -> int | None:
+    """``batch_size`` as an int >= 1, or None (all at once).
+
+    Raises:
+        TypeError: not an integer (a float, a bool, a string: :data:`AUTO` is resolved by
+            :func:`auto_batch_size` first).
+        ValueError: an integer below 1.
+    """
+    if batch_size is None:
+        return None
+    try:
+        return _whole(batch_size, "batch_size", 1)
+    except TypeError:
+        raise TypeError(f"batch_size must be a positive integer, {AUTO!r} or None, got {type(batch_size).__name__} "
+                        f"{batch_size!r}") from None
+    except ValueError:
+        raise ValueError(f"batch_size must be a positive integer, {AUTO!r} or None, got {batch_size!r}") from None
+
+
 def chunks(total: int, size: int | None):
-    """Slices covering ``range(total)`` in pieces of at most ``size`` (all at once for None)."""
-    if size is not None and size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {size}")
-    step = total if size is None else size
+    """Slices covering ``range(total)`` in pieces of at most ``size`` (all at once for None).
+
+    Raises:
+        TypeError, ValueError: ``total`` is not a whole number >= 0, or ``size`` not a
+            positive integer or None (:func:`check_batch_size`).
+    """
+    total, size = _whole(total, "the number of items to split", 0), check_batch_size(size)
+    step = max(total, 1) if size is None else size
     for start in range(0, total, step):
         yield slice(start, min(start + step, total))
 
 
 def slice_targets(targets, batch: int, piece: slice):
     """The targets of the images in ``piece``: None and ints pass through, per-image targets are sliced."""
-    if targets is None or isinstance(targets, int):
+    if targets is None or (isinstance(targets, int) and not isinstance(targets, bool)):
         return targets
-    targets = torch.as_tensor(targets)
+    if isinstance(targets, (str, bytes, bool)):
+        raise TypeError(f"targets must be integer class indices (an int, or one per image), got {targets!r}")
+    try:
+        targets = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"targets must be integer class indices (an int, or one per image), got {targets!r} ({error})") from None
     if targets.dim() == 0:
         return int(targets)
     if targets.numel() != batch:
@@ -210,6 +253,70 @@ def _concatenate(parts: list):
     raise TypeError(f"cannot join per-chunk results of type {type(first).__name__}; return tensors, dicts or tuples of them")
 
 
+def _check_layers(model, layers) -> list[str]:
+    """The layer names, once each, after checking that each resolves in ``model``."""
+    if isinstance(layers, str):
+        layers = [layers]
+    elif not isinstance(layers, (list, tuple)) or any(not isinstance(layer, str) for layer in layers):
+        raise TypeError(f"layers must be a layer name or a list of layer names (aliases or module names), got {layers!r}")
+    layers = list(dict.fromkeys(layers))
+    if not layers:
+        raise ValueError("layer_passes needs at least one layer")
+    for layer in layers:
+        try:
+            resolve_layer(model, layer)
+        except ValueError:
+            if layer == INPUT and not isinstance(model, _Tapped):
+                raise ValueError(f"layer {INPUT!r} (the network input) is a layer of with_input(model) only; "
+                                 "pass with_input(model)") from None
+            raise
+    return layers
+
+
+def _recorded(record, layers: Sequence[str]) -> list[torch.Tensor]:
+    missing = [layer for layer in layers if record.names[layer] not in record.activations]
+    if missing:
+        raise ValueError(f"layer(s) {missing} did not run in the forward pass, so they have no activations; "
+                         "choose layers that the model's forward uses")
+    return [record[layer] for layer in layers]
+
+
+def _checked_scores(scores, logits: torch.Tensor, batch: int) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"score must return a tensor of {batch} scores (B,), got {type(scores).__name__}")
+    if tuple(scores.shape) != (batch,):
+        raise ValueError(f"score must return one score per image, shape ({batch},), got {tuple(scores.shape)}")
+    if not scores.is_floating_point():
+        raise TypeError(f"score must return floating-point scores, got dtype {scores.dtype}")
+    if not logits.requires_grad:
+        raise ValueError("no requested layer lies before the logits (the logits have no gradient); choose layers "
+                         "on the path from the input to the logits")
+    if not scores.requires_grad:
+        raise ValueError("score returned values that do not depend on the logits (no gradient); compute the scores "
+                         "from the logits without detaching them")
+    return scores
+
+
+def _check_per_image(part, batch: int, where: str = "reduce's result") -> None:
+    """``reduce`` results must be (B_chunk, ...) tensors, or dicts or tuples of them, to be joined along the batch."""
+    if isinstance(part, torch.Tensor):
+        if part.dim() == 0 or part.shape[0] != batch:
+            raise ValueError(f"{where} must be per image, ({batch}, ...) for this chunk of {batch}, got shape {tuple(part.shape)}")
+    elif isinstance(part, LayerPass):
+        for f in fields(LayerPass):
+            if getattr(part, f.name) is not None:
+                _check_per_image(getattr(part, f.name), batch, f"{where}.{f.name}")
+    elif isinstance(part, dict):
+        for key, value in part.items():
+            _check_per_image(value, batch, f"{where}[{key!r}]")
+    elif isinstance(part, tuple):
+        for i, value in enumerate(part):
+            _check_per_image(value, batch, f"{where}[{i}]")
+    else:
+        raise TypeError(f"{where} must be a per-image tensor ({batch}, ...), or a dict or tuple of them, "
+                        f"got {type(part).__name__}")
+
+
 def layer_passes(
     model,
     images: torch.Tensor,
@@ -242,7 +349,8 @@ def layer_passes(
         inputs: also record each layer's input (:attr:`LayerPass.inputs`).
         score: ``(logits, targets) -> (B,)`` scores to differentiate (default: the target's
             logit, as in Grad-CAM).
-        batch_size: images per forward/backward pass (None: all at once).
+        batch_size: images per forward/backward pass (None: all at once; ``"auto"``:
+            :func:`auto_batch_size`).
         reduce: applied, without gradients, to each chunk's ``{layer: LayerPass}`` as soon as
             its pass is done (so only one chunk's activations are alive at a time); it returns
             per-image results (B_chunk, ...) as a tensor, or a dict or tuple of them.
@@ -252,14 +360,19 @@ def layer_passes(
         along the batch.
 
     Raises:
-        ValueError: bad images or targets, an unknown layer, no layer.
+        ValueError: bad images or targets, an unknown layer, no layer, a layer that does not
+            run or does not reach the logits, scores that are not (B,) or do not depend on the
+            logits, ``reduce`` results that are not per-image.
+        TypeError: layers that are not names, a bad ``batch_size``, a ``score`` or ``reduce``
+            that is not callable or does not return tensors.
     """
     check_images(images)
-    layers = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
-    if not layers:
-        raise ValueError("layer_passes needs at least one layer")
-    for layer in layers:
-        resolve_layer(model, layer)
+    layers = _check_layers(model, layers)
+    if not callable(score):
+        raise TypeError(f"score must be a function (logits, targets) -> (B,) scores, got {type(score).__name__}")
+    if reduce is not None and not callable(reduce):
+        raise TypeError(f"reduce must be a function {{layer: LayerPass}} -> per-image results, or None, got {type(reduce).__name__}")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     categories = getattr(model, "categories", None)
     parts = []
     with prepared(model) as network:
@@ -269,8 +382,13 @@ def layer_passes(
                 seen = hooks.enter_context(_layer_inputs(model, layers)) if inputs else {}
                 logits = network(images[piece])
                 chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, categories)
-                activations = [record[layer] for layer in layers]
-                gradients = torch.autograd.grad(score(logits, chosen).sum(), activations)
+                activations = _recorded(record, layers)
+                scores = _checked_scores(score(logits, chosen), logits, piece.stop - piece.start)
+                gradients = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+                unused = [layer for layer, g in zip(layers, gradients) if g is None]
+                if unused:
+                    raise ValueError(f"the score does not depend on layer(s) {unused}: their output does not reach the "
+                                     "logits; choose layers on the path from the input to the logits")
                 record.activations.clear()
                 record.gradients.clear()
             logits = logits.detach()
@@ -278,13 +396,15 @@ def layer_passes(
                 layer: LayerPass(a.detach(), g.detach(), logits, chosen, seen.get(layer))
                 for layer, a, g in zip(layers, activations, gradients)
             }
-            del activations, gradients, record, seen
+            del activations, gradients, record, seen, scores
             if reduce is None:
                 parts.append(passes)
             else:
                 with torch.no_grad():
-                    parts.append(reduce(passes))
-                del passes
+                    part = reduce(passes)
+                _check_per_image(part, piece.stop - piece.start)
+                parts.append(part)
+                del passes, part
     return _concatenate(parts)
 
 
@@ -299,6 +419,9 @@ def layer_pass(
     batch_size: int | None = None,
 ) -> LayerPass:
     """:func:`layer_passes` at one layer: its activations and the gradient of the target score there."""
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be one layer name (an alias or a module name), got {layer!r}; "
+                        "for several layers use layer_passes")
     return layer_passes(model, images, targets, [layer], inputs=inputs, score=score, batch_size=batch_size)[layer]
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import keyword
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -121,7 +123,10 @@ def _where(function) -> str:
 _ENTRIES: dict[str, Method] = {}
 
 
-def _unknown(name) -> ValueError:
+def _unknown(name) -> ValueError | TypeError:
+    if not isinstance(name, str):
+        return TypeError(f"a saliency method is named by a string (a key of METHODS) or given as a callable, "
+                         f"got {type(name).__name__} {name!r}")
     close = difflib.get_close_matches(str(name), _ENTRIES, n=5, cutoff=0.4)
     return ValueError(f"unknown saliency method {name!r}; closest: {', '.join(close or sorted(_ENTRIES))}")
 
@@ -135,19 +140,36 @@ def _accepts(function: Callable, settings: Mapping[str, object], what: str) -> N
         raise ValueError(f"{what} {unknown} are not parameters of {function.__qualname__}; it accepts {list(parameters)[3:]}")
 
 
+def _one_line(entry: Method, what: str, optional: bool) -> None:
+    value = getattr(entry, what)
+    if optional and value is None:
+        return
+    if not isinstance(value, str) or not value.strip() or "\n" in value or "\r" in value:
+        accepted = "a non-empty string on one line" + (" or None" if optional else "")
+        raise ValueError(f"{entry.name!r}: {what} must be {accepted}, got {value!r}")
+
+
 def _check(entry: Method) -> None:
-    if not entry.name.isidentifier():
-        raise ValueError(f"a method's name must be a Python identifier, got {entry.name!r}")
+    if not isinstance(entry.name, str) or not entry.name.isidentifier() or keyword.iskeyword(entry.name):
+        raise ValueError(f"a method's name must be a Python identifier (not a keyword), got {entry.name!r}")
     if entry.name in _ENTRIES:
         raise ValueError(f"{entry.name!r} is already registered (as {_ENTRIES[entry.name].qualified_name}); unregister it first")
-    if not callable(entry.function):
-        raise TypeError(f"{entry.name!r}: the method must be callable, got {type(entry.function).__name__}")
-    positional = [p for p in inspect.signature(entry.function).parameters.values()
+    try:
+        signature = inspect.signature(entry.function)
+    except (TypeError, ValueError):
+        raise TypeError(f"{entry.name!r}: the method must be a function fn(model, images, targets=None, **settings), "
+                        f"got {type(entry.function).__name__} {entry.function!r} (no signature)") from None
+    positional = [p for p in signature.parameters.values()
                   if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     if len(positional) < 3:
-        raise TypeError(f"{entry.name!r}: the method must take (model, images, targets) first, got {inspect.signature(entry.function)}")
-    if not isinstance(entry.display, str) or not entry.display:
-        raise ValueError(f"{entry.name!r}: display must be a non-empty string, got {entry.display!r}")
+        raise TypeError(f"{entry.name!r}: the method must take (model, images, targets) first, got {signature}")
+    _one_line(entry, "display", optional=False)
+    _one_line(entry, "equation", optional=True)
+    if entry.paper is not None and (not isinstance(entry.paper, str) or not re.fullmatch(r"[A-Za-z0-9_:.+-]+", entry.paper)):
+        raise ValueError(f"{entry.name!r}: paper must be a citation key of references.bib (letters, digits, _:.+-) or None, "
+                         f"got {entry.paper!r}")
+    if not isinstance(entry.baseline, bool):
+        raise TypeError(f"{entry.name!r}: baseline must be True or False, got {entry.baseline!r}")
     if entry.family not in FAMILIES:
         raise ValueError(f"{entry.name!r}: family must be one of {FAMILIES}, got {entry.family!r}")
     _accepts(entry.function, entry.light, f"{entry.name!r}: light settings")
@@ -188,12 +210,24 @@ def register(function: Callable | None = None, /, *, name: str | None = None, di
 
     Raises:
         ValueError: a name already registered or not an identifier, an unknown family or peer
-            library, or light/work settings the function does not take.
-        TypeError: a function that does not take (model, images, targets).
+            library, light/work settings the function does not take, a display name or
+            equation that is empty or not one line, or a paper that is not a citation key.
+        TypeError: a function that is not callable or does not take (model, images, targets);
+            light/work that are not mappings, peers that are not a list, a baseline that is not a bool.
     """
     if function is None:
         return lambda fn: register(fn, name=name, display=display, family=family, paper=paper, equation=equation,
                                    baseline=baseline, light=light, work=work, floor=floor, peers=peers, reduction=reduction)
+    if not callable(function):
+        hint = "; pass the name as name=..." if isinstance(function, str) else ""
+        raise TypeError(f"register: the method must be a callable fn(model, images, targets=None, **settings), "
+                        f"got {type(function).__name__} {function!r}{hint}")
+    for what, settings in (("light", light), ("work", work)):
+        if settings is not None and not isinstance(settings, Mapping):
+            raise TypeError(f"register: {what} must be a mapping of setting names to values or None, "
+                            f"got {type(settings).__name__} {settings!r}")
+    if isinstance(peers, (str, Peer, Mapping)) or not isinstance(peers, Iterable):
+        raise TypeError(f"register: peers must be a list of Peer entries, got {type(peers).__name__} {peers!r}")
     entry = Method(getattr(function, "__name__", "") if name is None else name, function, display, family, paper, equation,
                    baseline, light or {}, work or {}, floor, tuple(peers), reduction)
     _check(entry)
@@ -206,8 +240,9 @@ def unregister(name: str) -> Method:
 
     Raises:
         ValueError: ``name`` is not registered (the message lists the closest names).
+        TypeError: ``name`` is not a string.
     """
-    if name not in _ENTRIES:
+    if not isinstance(name, str) or name not in _ENTRIES:
         raise _unknown(name)
     return _ENTRIES.pop(name)
 
@@ -217,8 +252,9 @@ def get(name: str) -> Method:
 
     Raises:
         ValueError: unknown name; the message lists the closest registered names.
+        TypeError: ``name`` is not a string.
     """
-    if name not in _ENTRIES:
+    if not isinstance(name, str) or name not in _ENTRIES:
         raise _unknown(name)
     return _ENTRIES[name]
 
@@ -228,6 +264,7 @@ def resolve_method(method: str | Callable) -> Callable:
 
     Raises:
         ValueError: unknown name; the message lists the closest registered names.
+        TypeError: neither a string nor a callable.
     """
     return method if callable(method) else get(method).function
 
