@@ -307,10 +307,10 @@ def insertion_deletion_rows(classifier, batches=(1, 16), *, step: int = causal.R
             for mode in ("insertion", "deletion"):
                 causal.causal_curves_reference(classifier, images, maps, mode=mode, step=step)
 
-        def forwards():
+        def floor():
             with prepared(classifier) as module:
                 forwards(module, images, passes, auto_batch_size(batch_size, images))
 
         rows.append(_row(f"insertion+deletion (step {step})", batch, "RISE-style loop", ours,
-                         measure(forwards, device, repeats, budget), measure(reference, device, repeats, budget)))
+                         measure(floor, device, repeats, budget), measure(reference, device, repeats, budget)))
     return rows

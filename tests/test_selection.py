@@ -86,6 +86,9 @@ def test_held_out_choice_refuses_overlapping_empty_or_non_bool_halves():
         held_out_choice(results, ["a", "b"], torch.zeros(6, dtype=torch.bool), ~choose)
     with pytest.raises(ValueError, match="no choosing pair is difficult"):
         held_out_choice(results, ["a", "b"], torch.tensor([True, False, True, False, False, True]), torch.tensor([False, True, False, True, True, False]), subset="difficult")
+    none = torch.zeros(6, dtype=torch.bool)  # no pair at all (no data root): nothing chosen on, nothing claimed
+    assert held_out_choice(results, ["b", "a"], none, none).chosen == "b"
+    assert held_out_choice(results, ["b", "a"], none, none).hits.numel() == 0
     with pytest.raises(TypeError, match="bool mask"):
         held_out_choice(results, ["a", "b"], [0, 1, 2], [3, 4, 5])  # positions, not masks
     with pytest.raises(ValueError, match=r"bool mask \(6,\)"):

@@ -67,12 +67,13 @@ def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequ
         subset: ``"all"`` or ``"difficult"`` (both halves restricted to the difficult pairs).
 
     Returns:
-        :class:`HeldOut` ``(chosen, hits on test, class weights on test)``.
+        :class:`HeldOut` ``(chosen, hits on test, class weights on test)``. With no pair at all
+        in the subset (no data root), the first candidate with no hits: a claim on it has n = 0.
 
     Raises:
         ValueError: no candidates, an unknown subset, results on different pairs, masks of
             another length, masks that share a pair (the choice would be tested on its own
-            pairs), or no choosing pair in the subset (nothing to choose on).
+            pairs), or test pairs but no choosing pair in the subset (nothing to choose on).
         TypeError: masks that are not bool, candidates given as one string.
     """
     candidates = _keys(results, candidates, "held_out_choice", "candidates")
@@ -87,6 +88,9 @@ def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequ
                          "they must be disjoint (e.g. lib.saliency.combine.image_halves)")
     difficult = first.difficult.to(torch.bool)
     on_choose, on_test = ((m & difficult) if subset == "difficult" else m.clone() for m in (choose, test))
+    if not bool(on_choose.any()) and not bool(on_test.any()):  # no pairs at all (no data): nothing is claimed
+        empty = torch.zeros(0, dtype=torch.float64)
+        return HeldOut(candidates[0], empty, empty)
     if not bool(on_choose.any()):
         raise ValueError(f"held_out_choice: no choosing pair{' is difficult' if subset == 'difficult' else ''}; "
                          "nothing to choose on")
