@@ -181,8 +181,8 @@ def resolve_targets(model, images: torch.Tensor, targets=None) -> torch.Tensor:
 def aggregate_channels(attributions: torch.Tensor, how: str) -> torch.Tensor:
     """Reduce input attributions (B, 3, H, W) to maps (B, H, W).
 
-    ``max_abs``: max over channels of |a| (Simonyan et al. 2014, Sec. 3.1);
-    ``sum_abs``: sum of |a| over channels; ``sum``: signed sum (keeps IG's completeness);
+    ``max_abs``: max over channels of ``|a|`` (Simonyan et al. 2014, Sec. 3.1);
+    ``sum_abs``: sum of ``|a|`` over channels; ``sum``: signed sum (keeps IG's completeness);
     ``l2``: Euclidean norm over channels.
     """
     if how == "max_abs":
