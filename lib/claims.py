@@ -723,10 +723,11 @@ def _title(section: str) -> str:
 
 
 def _rows(chosen: list[Claim], labels: set[str]) -> list[str]:
-    head = ["| claim | source | paper | ours | n | rule | setting | verdict | evidence |", "|---|---|---|---|---|---|---|---|---|"]
+    # The verdict and n beside the claim: the long columns (numbers, rule, setting) follow.
+    head = ["| claim | verdict | n | ours | paper | rule | setting | source | evidence |", "|---|---|---|---|---|---|---|---|---|"]
     return head + [
-        "| " + " | ".join(_cell(x) for x in (c.claim, c.source, c.paper_value, c.our_value, c.n or "–", c.rule, c.setting,
-                                             f"**{c.shown_verdict}**"))
+        "| " + " | ".join(_cell(x) for x in (c.claim, f"**{c.shown_verdict}**", c.n or "–", c.our_value, c.paper_value, c.rule,
+                                             c.setting, c.source))
         + f" | {_evidence(c.evidence, labels)} |"
         for c in chosen
     ]
