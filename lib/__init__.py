@@ -8,8 +8,7 @@ registry), ``lib.metrics`` (evaluation), ``lib.attacks`` (PGD), ``lib.plot`` (fi
 (where data and results live).  Each is an attribute of ``lib``, imported on first use.
 """
 
-import importlib.util
-import pkgutil
+from ._submodules import lazy_submodules
 
 from . import capture, models, saliency
 from .saliency import METHODS
@@ -17,15 +16,7 @@ from .saliency import METHODS
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """A submodule not imported yet (``lib.metrics``), imported on first use."""
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")})
+__getattr__, __dir__ = lazy_submodules(__name__, __path__, globals())  # ``lib.metrics`` imported on first use
 
 
 __all__ = ["capture", "models", "saliency", "metrics", "METHODS"]

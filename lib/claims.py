@@ -260,11 +260,6 @@ def _saturated(a: np.ndarray, b: np.ndarray | None, bounds) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def verdict(holds: bool, partly: bool = False) -> str:
-    """The old hand-decided verdict (kept for notebooks written before :class:`Section`; the book's chapters use Section)."""
-    return "reproduced" if holds else ("partly" if partly else "not reproduced")
-
-
 class Section:
     """The claims of one section, stated as specifications and decided by the one protocol.
 

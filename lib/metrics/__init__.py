@@ -18,21 +18,12 @@ Eqs. 5.7-5.8): clean an attacked image in descending map order, the probability-
 the area against the ideal one (``cleaning_curve``, ``CleaningCurve.score``, ``adversarial_sanity``).
 """
 
-import importlib.util
-import pkgutil
+from .._submodules import lazy_submodules
 
 from .stats import bootstrap_ci, Interval, sign_flip, SignFlip
 
 
-def __getattr__(name: str):
-    """A submodule not imported yet (``lib.metrics.pointing``), imported on first use."""
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")})
+__getattr__, __dir__ = lazy_submodules(__name__, __path__, globals())  # ``lib.metrics.pointing`` imported on first use
 
 
 __all__ = ["bootstrap_ci", "Interval", "sign_flip", "SignFlip"]

@@ -16,8 +16,7 @@ function), ``BASELINES`` (the classical methods the papers compare against) and
 ``resolve_method`` are live views of it, so notebooks can loop over the methods.
 """
 
-import importlib.util
-import pkgutil
+from .._submodules import lazy_submodules
 
 from .cam import gradcam, gradcam_pp, layercam, scorecam
 from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
@@ -30,15 +29,7 @@ from . import registry
 from .registry import BASELINES, METHODS, REGISTRY, register, resolve_method, unregister
 
 
-def __getattr__(name: str):
-    """A submodule not imported yet (``lib.saliency.combine``), imported on first use."""
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | {module.name for module in pkgutil.iter_modules(__path__) if not module.name.startswith("_")})
+__getattr__, __dir__ = lazy_submodules(__name__, __path__, globals())  # ``lib.saliency.combine`` imported on first use
 
 
 __all__ = ["METHODS", "BASELINES", "REGISTRY", "register", "unregister", "resolve_method", "registry", "extract_aggregate",
