@@ -310,6 +310,16 @@ class Section:
         self.claims.append(found)
         return found
 
+    def _unavailable(self, unavailable, claim, source, paper, *, rule, units, evidence, data, note) -> Claim | None:
+        """The claim as *not tested* when the run lacks what it needs (``unavailable``: the reason), else None."""
+        if unavailable is None:
+            return None
+        if not isinstance(unavailable, str) or not unavailable.strip():
+            raise ValueError(f"{claim!r}: unavailable must be None or the reason the claim cannot be tested "
+                             f"(e.g. 'no COCO images'), got {unavailable!r}")
+        return self._add(claim, source, paper, "not run", "not tested", rule=rule, n=0, units=units,
+                         reason=unavailable, evidence=evidence, data=data, note=note)
+
     def _gate(self, n: int, saturated: bool = False) -> str:
         if n < N_MIN:
             return f"n < {N_MIN}"
@@ -322,7 +332,7 @@ class Section:
         direction: str = "greater", margin: float = 0.0, weights=None, names: tuple[str, str] = ("A", "B"),
         units: str = "images", bounds: Sequence[float] | None = None, scale: float = 1.0, digits: int = 3,
         weaker: Mapping | None = None, evidence: str = "", data: str | None = None, note: str = "",
-        detail: str = "", seed: int = 0,
+        detail: str = "", seed: int = 0, unavailable: str | None = None,
     ) -> Claim:
         r"""A paired difference, or a comparison against a baseline or a fixed threshold.
 
@@ -342,6 +352,9 @@ class Section:
             weaker: keyword overrides (``direction``, ``margin``) of a weaker form stated beforehand,
                 plus ``"text"`` describing it: *partly* when it passes.
             detail: appended to the value column.
+            unavailable: the reason this run cannot test the claim (a method or dataset it
+                lacks, decided by the setting before any data), or None. When given, the claim
+                is *not tested* for that reason and the values are not read (they may be empty).
 
         Raises:
             ValueError: unpaired lengths, values that are not one finite number per unit, NaN
@@ -357,23 +370,24 @@ class Section:
         if weaker:
             _check_direction(weaker.get("direction", direction))
             _margin(weaker.get("margin", margin), weaker.get("direction", direction), "weaker margin")
-        a = _units(values, "values")
         threshold = _scalar(baseline)
-        if threshold is not None:
-            b = np.full_like(a, _number(threshold, "baseline"))
-        else:
-            b = _units(baseline, "baseline")
-        if b.shape != a.shape:
-            raise ValueError(f"{claim!r}: {a.size} values but {b.size} baseline values (they must be paired)")
-        test_weights(weights, a.size)
-        _bounds(bounds, {"values": a} if threshold is not None else {"values": a, "baseline": b})
         scalar_baseline = threshold is not None
-        name_b = names[1] if not scalar_baseline else _format(threshold, scale, digits)
+        name_b = names[1] if not scalar_baseline else _format(_number(threshold, "baseline"), scale, digits)
         bound = _format(margin, scale, digits)
         side = {"greater": f"above {bound}", "less": f"below −{bound}" if margin else "below 0", "equal": f"inside ±{bound}"}
         rule = f"sign-flip interval of mean({names[0]} − {name_b}) {side[direction]}"
         if weaker:
             rule += f"; partly: {weaker.get('text', 'weaker form')}"
+        absent = self._unavailable(unavailable, claim, source, paper, rule=rule, units=units, evidence=evidence,
+                                   data=data, note=note)
+        if absent:
+            return absent
+        a = _units(values, "values")
+        b = np.full_like(a, threshold) if scalar_baseline else _units(baseline, "baseline")
+        if b.shape != a.shape:
+            raise ValueError(f"{claim!r}: {a.size} values but {b.size} baseline values (they must be paired)")
+        test_weights(weights, a.size)
+        _bounds(bounds, {"values": a} if scalar_baseline else {"values": a, "baseline": b})
         n = a.size
         reason = self._gate(n, _saturated(a, b if not scalar_baseline else None, bounds))
         if reason:
@@ -402,7 +416,7 @@ class Section:
         self, claim: str, source: str, paper, values: Mapping[str, object], claimed: str, *,
         direction: str = "greater", weights=None, units: str = "images", bounds: Sequence[float] | None = None,
         scale: float = 1.0, digits: int = 3, weaker: Mapping | None = None, evidence: str = "",
-        data: str | None = None, note: str = "", detail: str = "", seed: int = 0,
+        data: str | None = None, note: str = "", detail: str = "", seed: int = 0, unavailable: str | None = None,
     ) -> Claim:
         """"``claimed`` is the best of k": its paired difference with **every** other method passes.
 
@@ -415,6 +429,9 @@ class Section:
             claimed: the method the paper says is best.
             direction: ``"greater"`` (higher is better) or ``"less"``.
             weaker: ``{"competitors": [...], "text": ...}``: partly when ``claimed`` beats these.
+            unavailable: the reason this run cannot test the claim (a method or dataset it
+                lacks, decided by the setting before any data), or None. When given, the claim
+                is *not tested* for that reason and the values are not read (they may be empty).
 
         Raises:
             ValueError: values that are not a mapping of methods, one of them not ``(n,)``
@@ -430,22 +447,26 @@ class Section:
         if len(values) < 2:
             raise ValueError("best_of needs at least two methods")
         _display(scale, digits)
-        arrays = {name: _units(v, f"values[{name!r}]") for name, v in values.items()}
-        n = arrays[claimed].size
-        if any(v.size != n for v in arrays.values()):
-            raise ValueError(f"best_of: every method needs the same {n} units, got " + ", ".join(f"{k} {v.size}" for k, v in arrays.items()))
-        others = [k for k in arrays if k != claimed]
+        others = [k for k in values if k != claimed]
         weaker = _weaker(weaker, ("competitors", "text"), "best_of")
         if weaker:
             competitors = weaker.get("competitors")
             if (isinstance(competitors, str) or not isinstance(competitors, Sequence) or not competitors
                     or any(k not in others for k in competitors)):
                 raise ValueError(f"best_of: weaker['competitors'] must be a non-empty list among {others}, got {competitors!r}")
-        _bounds(bounds, {f"values[{k!r}]": v for k, v in arrays.items()})
         rule = (f"{claimed} {'above' if direction == 'greater' else 'below'} each of {', '.join(others)}: "
                 "every paired sign-flip interval on the claimed side of 0")
         if weaker:
             rule += f"; partly: {weaker.get('text', 'against ' + ', '.join(weaker.get('competitors', [])))}"
+        absent = self._unavailable(unavailable, claim, source, paper, rule=rule, units=units, evidence=evidence,
+                                   data=data, note=note)
+        if absent:
+            return absent
+        arrays = {name: _units(v, f"values[{name!r}]") for name, v in values.items()}
+        n = arrays[claimed].size
+        if any(v.size != n for v in arrays.values()):
+            raise ValueError(f"best_of: every method needs the same {n} units, got " + ", ".join(f"{k} {v.size}" for k, v in arrays.items()))
+        _bounds(bounds, {f"values[{k!r}]": v for k, v in arrays.items()})
         w = test_weights(weights, n)
         means = {k: float((w * v).sum()) if n else math.nan for k, v in arrays.items()}
         best = (max if direction == "greater" else min)(means, key=means.get) if n else "–"
@@ -468,7 +489,7 @@ class Section:
     def trend(
         self, claim: str, source: str, paper, x: Sequence[float], values, *, direction: str = "increasing",
         units: str = "images", evidence: str = "", data: str | None = None, note: str = "", detail: str = "",
-        weaker: Mapping | None = None, seed: int = 0,
+        weaker: Mapping | None = None, seed: int = 0, unavailable: str | None = None,
     ) -> Claim:
         r"""A monotone trend of a per-unit curve: each unit's Spearman correlation of ``values`` with ``x``.
 
@@ -481,6 +502,9 @@ class Section:
             values: ``(n, k)`` per-unit values at each setting.
             weaker: ``{"first_last": True, "text": ...}``: partly when the last setting beats the
                 first (a paired difference, same test).
+            unavailable: the reason this run cannot test the claim (a method or dataset it
+                lacks, decided by the setting before any data), or None. When given, the claim
+                is *not tested* for that reason and the values are not read (they may be empty).
 
         Raises:
             ValueError: an unknown direction; ``x`` not 1-D, not finite, or with a repeated
@@ -489,6 +513,14 @@ class Section:
         if direction not in ("increasing", "decreasing"):
             raise ValueError(f"trend: direction must be 'increasing' or 'decreasing', got {direction!r}")
         weaker = _weaker(weaker, ("first_last", "text"), "trend")
+        sign = ">" if direction == "increasing" else "<"
+        rule = f"sign-flip interval of the mean per-unit Spearman ρ(value, setting) {sign} 0"
+        if weaker:
+            rule += f"; partly: {weaker.get('text', 'last setting ' + sign + ' first, paired')}"
+        absent = self._unavailable(unavailable, claim, source, paper, rule=rule, units=units, evidence=evidence,
+                                   data=data, note=note)
+        if absent:
+            return absent
         from scipy.stats import rankdata
 
         curves = _array(values, "trend values")
@@ -505,10 +537,6 @@ class Section:
         ranks = np.apply_along_axis(rankdata, 1, kept) if kept.size else kept
         rho = np.array([np.corrcoef(rx, r)[0, 1] for r in ranks])
         n = rho.size
-        sign = ">" if direction == "increasing" else "<"
-        rule = f"sign-flip interval of the mean per-unit Spearman ρ(value, setting) {sign} 0"
-        if weaker:
-            rule += f"; partly: {weaker.get('text', 'last setting ' + sign + ' first, paired')}"
         left_out = f"{int(constant.sum())} constant curves left out" if constant.any() else ""
         extra = "; ".join(p for p in (left_out, detail) if p)
         mean_curve = ", ".join(f"{v:.3g}" for v in curves.mean(0)) if len(curves) else "–"

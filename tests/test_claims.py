@@ -316,3 +316,21 @@ def test_a_section_states_each_claim_once_and_saves_inside_its_folder(tmp_path):
         claims.markdown([{"claim": "x"}])
     with pytest.raises(ValueError, match="claim must be a non-empty string"):
         _section().difference(None, "p", "x", np.ones(40), 0.0)
+
+
+def test_a_claim_the_run_cannot_test_says_why_keeps_its_rule_and_reads_no_values():
+    tested, absent = claims.Section("01_x", model="m", data="d", profile="quick"), claims.Section("01_x", model="m", data="d", profile="quick")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 40), rng.normal(0, 1, 40)
+    for method, args in (("difference", (a, b)), ("best_of", ({"A": a, "B": b}, "A")),
+                         ("trend", ([1, 2, 3], np.stack([b, b + a, b + 2 * a], 1)))):
+        full = getattr(tested, method)(f"claim {method}", "src", "p", *args)
+        assert full.verdict == "reproduced"
+        empty = ((np.zeros(0), np.zeros(3)) if method == "difference" else
+                 ({"A": np.zeros(0), "B": np.zeros(5)}, "A") if method == "best_of" else ([1, 2, 3], np.zeros((0, 2))))
+        skipped = getattr(absent, method)(f"claim {method}", "src", "p", *empty, unavailable="no COCO images")
+        assert (skipped.verdict, skipped.reason, skipped.n, skipped.our_value) == ("not tested", "no COCO images", 0, "not run")
+        assert skipped.rule == full.rule
+    for bad in ("", "  ", 3, True):
+        with pytest.raises(ValueError, match="unavailable must be None or the reason"):
+            absent.difference(f"bad {bad!r}", "src", "p", a, b, unavailable=bad)
