@@ -616,8 +616,8 @@ class Section:
         return save(self.claims, self.section, self.directory)
 
     def table(self):
-        """The section's verdict table for the notebook (:func:`table`)."""
-        return table(self.claims)
+        """The section's verdict table for the notebook: :func:`table` styled by :func:`styled`."""
+        return styled(table(self.claims))
 
 
 def test_weights(weights, n: int) -> np.ndarray:
@@ -717,6 +717,23 @@ def table(claims: list[Claim]):
     rows = [{**asdict(c), "verdict": c.shown_verdict} for c in ordered]
     frame = pd.DataFrame(rows, columns=["kind", *_TABLE_COLUMNS])
     return frame.set_index("kind")
+
+
+VERDICT_COLOURS = {"reproduced": "#d7f0d8", "holds": "#d7f0d8", "partly": "#fbeecb", "not reproduced": "#f6d5d3",
+                   "fails": "#f6d5d3", "not tested": "#e8e8e8"}
+"""Background of each verdict in the verdict tables (green, amber, red, grey)."""
+
+
+def styled(frame):
+    """A verdict table as the book shows it: every cell whole (pandas' own view cuts text at 50
+    characters) and each verdict on its colour (:data:`VERDICT_COLOURS`). A pandas Styler;
+    ``.data`` is the frame with its index as a column."""
+    def colour(verdict: str) -> str:
+        base = next((v for v in sorted(VERDICT_COLOURS, key=len, reverse=True) if str(verdict).startswith(v)), None)
+        return f"background-color: {VERDICT_COLOURS[base]}" if base else ""
+
+    flat = frame.reset_index()  # a Styler needs a unique index; the kind stays a column
+    return flat.style.set_uuid("verdicts").map(colour, subset=["verdict"]).hide(axis="index").set_table_attributes('class="verdict-table"')
 
 
 def _cell(text: str) -> str:

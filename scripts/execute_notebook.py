@@ -200,6 +200,10 @@ def collapse_redraws(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
+# The toggle of the collapsed injected cell (MyST-NB's per-cell prompt; its default reads "Show code cell source").
+INJECTED_PROMPT = "Show the values this run used where they differ from the parameters cell above (profile, data root)"
+
+
 def tidy(path: Path) -> None:
     """Collapse the cell papermill injected (the book shows it behind a toggle) and keep
     only the last state of every progress-bar line (``lib.progress``): consecutive stream
@@ -209,8 +213,10 @@ def tidy(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            tags.append("hide-input")
+        if "injected-parameters" in tags:
+            if "hide-input" not in tags:
+                tags.append("hide-input")
+            cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = INJECTED_PROMPT
         merged = []
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":

@@ -187,7 +187,7 @@ def test_checks_are_apart_from_reproductions(tmp_path):
     page = claims.markdown(found)
     assert page.index("**Reproductions**") < page.index("**Checks (by construction; not counted)**")
     assert claims.PROTOCOL in page and "## 03 · X" in page
-    assert list(section.table().index) == ["reproduction", "reproduction", "check", "check"]
+    assert list(section.table().data["kind"]) == ["reproduction", "reproduction", "check", "check"]
 
 
 def test_bad_specifications_are_named():
@@ -334,3 +334,15 @@ def test_a_claim_the_run_cannot_test_says_why_keeps_its_rule_and_reads_no_values
     for bad in ("", "  ", 3, True):
         with pytest.raises(ValueError, match="unavailable must be None or the reason"):
             absent.difference(f"bad {bad!r}", "src", "p", a, b, unavailable=bad)
+
+
+def test_the_verdict_table_shows_every_cell_whole_and_colours_each_verdict():
+    section = _section()
+    long_claim = "a claim long enough that pandas' own view would cut it at fifty characters, " * 2
+    section.not_tested(long_claim, "src", "p", reason="needs GPUs")
+    rng = np.random.default_rng(0)
+    section.difference("a real effect", "src", "p", rng.normal(1, 1, 40), rng.normal(0, 1, 40))
+    html = section.table().to_html()
+    assert long_claim.strip() in html and "..." not in html
+    assert claims.VERDICT_COLOURS["not tested"] in html and claims.VERDICT_COLOURS["reproduced"] in html
+    assert claims.VERDICT_COLOURS["not reproduced"] not in html
