@@ -5,7 +5,8 @@ Modules: ``lib.models`` (classifiers), ``lib.data`` (datasets), ``lib.capture``
 registry), ``lib.metrics`` (evaluation), ``lib.attacks`` (PGD), ``lib.plot`` (figures),
 ``lib.claims`` (verdict tables), ``lib.benchmark`` (time and memory beside peers),
 ``lib.progress`` (progress bars), ``lib.provenance`` (what a section ran with), ``lib.paths``
-(where data and results live).  Each is an attribute of ``lib``, imported on first use.
+(where data and results live), ``lib.cache`` (computed results kept as JSON).  Each is an
+attribute of ``lib``, imported on first use.
 """
 
 from ._submodules import lazy_submodules

@@ -95,7 +95,7 @@ import torch.nn.functional as F
 from .capture import check_images, check_targets, least_likely_labels, prepared, unwrap
 from .saliency.passes import chunks
 
-__all__ = ["AttackResult", "pgd", "saliency_pgd", "least_likely", "normaliser", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
+__all__ = ["AttackResult", "pgd", "saliency_pgd", "normaliser", "check_pixels", "soft_threshold", "NORMS", "UPDATES"]
 
 NORMS = ("linf", "l2")
 UPDATES = ("proximal", "sign")
@@ -185,11 +185,6 @@ def soft_threshold(values: torch.Tensor, threshold) -> torch.Tensor:
         A tensor like ``values``; elements with :math:`|v| \le \lambda` are exactly 0.
     """
     return values.sign() * (values.abs() - threshold).clamp_min(0)
-
-
-def least_likely(model, pixels: torch.Tensor, *, mean=None, std=None, batch_size: int | None = None) -> torch.Tensor:
-    """(B,) the least-likely label of each clean image, :math:`\\arg\\min_k f_k(x)` (CAMERAS Eq. 5.4's :math:`\\ell_{ll}`)."""
-    return least_likely_labels(_clean_logits(model, check_pixels(pixels), normaliser(model, mean, std), batch_size))
 
 
 def _clean_logits(model, pixels, normalize, batch_size) -> torch.Tensor:

@@ -84,7 +84,6 @@ __all__ = [
     "coco2014",
     "imagenet_categories",
     "crop_geometry",
-    "resize_crop_geometry",
     "boxes_to_input",
     "map_to_original",
     "WHOLE_GEOMETRIES",
@@ -1084,17 +1083,6 @@ def crop_geometry(width: int, height: int, input_size: int, crop_fraction: float
     return CropGeometry(width, height, input_size, new_w, new_h, left, top)
 
 
-def resize_crop_geometry(
-    width: int, height: int, input_size: int, crop_fraction: float = 0.875
-) -> tuple[float, int, int]:
-    """``(scale, left, top)`` of torchvision's resize + centre crop (see :func:`crop_geometry`).
-
-    ``scale`` is the shorter side's (exact); use :func:`crop_geometry` for per-axis scales.
-    """
-    g = crop_geometry(width, height, input_size, crop_fraction)
-    return g.scale, g.left, g.top
-
-
 def boxes_to_input(
     boxes: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
     width: int,
@@ -1115,7 +1103,7 @@ def boxes_to_input(
 
 
 def map_to_original(
-    maps: torch.Tensor,
+    maps: torch.Tensor | Sequence[torch.Tensor],
     original_sizes: Sequence[tuple[int, int]],
     input_size: int,
     crop_fraction: float = 0.875,
@@ -1124,39 +1112,76 @@ def map_to_original(
 
     Each map ``(h, w)`` is resized bilinearly to the ``S x S`` crop, pasted into the resized
     frame with zeros outside the crop, and that frame resized bilinearly to the original
-    ``(height, width)``.
+    ``(height, width)``. Maps of one original size and shape go back in one interpolation.
 
     Args:
-        maps: ``(B, h, w)`` tensor (any resolution; usually ``S x S``).
+        maps: ``(B, h, w)`` tensor (any resolution; usually ``S x S``), or ``B`` tensors
+            ``(h_i, w_i)`` (shapes may differ).
         original_sizes: ``B`` pairs ``(width, height)``.
         input_size: ``S``; crop_fraction: as in preprocessing.
 
     Returns:
         ``B`` tensors ``(H_orig, W_orig)`` on the maps' device, float32 (or the maps' float
         dtype).
+
+    Raises:
+        ValueError: maps that are not ``(B, h, w)`` or 2-D, counts that differ, a size that is
+            not a positive int.
     """
-    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps must be a (B, h, w) tensor, got {shape}")
-    if len(original_sizes) != maps.shape[0]:
-        raise ValueError(f"{maps.shape[0]} maps but {len(original_sizes)} original sizes")
+    maps = _two_dimensional(maps)
+    if len(original_sizes) != len(maps):
+        raise ValueError(f"{len(maps)} maps but {len(original_sizes)} original sizes")
     input_size = _positive_int("input_size", input_size)
-    dtype = maps.dtype if maps.is_floating_point() else torch.float32
-    out = []
-    for m, size in zip(maps, original_sizes):
-        width, height = (int(v) for v in size)
+    out: list[torch.Tensor | None] = [None] * len(maps)
+    for (width, height, _), members in _alike(maps, original_sizes).items():
         g = crop_geometry(width, height, input_size, crop_fraction)
-        m = m.to(dtype)[None, None]
+        m = _stacked(maps, members)
         if m.shape[-2:] != (input_size, input_size):
             m = F.interpolate(m, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        frame = m.new_zeros((1, 1, g.resized_height, g.resized_width))
+        frame = m.new_zeros((len(members), 1, g.resized_height, g.resized_width))
         frame[..., g.top:g.top + input_size, g.left:g.left + input_size] = m
         back = F.interpolate(
             frame, size=(height, width), mode="bilinear", align_corners=False,
             antialias=height < g.resized_height or width < g.resized_width,
         )
-        out.append(back[0, 0])
+        for j, k in enumerate(members):
+            out[k] = back[j, 0]
     return out
+
+
+def _two_dimensional(maps) -> list[torch.Tensor]:
+    """``(B, h, w)`` tensor or ``B`` tensors ``(h_i, w_i)`` -> list of ``B`` non-empty 2-D tensors."""
+    if isinstance(maps, torch.Tensor):
+        if maps.dim() != 3:
+            raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {tuple(maps.shape)}")
+        return list(maps)
+    if isinstance(maps, (str, bytes)) or not isinstance(maps, Sequence):
+        raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {type(maps).__name__}")
+    for m in maps:
+        if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ValueError(f"each map must be a non-empty (h, w) tensor, got {shape}")
+    return list(maps)
+
+
+def _alike(maps: Sequence[torch.Tensor], original_sizes: Sequence) -> dict[tuple, list[int]]:
+    """The maps that go back together: ``{(width, height, (shape, dtype, device)): [k, ...]}``, first seen first.
+
+    Checks each original size. A batched interpolation equals interpolations one by one, bit for bit.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for k, (m, size) in enumerate(zip(maps, original_sizes)):
+        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+            raise ValueError(f"each original size must be a pair (width, height), got {size!r}")
+        width, height = _positive_int("width", size[0]), _positive_int("height", size[1])
+        groups.setdefault((width, height, (tuple(m.shape), m.dtype, m.device)), []).append(k)
+    return groups
+
+
+def _stacked(maps: Sequence[torch.Tensor], members: Sequence[int]) -> torch.Tensor:
+    """``(K, 1, h, w)`` of the chosen maps, in their float dtype (float32 for integer maps)."""
+    m = torch.stack([maps[k] for k in members])
+    return m.to(m.dtype if m.is_floating_point() else torch.float32)[:, None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1338,26 +1363,17 @@ def whole_map_to_original(
     Raises:
         ValueError: a map that is not 2-D, or counts that differ.
     """
-    if isinstance(maps, torch.Tensor):
-        if maps.dim() != 3:
-            raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {tuple(maps.shape)}")
-        maps = list(maps)
-    maps = list(maps)
+    maps = _two_dimensional(maps)
     if len(original_sizes) != len(maps):
         raise ValueError(f"{len(maps)} maps but {len(original_sizes)} original sizes")
-    out = []
-    for m, size in zip(maps, original_sizes):
-        if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
-            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
-            raise ValueError(f"each map must be a non-empty (h, w) tensor, got {shape}")
-        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
-            raise ValueError(f"each original size must be a pair (width, height), got {size!r}")
-        width, height = _positive_int("width", size[0]), _positive_int("height", size[1])
-        m = m.to(m.dtype if m.is_floating_point() else torch.float32)[None, None]
-        if m.shape[-2:] != (height, width):
+    out: list[torch.Tensor | None] = [None] * len(maps)
+    for (width, height, (shape, _, _)), members in _alike(maps, original_sizes).items():
+        m = _stacked(maps, members)
+        if shape != (height, width):
             m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False,
-                              antialias=antialias and (m.shape[-2] > height or m.shape[-1] > width))
-        out.append(m[0, 0])
+                              antialias=antialias and (shape[0] > height or shape[1] > width))
+        for j, k in enumerate(members):
+            out[k] = m[j, 0]
     return out
 
 

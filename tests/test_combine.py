@@ -7,7 +7,7 @@ import torch
 
 from lib import paths
 from lib.saliency import combine as cb
-from lib.saliency.cam import weighted_sum
+from lib.saliency import passes, registry
 from tests._tiny import images, no_hooks_left, tiny_cnn
 
 
@@ -51,47 +51,6 @@ def test_combine_errors():
         cb.combine(maps - 1, [1.0, 1.0], "product")
 
 
-def test_feature_spread_by_hand():
-    x = torch.tensor([[1.0, 0.0], [3.0, -2.0]])
-    # centre = mean |x| = [2, 1]; deviations [-1, -1], [1, -3]
-    assert cb.feature_spread(x) == pytest.approx((2**0.5 + 10**0.5) / 2)
-    assert cb.feature_spread(x, norm="l1") == pytest.approx((2 + 4) / 2)
-    assert cb.feature_spread(x, norm="mean_abs") == pytest.approx((1 + 2) / 2)
-    assert cb.feature_spread(torch.ones(5, 3)) == 0.0
-
-
-def test_probe_split_is_stratified_and_disjoint():
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
-    train, held = cb.probe_split(labels, seed=0)
-    assert set(train.tolist()).isdisjoint(held.tolist())
-    assert sorted(labels[held].tolist()) == [0, 1, 3]  # class 2 has one image: unused
-    assert sorted(labels[train].tolist()) == [0, 0, 1, 3]
-
-
-def test_probe_accuracy_separable_vs_noise():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(60) % 3
-    centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]])
-    x = centres[y] + 0.3 * torch.randn(60, 2, generator=g)
-    good = cb.probe_accuracy(x[:30], y[:30], x[30:], y[30:], steps=150)
-    assert good.train_accuracy == 1.0 and good.heldout_accuracy == 1.0 and good.chance == pytest.approx(1 / 3)
-    noise = torch.randn(60, 2, generator=g)
-    bad = cb.probe_accuracy(noise[:30], y[:30], noise[30:], y[30:], steps=150)
-    assert bad.heldout_accuracy < 0.7
-
-
-def test_pooled_features_match_manual_forward():
-    model = tiny_cnn()
-    x = images(4, 16)
-    feats = cb.pooled_features(model, x, ["features.1", "features.3"], batch_size=3)
-    with torch.no_grad():
-        h1 = model.features[1](model.features[0](x))
-        h3 = model.features[3](model.features[2](h1))
-    assert torch.allclose(feats["features.1"], h1.mean((2, 3)), atol=1e-6)
-    assert torch.allclose(feats["features.3"], h3.mean((2, 3)), atol=1e-6)
-    assert no_hooks_left(model)
-
-
 def test_layer_weights_cached(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
     model = tiny_cnn()
@@ -104,7 +63,7 @@ def test_layer_weights_cached(tmp_path, monkeypatch):
     assert len(files) == 1
     # The cache is read back, not recomputed: tamper with it and see the change.
     stored = json.loads(files[0].read_text())
-    stored["weights"]["spread"] = [1.0, 3.0]
+    stored["value"]["spread"] = [1.0, 3.0]
     files[0].write_text(json.dumps(stored))
     again = cb.layer_weights(model, ["features.1", "features.3"], x, x, labels, model_name="tiny", probe_steps=50)
     assert again.scheme("spread").tolist() == pytest.approx([0.25, 0.75])
@@ -123,7 +82,7 @@ def test_layer_weights_cached(tmp_path, monkeypatch):
     assert set(none.frame()["scheme"]) == {"spread", "linear", "uniform"}
 
 
-@pytest.mark.parametrize("name", sorted(cb.REDUCTIONS))
+@pytest.mark.parametrize("name", sorted(registry.REDUCTIONS))
 def test_depth_maps_one_pass_equals_registered_methods(name):
     from lib.saliency import METHODS
 
@@ -135,15 +94,6 @@ def test_depth_maps_one_pass_equals_registered_methods(name):
     for layer in layers:
         assert torch.allclose(maps[(name, layer)], METHODS[name](model, x, targets, layer=layer), atol=1e-5)
     assert no_hooks_left(model)
-
-
-def test_reductions_state_each_method_once():
-    from lib.saliency.cam import REDUCTIONS as CAMS
-    from lib.saliency.extract_and_aggregate import REDUCTIONS as TABLE_2_ROWS
-
-    assert cb.REDUCTIONS == {**CAMS, **TABLE_2_ROWS}  # read from where each method is stated, not restated
-    a, g = torch.rand(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
-    assert torch.allclose(cb.REDUCTIONS["gradcam"](a, g), weighted_sum(a, g.mean(dim=(2, 3))))  # Selvaraju et al. Eqs. 1-2
 
 
 def test_combinations_cover_schemes():
@@ -177,25 +127,25 @@ def test_depth_maps_input_is_the_input_gradient():
     model = tiny_cnn()
     x = images(3, 16)
     targets = torch.tensor([0, 2, 4])
-    layers = [cb.INPUT, "features.1", "features.3"]
+    layers = [passes.INPUT, "features.1", "features.3"]
     maps = cb.depth_maps(["layer_gradient", "linear_approx", "gradcam_pp"], model, x, targets, layers)
     assert list(maps) == [(m, l) for m in ("layer_gradient", "linear_approx", "gradcam_pp") for l in layers]
     # The input's layer gradient is Simonyan et al.'s max_c |dS/dx|: the registered gradient method.
-    assert torch.allclose(maps[("layer_gradient", cb.INPUT)], METHODS["gradient"](model, x, targets), atol=1e-6)
+    assert torch.allclose(maps[("layer_gradient", passes.INPUT)], METHODS["gradient"](model, x, targets), atol=1e-6)
     # Linear approximation at the input: gradient x input summed over channels, by hand.
     inputs = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(model(inputs)[torch.arange(3), targets].sum(), inputs)
     by_hand = (g * x).sum(1)
     low = by_hand.flatten(1).min(1).values[:, None, None]
     high = by_hand.flatten(1).max(1).values[:, None, None]
-    assert torch.allclose(maps[("linear_approx", cb.INPUT)], (by_hand - low) / (high - low), atol=1e-5)
+    assert torch.allclose(maps[("linear_approx", passes.INPUT)], (by_hand - low) / (high - low), atol=1e-5)
     # The other depths are unchanged by the tap (Grad-CAM++ has a one-pass reduction too).
     for layer in layers[1:]:
         assert torch.allclose(maps[("linear_approx", layer)], METHODS["linear_approx"](model, x, targets, layer=layer), atol=1e-6)
         assert torch.allclose(maps[("gradcam_pp", layer)], METHODS["gradcam_pp"](model, x, targets, layer=layer), atol=1e-6)
     # Score-CAM has none: it is called once per layer, on the tapped model.
     per_layer = cb.depth_maps(["scorecam"], model, x, targets, layers)
-    assert per_layer[("scorecam", cb.INPUT)].shape == (3, 16, 16)
+    assert per_layer[("scorecam", passes.INPUT)].shape == (3, 16, 16)
     for layer in layers[1:]:
         assert torch.allclose(per_layer[("scorecam", layer)], METHODS["scorecam"](model, x, targets, layer=layer), atol=1e-6)
     assert no_hooks_left(model)
@@ -206,34 +156,12 @@ def test_depth_maps_input_is_the_input_gradient():
 def test_with_input_keeps_aliases_and_the_model():
     model = tiny_cnn()
     before = [p.requires_grad for p in model.parameters()]
-    tapped = cb.with_input(model)
-    assert tapped.layers[cb.INPUT] == "input" and tapped.layers["features.3"] == "network.features.3"
+    tapped = passes.with_input(model)
+    assert tapped.layers[passes.INPUT] == "input" and tapped.layers["features.3"] == "network.features.3"
     x = images(2, 16)
     assert torch.equal(tapped.model(x), model(x))
-    cb.depth_maps(["linear_approx"], model, x, torch.tensor([1, 2]), [cb.INPUT, "features.3"])
+    cb.depth_maps(["linear_approx"], model, x, torch.tensor([1, 2]), [passes.INPUT, "features.3"])
     assert [p.requires_grad for p in model.parameters()] == before and model.training is False
-
-
-def test_feature_deviations_average_to_the_spread():
-    x = torch.tensor([[1.0, 0.0], [3.0, -2.0]])
-    assert cb.feature_deviations(x).tolist() == pytest.approx([2**0.5, 10**0.5])
-    g = torch.Generator().manual_seed(3)
-    y = torch.randn(7, 5, generator=g)
-    for norm in ("l2", "l1", "mean_abs"):
-        assert float(cb.feature_deviations(y, norm=norm).mean()) == pytest.approx(cb.feature_spread(y, norm=norm))
-    with pytest.raises(ValueError):
-        cb.feature_deviations(y, norm="max")
-
-
-def test_probe_hits_average_to_the_heldout_accuracy():
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(40) % 4
-    x = torch.randn(4, 6, generator=g)[y] + 1.5 * torch.randn(40, 6, generator=g)
-    hits = cb.probe_hits(x[:24], y[:24], x[24:], y[24:], steps=80, seed=2)
-    result = cb.probe_accuracy(x[:24], y[:24], x[24:], y[24:], steps=80, seed=2)
-    assert hits.dtype == torch.bool and hits.shape == (16,)
-    assert float(hits.float().mean()) == pytest.approx(result.heldout_accuracy)
-    assert 0 < result.heldout_accuracy < 1  # a noisy problem: the equality is not between two constants
 
 
 def test_image_halves_keep_an_image_together_and_ignore_order():
@@ -275,5 +203,5 @@ def test_depth_maps_leaves_no_capture_record_alive():
     layers = ["features.1", "features.3"]
     before = records()
     for _ in range(3):
-        cb.depth_maps(["linear_approx", "gradcam"], model, x, targets, [cb.INPUT, *layers])
+        cb.depth_maps(["linear_approx", "gradcam"], model, x, targets, [passes.INPUT, *layers])
     assert records() == before

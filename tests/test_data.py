@@ -359,12 +359,11 @@ SIZES = [(500, 375), (375, 500), (333, 517), (517, 333), (1001, 257), (257, 1001
 SETTINGS = [(224, 0.875), (240, 0.875), (260, 0.875), (224, 1.0)]
 
 
-def test_resize_crop_geometry_known_case():
+def test_crop_geometry_known_case():
     # 500x375 -> Resize(256): 341x256 (int(256 * 500 / 375) = 341); crop offsets
     # round((341 - 224) / 2) = round(58.5) = 58 (to even) and (256 - 224) / 2 = 16.
-    scale, left, top = data.resize_crop_geometry(500, 375, 224)
-    assert (scale, left, top) == (256 / 375, 58, 16)
     g = data.crop_geometry(500, 375, 224)
+    assert (g.scale, g.left, g.top) == (256 / 375, 58, 16)
     assert (g.resized_width, g.resized_height) == (341, 256)
 
 
@@ -599,3 +598,20 @@ def test_whole_image_geometry_refuses_inputs_it_used_to_truncate_or_mix():
         data.batch([square], lambda image: torch.zeros(3, 32, 32, dtype=torch.uint8), 32, geometry="whole")
     with pytest.raises(TypeError, match="integer sample index, got 1.0"):
         data.embedded().objects(1.0)
+
+
+@pytest.mark.parametrize("size", [(400, 300), (300, 500), (224, 224), (150, 120)])
+def test_maps_carried_back_together_equal_maps_carried_back_one_by_one(size):
+    maps = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1))
+    together = data.map_to_original(maps, [size] * 3, 224, 0.875)
+    for k in range(3):
+        assert torch.allclose(together[k], data.map_to_original(maps[k:k + 1], [size], 224, 0.875)[0], atol=1e-6)
+    small = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(2))
+    mixed = data.map_to_original(small, [size, (97, 61)], 224)  # two original sizes: one interpolation each
+    assert mixed[1].shape == (61, 97)
+    assert torch.allclose(mixed[0], data.map_to_original(small[:1], [size], 224)[0], atol=1e-6)
+    shapes = [small[0], maps[0], small[1]]  # whole-image maps of two shapes for one original size
+    whole = data.whole_map_to_original(shapes, [size] * 3)
+    for k in range(3):
+        assert torch.allclose(whole[k], data.whole_map_to_original([shapes[k]], [size])[0], atol=1e-6)
+

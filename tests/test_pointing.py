@@ -33,8 +33,9 @@ def test_tolerance_boundary_strict_and_inclusive():
     # Mask: the single column x = 50; points on the row of a mask pixel, d px to its left.
     mask = box_mask(60, 120, 50, 10, 50, 40)
     dist = {d: peak(60, 120, 50 - d, 20) for d in (0, 14, 15, 16)}
-    strict = pg.pointing_hits(list(dist.values()), [mask] * 4, 15)
-    inclusive = pg.pointing_hits(list(dist.values()), [mask] * 4, 15, inclusive=True)
+    points = pg.max_points(list(dist.values()))
+    strict = pg.hits_at(points, [mask] * 4, 15)
+    inclusive = pg.hits_at(points, [mask] * 4, 15, inclusive=True)
     # TorchRay: d^2 < 15^2 (15 px is a miss); the paper's wording "within 15 px": 15 is a hit, 16 a miss.
     assert strict.tolist() == [True, True, False, False]
     assert inclusive.tolist() == [True, True, True, False]
@@ -45,7 +46,7 @@ def test_diagonal_distance_is_euclidean():
     # (50 - 10, 50 - 11): distance sqrt(200 + 242) = 14.87 from the corner (50, 50) -> hit.
     # (50 - 11, 50 - 11): distance 15.56 -> miss, though each axis is within 15.
     maps = [peak(100, 100, 40, 39), peak(100, 100, 39, 39)]
-    assert pg.pointing_hits(maps, [mask, mask]).tolist() == [True, False]
+    assert pg.hits_at(pg.max_points(maps), [mask, mask]).tolist() == [True, False]
 
 
 def test_ties_take_first_maximum_row_major():
@@ -177,42 +178,31 @@ def test_grid_pointing():
 
 def test_bad_inputs():
     with pytest.raises(ValueError):
-        pg.pointing_hits([torch.zeros(3, 3)], [torch.zeros(3, 4, dtype=torch.bool)])
+        pg.hits_at([[0, 0]], [torch.zeros(3, dtype=torch.bool)])  # a mask that is not (H, W)
     with pytest.raises(ValueError):
         pg.hits_at([[0, 0]], [])
     with pytest.raises(ValueError):
         pg.pointing_game(torch.zeros(2, 8, 8), [sample()], input_size=8)
 
 
-def test_pointing_games_and_table_match_single_game():
+def test_accumulated_game_matches_single_game():
     s1 = sample(100, 80, boxes=((10, 10, 30, 30),), label=0)
     s2 = sample(100, 80, boxes=((60, 40, 90, 70),), label=1)
     a = torch.zeros(2, 100, 100)
     a[0, 25, 20] = 1
     a[1, 25, 20] = 1
     b = torch.rand(2, 100, 100, generator=torch.Generator().manual_seed(0))
-    games = pg.pointing_games({"a": a, "b": b}, [s1, s2], input_size=100)
+    games = pg.PointingGame(input_size=100).update({"a": a, "b": b}, [s1, s2])
     for key, maps in (("a", a), ("b", b)):
         single = pg.pointing_game(maps, [s1, s2], input_size=100)
         assert torch.equal(games[key].hits, single.hits) and games[key].accuracy == single.accuracy
-    table = pg.PointingTable(input_size=100)
+    table = pg.PointingGame(input_size=100)
     table.update({("m", "l1"): a[:1]}, [s1])
     table.update({("m", "l1"): a[1:]}, [s2])
     table.add(("centre", "-"), pg.centre_baseline([s1, s2]))
     frame = table.frame(names=("method", "layer"))
     row = frame[frame.method == "m"].iloc[0]
     assert row.accuracy == pytest.approx(games["a"].accuracy) and row.n == 2
-
-
-@pytest.mark.parametrize("size", [(400, 300), (300, 500), (224, 224), (150, 120)])
-def test_stacked_mapping_equals_map_to_original(size):
-    maps = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(1))
-    ours = pg._stack_to_original(maps, size, 224, 0.875)
-    reference = data.map_to_original(maps, [size] * 3, 224, 0.875)
-    for k in range(3):
-        assert torch.allclose(ours[k], reference[k], atol=1e-6)
-    small = torch.rand(2, 7, 7, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(pg._stack_to_original(small, size, 224, 0.875)[1], data.map_to_original(small, [size] * 2, 224)[1], atol=1e-6)
 
 
 def test_max_points_refuses_maps_whose_maximum_is_undefined():

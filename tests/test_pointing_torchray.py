@@ -319,9 +319,9 @@ def test_crop_protocol_equals_the_existing_functions():
     old_hits, old_hard, old_points = _old_pointing_game(maps, samples, targets, 224)
     new = pg.pointing_game(maps, samples, torch.tensor(targets), input_size=224, protocol="crop")
     assert torch.equal(new.hits, old_hits) and torch.equal(new.difficult, old_hard) and torch.equal(new.points, old_points)
-    games = pg.pointing_games({"m": maps, "n": maps.flip(-1)}, samples, targets, input_size=224, protocol="crop")
+    games = pg.PointingGame(input_size=224, protocol="crop").update({"m": maps, "n": maps.flip(-1)}, samples, targets)
     assert torch.equal(games["m"].hits, old_hits) and games["m"].accuracy == new.accuracy
-    table = pg.PointingTable(input_size=224, protocol="crop")
+    table = pg.PointingGame(input_size=224, protocol="crop")
     table.update({"m": maps[:2]}, samples[:2], targets[:2])
     table.update({"m": maps[2:]}, samples[2:], targets[2:])
     assert table.results()["m"].accuracy == new.accuracy
@@ -334,7 +334,7 @@ def test_crop_protocol_equals_the_existing_functions():
     assert torch.equal(default.hits, old_hits) and torch.equal(default.difficult, old_hard)
 
 
-def test_torchray_protocol_games_table_and_play_agree():
+def test_torchray_protocol_game_accumulated_and_play_agree():
     generator = torch.Generator().manual_seed(4)
     a = sample(640, 320, boxes=((0, 0, 300, 200), (400, 100, 630, 310)), box_labels=(0, 5))
     b = sample(300, 500, boxes=((50, 50, 250, 450),), box_labels=(2,))
@@ -345,9 +345,9 @@ def test_torchray_protocol_games_table_and_play_agree():
     cams = [torch.rand(7, 7, generator=generator) for _ in found]  # low-resolution maps
     full = [torch.rand(224, 224, generator=generator) for _ in found]
     single = {key: pg.pointing_game(m, samples, targets) for key, m in (("cam", cams), ("full", full))}  # torchray: default
-    games = pg.pointing_games({"cam": cams, "full": full}, samples, targets)
+    games = pg.PointingGame().update({"cam": cams, "full": full}, samples, targets)
     played = pg.play({"cam": cams, "full": torch.stack(full)}, found, [a, b], centre=True)
-    table = pg.PointingTable()
+    table = pg.PointingGame()
     table.update({"cam": cams}, samples, targets)
     for key in ("cam", "full"):
         for other in (games[key], played[key]):
@@ -375,9 +375,9 @@ def test_protocol_bad_inputs():
     with pytest.raises(ValueError, match=r"\(h, w\) tensor"):
         pg.pointing_game([torch.zeros(8)], [coco])
     with pytest.raises(ValueError, match="unknown options"):
-        pg.PointingTable(protcol="torchray")
+        pg.PointingGame(protcol="torchray")
     with pytest.raises(ValueError, match="protocol must be"):
-        pg.PointingTable(protocol="TorchRay")
+        pg.PointingGame(protocol="TorchRay")
     with pytest.raises(ValueError, match="out of range"):
         pg.play({"m": [torch.zeros(8, 8)]}, [(3, 0)], [coco])
     with pytest.raises(ValueError, match="1 maps for 2"):
@@ -447,7 +447,7 @@ def test_pairs_play_and_tables_name_what_is_wrong():
     maps = torch.stack([peak(100, 100, 5, 5), peak(100, 100, 5, 5)])
     found = pg.pairs(two)
     with pytest.raises(ValueError, match="maps must be a dict"):  # a TypeError / AttributeError from inside
-        pg.pointing_games([maps], two, protocol="torchray")
+        pg.PointingGame(protocol="torchray").update([maps], two)
     with pytest.raises(ValueError, match="maps must be a dict"):
         pg.play([maps], found, two, protocol="torchray")
     with pytest.raises(ValueError, match="pairs must be a Pairs"):
@@ -462,7 +462,7 @@ def test_pairs_play_and_tables_name_what_is_wrong():
     with pytest.raises(ValueError, match="samples must be a lib.data.Dataset"):
         pg.pairs(torch.zeros(3))
     assert len(pg.pairs(two, members=[])) == 0  # no mapped class: every pair counted as unmapped
-    table = pg.PointingTable(protocol="torchray")
+    table = pg.PointingGame(protocol="torchray")
     table.update({("gradcam", "last"): maps}, two)
     with pytest.raises(ValueError, match="has 2 parts but names"):  # the layer column was dropped
         table.frame(names=("method",))

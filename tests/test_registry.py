@@ -161,7 +161,7 @@ def test_the_equation_index_has_one_row_per_method_linking_its_function():
     table = registry.equation_index().splitlines()
     assert table[0] == "| Method | Family | Paper | Equation or section | Function |"
     rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in table[2:]]
-    assert len(rows) == len(registry.REGISTRY) and all(len(cells) == 5 for cells in rows)
+    assert len(rows) == len(registry.REGISTRY) + len(registry.TECHNIQUES) and all(len(cells) == 5 for cells in rows)
     for cells, entry in zip(rows, registry.REGISTRY.values()):
         assert cells[2].strip() == f"{{cite:t}}`{entry.paper}`"
         target = re.fullmatch(r" \{py:func\}`(.+)` ", cells[4]).group(1)
@@ -171,13 +171,32 @@ def test_the_equation_index_has_one_row_per_method_linking_its_function():
     assert "{cite" not in plain and "`lib.saliency.cam.gradcam`" in plain
 
 
+@pytest.mark.parametrize("technique", registry.TECHNIQUES, ids=lambda t: t.function)
+def test_each_technique_row_links_a_function_whose_docstring_cites_its_paper_and_section(technique):
+    rows = [re.split(r"(?<!\\)\|", line)[1:-1] for line in registry.equation_index().splitlines()[2:]]
+    cells = rows[len(registry.REGISTRY) + registry.TECHNIQUES.index(technique)]
+    assert [c.strip() for c in cells] == [technique.display, technique.family, f"{{cite:t}}`{technique.paper}`",
+                                          technique.equation, f"{{py:func}}`{technique.function}`"]
+    module, _, attribute = technique.function.rpartition(".")
+    function, first_authors = getattr(importlib.import_module(module), attribute), _bibliography()
+    docstring = " ".join(inspect.getdoc(function).split())
+    assert first_authors[technique.paper] in docstring and technique.equation in docstring
+
+
 def test_a_pipe_in_a_display_name_does_not_break_the_table():
     registry.register(input_x_gradient, name="piped", display="Input | gradient", family="input gradient")
     try:
-        row = registry.equation_index().splitlines()[-1]
+        row = registry.equation_index().splitlines()[1 + len(registry.REGISTRY)]  # the last method's row
         assert len(re.split(r"(?<!\\)\|", row)) == 7 and "Input \\| gradient" in row
     finally:
         registry.unregister("piped")
+
+
+def test_reductions_state_each_method_once():
+    from lib.saliency.cam import REDUCTIONS as CAMS
+    from lib.saliency.extract_and_aggregate import REDUCTIONS as TABLE_2_ROWS
+
+    assert registry.REDUCTIONS == {**CAMS, **TABLE_2_ROWS}  # read from where each method is stated, not restated
 
 
 @pytest.mark.parametrize("name", sorted(registry.REDUCTIONS))
@@ -229,7 +248,8 @@ def test_malformed_registrations_get_one_clear_error(bad, error, message):
     with pytest.raises(error, match=message):
         registry.register(arguments.pop("function"), **arguments)
     assert list(registry.REGISTRY.items()) == before
-    assert "|---|" in registry.equation_index() and len(registry.equation_index().splitlines()) == len(before) + 2
+    assert "|---|" in registry.equation_index()
+    assert len(registry.equation_index().splitlines()) == len(before) + 2 + len(registry.TECHNIQUES)
 
 
 def test_a_name_that_is_not_a_string_is_a_type_error():

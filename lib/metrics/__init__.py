@@ -6,8 +6,8 @@ Modules: ``stats`` (the sign-flip test, bootstrap intervals), and one module per
 configuration); each is an attribute of ``lib.metrics``, imported on first use.
 
 ``pointing``: the pointing game on original image coordinates (TorchRay's rule, per-class mean), its
-difficult subset, the centre baseline, batch accumulation (``PointingTable``) and the grid pointing
-game of Böhle et al. 2022.
+difficult subset, the centre baseline, batch accumulation (``PointingGame``, and ``pointing_game`` in one
+call) and the grid pointing game of Böhle et al. 2022.
 
 ``insertion_deletion``: the insertion and deletion games of RISE (Petsiuk et al. 2018) batched
 over steps and images, their AUCs and Group-CAM's over-all score (``insertion_deletion``,

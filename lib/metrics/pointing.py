@@ -12,8 +12,8 @@ image, see the two protocols below):
     \qquad
     \mathrm{acc} = \frac{1}{|C|} \sum_{c \in C} \frac{|\mathrm{hits}_c|}{|\mathrm{hits}_c| + |\mathrm{misses}_c|}.
 
-Two **protocols** (the ``protocol`` argument of :func:`pointing_game`, :func:`pointing_games`,
-:class:`PointingTable`, :func:`centre_baseline`, :func:`difficult`, :func:`play`):
+Two **protocols** (the ``protocol`` argument of :class:`PointingGame`, :func:`pointing_game`,
+:func:`centre_baseline`, :func:`difficult`, :func:`play`):
 
 - ``"torchray"``: the game as TorchRay's benchmark plays it on VOC07/COCO14
   (``torchray/benchmark/pointing_game.py``, ``torchray/benchmark/datasets.py``,
@@ -98,12 +98,10 @@ __all__ = [
     "GridResult",
     "max_points",
     "hits_at",
-    "pointing_hits",
     "class_mean_accuracy",
     "difficult",
+    "PointingGame",
     "pointing_game",
-    "pointing_games",
-    "PointingTable",
     "centre_baseline",
     "centre_maps",
     "pointing_interval",
@@ -158,14 +156,19 @@ def max_points(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     Args:
         maps: ``N`` tensors ``(H_i, W_i)`` (sizes may differ) or one ``(N, H, W)`` tensor.
     """
+    return _max_points(maps, [f"map {k}" for k in range(len(maps))])
+
+
+def _max_points(maps: Sequence[torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+    """:func:`max_points`, an undefined maximum named by ``names[k]`` (which map of which sample)."""
     points = []
-    for k, m in enumerate(maps):
+    for name, m in zip(names, maps):
         if m.dim() != 2 or m.numel() == 0:
             raise ValueError(f"each map must be a non-empty (H, W) tensor, got {tuple(m.shape)}")
         if m.is_complex():
-            raise ValueError(f"map {k} is complex ({m.dtype}); maps must be real")
+            raise ValueError(f"{name} is complex ({m.dtype}); maps must be real")
         if m.is_floating_point() and bool(torch.isnan(m).any()):  # argmax would pick the first NaN
-            raise ValueError(f"map {k} has {int(torch.isnan(m).sum())} NaN values; its maximum is undefined")
+            raise ValueError(f"{name} has {int(torch.isnan(m).sum())} NaN values; its maximum is undefined")
         index = int(torch.argmax(m.reshape(-1)))
         points.append((index % m.shape[1], index // m.shape[1]))
     return torch.tensor(points, dtype=torch.int64).reshape(-1, 2)
@@ -221,32 +224,6 @@ def hits_at(
             raise ValueError("each mask must be a 2-D (H, W) tensor")
         out.append(_hit((x, y), mask, float(tolerance), inclusive))
     return torch.tensor(out, dtype=torch.bool)
-
-
-def pointing_hits(
-    maps_original: Sequence[torch.Tensor],
-    masks: Sequence[torch.Tensor],
-    tolerance: float = 15,
-    *,
-    inclusive: bool = False,
-) -> torch.Tensor:
-    """Hits of maps already on the original images: the first maximum within ``tolerance`` of the mask.
-
-    Args:
-        maps_original: ``N`` maps ``(H_i, W_i)`` on the original images (see
-            :func:`lib.data.map_to_original`).
-        masks: ``N`` boolean masks of the same sizes.
-        tolerance, inclusive: see :func:`hits_at`.
-
-    Returns:
-        bool ``(N,)``.
-    """
-    if len(maps_original) != len(masks):
-        raise ValueError(f"{len(maps_original)} maps but {len(masks)} masks")
-    for m, k in zip(maps_original, masks):
-        if tuple(m.shape) != tuple(k.shape):
-            raise ValueError(f"map {tuple(m.shape)} and mask {tuple(k.shape)} differ in size")
-    return hits_at(max_points(maps_original), masks, tolerance, inclusive=inclusive)
 
 
 def class_mean_accuracy(hits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -476,6 +453,150 @@ def _crop_input_size(input_size) -> int:
     return input_size
 
 
+def _crop_maps(maps, count: int, what: str) -> torch.Tensor:
+    """The crop protocol's maps: one ``(B, h, w)`` tensor (detached), checked."""
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise ValueError(f"{what} must be a (B, h, w) tensor under protocol 'crop', got {shape}")
+    if maps.shape[0] != count:
+        raise ValueError(f"{what}: {maps.shape[0]} maps for {count} samples")
+    if maps.is_complex():
+        raise ValueError(f"{what}: complex maps; maps must be real")
+    return maps.detach()
+
+
+class PointingGame:
+    """The pointing game, accumulated batch by batch (TorchRay's ``PointingGame``: ``update``, then read).
+
+    Each :meth:`update` scores one batch of maps for any number of keys (methods, layers, ...):
+    every map is carried back to its original image (:func:`lib.data.whole_map_to_original` under
+    ``"torchray"``, :func:`lib.data.map_to_original` under ``"crop"``; all the keys' maps of one
+    image together), its first maximum taken (:func:`max_points`) and scored against the target
+    class's segments/boxes (:func:`hits_at`, :func:`lib.data.object_mask`); masks and difficult
+    flags (:func:`difficult`) are built once per batch for all keys. :meth:`results` joins the
+    batches; :func:`pointing_game` is the one-call form for one set of maps.
+
+    Args:
+        input_size, crop_fraction: the crop protocol's geometry (``input_size`` required there,
+            unused under ``"torchray"``).
+        tolerance, inclusive: see :func:`hits_at`.
+        area_fraction: the difficult subset's area threshold (:func:`difficult`).
+        protocol: ``"torchray"``, ``"crop"`` or None (by the data: ``"crop"`` when every
+            sample is ImageNet/embedded, ``"torchray"`` when none is).
+
+    Raises:
+        ValueError: an unknown option or protocol, an ``area_fraction`` outside (0, 1].
+
+    Example::
+
+        game = PointingGame(input_size=224)
+        for batch_samples, maps in ...:        # maps: {key: (B, S, S)}
+            game.update(maps, batch_samples)
+        results = game.results()               # {key: PointingResult}
+        frame = game.frame(names=("method", "layer"))
+    """
+
+    def __init__(
+        self,
+        *,
+        input_size: int | None = None,
+        crop_fraction: float = 0.875,
+        tolerance: float = 15,
+        inclusive: bool = False,
+        area_fraction: float = 0.25,
+        protocol: str | None = None,
+        **unknown,
+    ):
+        if unknown:
+            accepted = ["area_fraction", "crop_fraction", "inclusive", "input_size", "protocol", "tolerance"]
+            raise ValueError(f"PointingGame: unknown options {sorted(unknown)}; accepted: {accepted}")
+        _check_protocol(protocol)
+        _check_area_fraction(area_fraction)
+        self.input_size, self.crop_fraction = input_size, crop_fraction
+        self.tolerance, self.inclusive = tolerance, inclusive
+        self.area_fraction, self.protocol = area_fraction, protocol
+        self._parts: dict = {}
+
+    def update(self, maps: Mapping, samples: Sequence[_data.Sample], targets=None) -> dict:
+        """Score one batch: ``maps`` ``{key: (B, h, w)}`` of the ``B`` samples, each explaining ``targets``.
+
+        Args:
+            maps: ``{key: maps}`` on the network's input (any resolution, usually ``S x S``);
+                under ``"torchray"`` also ``{key: B tensors (h_i, w_i)}`` of different sizes.
+            samples: the ``B`` samples the maps were computed on (for sizes and annotations).
+            targets: the class each map explains: None (each sample's label), an int, or ``(B,)``.
+                For multi-class scenes pass one map per (image, class present) pair, repeating
+                the sample (:func:`pairs`, :func:`play`).
+
+        Returns:
+            This batch's ``{key: PointingResult}`` (also kept for :meth:`results`).
+
+        Raises:
+            ValueError: maps that are not a dict, of the wrong shape or count, a target class
+                absent from its image, mixed data with no protocol, ``"crop"`` without
+                ``input_size``.
+        """
+        if not isinstance(maps, Mapping):
+            raise ValueError(f"maps must be a dict {{key: maps}}, got {type(maps).__name__} (one set of maps: pointing_game)")
+        batch = self._score(maps, samples, targets, lambda key: f"maps[{key!r}]")
+        for key, result in batch.items():
+            self._parts.setdefault(key, []).append(result)
+        return batch
+
+    def add(self, key, result: PointingResult) -> None:
+        """Add a result computed elsewhere (e.g. :func:`centre_baseline`) under ``key``."""
+        self._parts.setdefault(key, []).append(result)
+
+    def results(self) -> dict:
+        """``{key: PointingResult}`` of every batch so far, in the order of the updates."""
+        return {key: PointingResult.cat(parts) for key, parts in self._parts.items()}
+
+    def frame(self, names: Sequence[str] = ("key",)):
+        """One row per key: the key's parts under ``names``, accuracy, accuracy_difficult, n, n_difficult.
+
+        Raises:
+            ValueError: a key with another number of parts than ``names``.
+        """
+        import pandas as pd
+
+        rows = []
+        for key, r in self.results().items():
+            parts = key if isinstance(key, tuple) else (key,)
+            if len(parts) != len(names):
+                raise ValueError(f"frame: key {key!r} has {len(parts)} parts but names {tuple(names)} has {len(names)}")
+            row = dict(zip(names, parts))
+            row.update(accuracy=r.accuracy, accuracy_difficult=r.accuracy_difficult,
+                       n=len(r.hits), n_difficult=int(r.difficult.sum()))
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _score(self, maps: Mapping, samples, targets, what) -> dict:
+        """``{key: PointingResult}`` of one batch; ``what(key)`` names a key's maps in errors."""
+        samples = list(samples)
+        protocol = _protocol(self.protocol, samples)
+        labels = _targets(samples, targets)
+        keys = list(maps)
+        if protocol == "crop":
+            input_size = _crop_input_size(self.input_size)
+            per_key = {key: _crop_maps(maps[key], len(samples), what(key)) for key in keys}
+        else:
+            per_key = {key: _map_list(maps[key], len(samples), what(key)) for key in keys}
+        masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
+        hard = [difficult(s, c, area_fraction=self.area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
+        points = torch.zeros(len(keys), len(samples), 2, dtype=torch.int64)
+        for i, sample in enumerate(samples):  # every key's map of one image carried back together
+            if not keys:
+                break
+            of_image, sizes = [per_key[key][i] for key in keys], [sample.size] * len(keys)
+            if protocol == "crop":
+                originals = _data.map_to_original(of_image, sizes, input_size, self.crop_fraction)
+            else:
+                originals = _data.whole_map_to_original(of_image, sizes)
+            points[:, i] = _max_points(originals, [f"{what(key)}, map {i}" for key in keys])
+        hits = [hits_at(points[k], masks, self.tolerance, inclusive=self.inclusive) for k in range(len(keys))]
+        return {key: PointingResult.from_hits(hits[k], labels, hard, points[k]) for k, key in enumerate(keys)}
+
+
 def pointing_game(
     maps: torch.Tensor | Sequence[torch.Tensor],
     samples: Sequence[_data.Sample],
@@ -490,9 +611,10 @@ def pointing_game(
 ) -> PointingResult:
     """Play the pointing game with maps on the network's input (Zhang et al. 2016; TorchRay; Rebuffi et al. 2020).
 
-    Each map is carried back to its original image, its first maximum is taken, and it is a
-    hit when it lies within ``tolerance`` px of the target class's segments/boxes
-    (:func:`lib.data.object_mask`). How the map goes back depends on the protocol:
+    The one-call form of :class:`PointingGame` for one set of maps. Each map is carried back to
+    its original image, its first maximum is taken, and it is a hit when it lies within
+    ``tolerance`` px of the target class's segments/boxes (:func:`lib.data.object_mask`). How
+    the map goes back depends on the protocol:
 
     - ``"torchray"`` (TorchRay's ``examples/attribution_benchmark.py``: the whole image is the
       input, the map is resized to ``image_size``): the map, of any resolution and aspect,
@@ -503,16 +625,9 @@ def pointing_game(
     Args:
         maps: ``(B, h, w)`` saliency maps on the input (any resolution, usually ``S x S``);
             under ``"torchray"`` also ``B`` tensors ``(h_i, w_i)`` of different sizes.
-        samples: the ``B`` samples the maps were computed on (for sizes and annotations).
-        targets: the class each map explains: None (each sample's label), an int, or ``(B,)``.
-            For multi-class scenes pass one map per (image, class present) pair, repeating
-            the sample (:func:`pairs`, :func:`play`).
-        input_size, crop_fraction: the crop protocol's geometry (``input_size`` required
-            there, unused under ``"torchray"``).
-        tolerance, inclusive: see :func:`hits_at`.
-        area_fraction: the difficult subset's area threshold (:func:`difficult`).
-        protocol: ``"torchray"``, ``"crop"`` or None (by the data: ``"crop"`` when every
-            sample is ImageNet/embedded, ``"torchray"`` when none is).
+        samples, targets: as :meth:`PointingGame.update`.
+        input_size, crop_fraction, tolerance, inclusive, area_fraction, protocol: as
+            :class:`PointingGame`.
 
     Returns:
         :class:`PointingResult`.
@@ -521,166 +636,9 @@ def pointing_game(
         ValueError: maps of the wrong shape or count, an unknown protocol, mixed data with no
             protocol, ``"crop"`` without ``input_size``.
     """
-    _check_area_fraction(area_fraction)
-    samples = list(samples)
-    protocol = _protocol(protocol, samples)
-    labels = _targets(samples, targets)
-    if protocol == "crop":
-        if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
-            raise ValueError("maps must be a (B, h, w) tensor under protocol 'crop'")
-        if maps.shape[0] != len(samples):
-            raise ValueError(f"{maps.shape[0]} maps for {len(samples)} samples")
-        if maps.is_complex():
-            raise ValueError("maps are complex; maps must be real")
-        input_size = _crop_input_size(input_size)
-        originals = _data.map_to_original(maps.detach(), [s.size for s in samples], input_size, crop_fraction)
-    else:
-        originals = _data.whole_map_to_original(_map_list(maps, len(samples), "maps"), [s.size for s in samples])
-    masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
-    points = max_points(originals)
-    hits = hits_at(points, masks, tolerance, inclusive=inclusive)
-    hard = [difficult(s, c, area_fraction=area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
-    return PointingResult.from_hits(hits, labels, hard, points)
-
-
-def pointing_games(
-    maps: dict,
-    samples: Sequence[_data.Sample],
-    targets=None,
-    *,
-    input_size: int | None = None,
-    crop_fraction: float = 0.875,
-    tolerance: float = 15,
-    inclusive: bool = False,
-    area_fraction: float = 0.25,
-    protocol: str | None = None,
-) -> dict:
-    """:func:`pointing_game` for many sets of maps of the same samples (masks and difficult flags built once).
-
-    The other arguments are those of :func:`pointing_game`.
-
-    Args:
-        maps: ``{key: (B, h, w)}``, e.g. ``{(method, layer): maps}`` (under ``"torchray"`` also
-            ``{key: B tensors (h_i, w_i)}``).
-
-    Returns:
-        ``{key: PointingResult}``.
-    """
-    if not isinstance(maps, Mapping):
-        raise ValueError(f"maps must be a dict {{key: maps}}, got {type(maps).__name__} (one set of maps: pointing_game)")
-    _check_area_fraction(area_fraction)
-    samples = list(samples)
-    protocol = _protocol(protocol, samples)
-    labels = _targets(samples, targets)
-    sizes = [s.size for s in samples]
-    keys = list(maps)
-    if protocol == "crop":
-        input_size = _crop_input_size(input_size)
-        for key in keys:
-            m = maps[key]
-            if not isinstance(m, torch.Tensor) or m.dim() != 3 or m.shape[0] != len(samples):
-                raise ValueError(f"maps[{key!r}] must be ({len(samples)}, h, w)")
-        per_key = {key: maps[key] for key in keys}
-    else:
-        per_key = {key: _map_list(maps[key], len(samples), f"maps[{key!r}]") for key in keys}
-    masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
-    hard = [difficult(s, c, area_fraction=area_fraction, protocol=protocol) for s, c in zip(samples, labels)]
-    points = torch.zeros(len(keys), len(samples), 2, dtype=torch.int64)
-    for i, size in enumerate(sizes):  # every key's map of one image carried back together
-        if not keys:
-            break
-        if protocol == "crop":
-            stacked = torch.stack([per_key[key][i].detach() for key in keys])
-            points[:, i] = max_points(_stack_to_original(stacked, size, input_size, crop_fraction))
-        else:
-            points[:, i] = max_points(_whole_stack_to_original([per_key[key][i] for key in keys], size))
-    return {
-        key: PointingResult.from_hits(hits_at(points[k], masks, tolerance, inclusive=inclusive), labels, hard, points[k])
-        for k, key in enumerate(keys)
-    }
-
-
-def _whole_stack_to_original(maps: Sequence[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-    """:func:`lib.data.whole_map_to_original` for ``K`` maps of ONE image, one interpolation per map shape."""
-    width, height = (int(v) for v in size)
-    out: list[torch.Tensor | None] = [None] * len(maps)
-    groups: dict = {}
-    for k, m in enumerate(maps):
-        groups.setdefault((tuple(m.shape), m.dtype, m.device), []).append(k)
-    for (shape, _, _), members in groups.items():
-        stacked = torch.stack([maps[k] for k in members])
-        stacked = stacked.to(stacked.dtype if stacked.is_floating_point() else torch.float32)[:, None]
-        if shape != (height, width):
-            stacked = F.interpolate(stacked, size=(height, width), mode="bilinear", align_corners=False)
-        for j, k in enumerate(members):
-            out[k] = stacked[j, 0]
-    return out
-
-
-def _stack_to_original(maps: torch.Tensor, size: tuple[int, int], input_size: int, crop_fraction: float) -> torch.Tensor:
-    """:func:`lib.data.map_to_original` for ``K`` maps ``(K, h, w)`` of ONE image, in one interpolation each step."""
-    width, height = (int(v) for v in size)
-    g = _data.crop_geometry(width, height, input_size, crop_fraction)
-    m = maps.to(maps.dtype if maps.is_floating_point() else torch.float32)[:, None]
-    if m.shape[-2:] != (input_size, input_size):
-        m = F.interpolate(m, size=(input_size, input_size), mode="bilinear", align_corners=False)
-    frame = m.new_zeros((m.shape[0], 1, g.resized_height, g.resized_width))
-    frame[..., g.top:g.top + input_size, g.left:g.left + input_size] = m
-    back = F.interpolate(frame, size=(height, width), mode="bilinear", align_corners=False,
-                         antialias=height < g.resized_height or width < g.resized_width)
-    return back[:, 0]
-
-
-class PointingTable:
-    """Accumulates pointing results over batches, TorchRay-style (``update`` per batch, then ``results``).
-
-    The options are :func:`pointing_games`'s: ``protocol`` (``"torchray"``, ``"crop"``, None by
-    the data), ``input_size``/``crop_fraction`` (the crop protocol's), ``tolerance``,
-    ``inclusive``, ``area_fraction``.
-
-    Example::
-
-        table = PointingTable(input_size=224)
-        for batch_samples, maps in ...:        # maps: {key: (B, S, S)}
-            table.update(maps, batch_samples)
-        results = table.results()              # {key: PointingResult}
-        frame = table.frame(names=("method", "layer"))
-    """
-
-    def __init__(self, **options):
-        allowed = {"input_size", "crop_fraction", "tolerance", "inclusive", "area_fraction", "protocol"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ValueError(f"PointingTable: unknown options {unknown}; accepted: {sorted(allowed)}")
-        _check_protocol(options.get("protocol"))
-        self.options = options
-        self._parts: dict = {}
-
-    def update(self, maps: dict, samples: Sequence[_data.Sample], targets=None) -> None:
-        for key, result in pointing_games(maps, samples, targets, **self.options).items():
-            self._parts.setdefault(key, []).append(result)
-
-    def add(self, key, result: PointingResult) -> None:
-        """Add a result computed elsewhere (e.g. :func:`centre_baseline`) under ``key``."""
-        self._parts.setdefault(key, []).append(result)
-
-    def results(self) -> dict:
-        return {key: PointingResult.cat(parts) for key, parts in self._parts.items()}
-
-    def frame(self, names: Sequence[str] = ("key",)):
-        """One row per key: the key's parts under ``names``, accuracy, accuracy_difficult, n, n_difficult."""
-        import pandas as pd
-
-        rows = []
-        for key, r in self.results().items():
-            parts = key if isinstance(key, tuple) else (key,)
-            if len(parts) != len(names):
-                raise ValueError(f"frame: key {key!r} has {len(parts)} parts but names {tuple(names)} has {len(names)}")
-            row = dict(zip(names, parts))
-            row.update(accuracy=r.accuracy, accuracy_difficult=r.accuracy_difficult,
-                       n=len(r.hits), n_difficult=int(r.difficult.sum()))
-            rows.append(row)
-        return pd.DataFrame(rows)
+    game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
+                        inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
+    return game._score({"maps": maps}, samples, targets, lambda key: "maps")["maps"]
 
 
 def centre_baseline(
@@ -901,8 +859,8 @@ def play(
     images, computes one map per class present, and scores it with
     ``PointingGameBenchmark.evaluate`` for the full and the difficult subsets. Here the maps
     are computed by the caller (one per pair, in the order of ``pairs``); each image is opened
-    once, its masks and difficult flags built once for all methods, and every map scored as in
-    :func:`pointing_games`.
+    once, its masks and difficult flags built once for all methods, and every map scored by one
+    :class:`PointingGame`.
 
     Args:
         maps: ``{key: maps}``, each ``(P, h, w)`` or ``P`` tensors ``(h_i, w_i)`` aligned with
@@ -912,7 +870,7 @@ def play(
         centre: also score TorchRay's centre baseline (:func:`centre_baseline`), under the key
             ``"centre"`` (or the string given).
         protocol: ``"torchray"``, ``"crop"`` or None (by the data, :func:`pointing_game`).
-        input_size, crop_fraction, tolerance, inclusive, area_fraction: as :func:`pointing_game`.
+        input_size, crop_fraction, tolerance, inclusive, area_fraction: as :class:`PointingGame`.
 
     Returns:
         ``{key: PointingResult}``, the pairs in the order given (the same for every key, so
@@ -949,11 +907,8 @@ def play(
     groups: dict[int, list[int]] = {}
     for position, i in enumerate(index):
         groups.setdefault(i, []).append(position)
-    options = dict(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
-                   inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
-    parts: dict = {key: [] for key in per_key}
-    if centre_key is not None:
-        parts[centre_key] = []
+    game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
+                        inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
     order, resolved = [], None
     for i, positions in groups.items():
         sample = samples[i]
@@ -964,29 +919,25 @@ def play(
                 "pass protocol='torchray' or protocol='crop'"
             )
         resolved = this
-        options["protocol"] = resolved
         repeated = [sample] * len(positions)
         targets = [category[p] for p in positions]
         if per_key:
             chunk = {key: [per_key[key][p] for p in positions] for key in per_key}
             if resolved == "crop":
                 chunk = {key: torch.stack(v) for key, v in chunk.items()}
-            for key, result in pointing_games(chunk, repeated, targets, **options).items():
-                parts[key].append(result)
+            game.update(chunk, repeated, targets)
         if centre_key is not None:
-            parts[centre_key].append(centre_baseline(repeated, targets, tolerance=tolerance, inclusive=inclusive,
-                                                     area_fraction=area_fraction, protocol=resolved))
+            game.add(centre_key, centre_baseline(repeated, targets, tolerance=tolerance, inclusive=inclusive,
+                                                 area_fraction=area_fraction, protocol=resolved))
         order.extend(positions)
     if not order:
         raise ValueError("no pairs to play")
     inverse = torch.empty(len(order), dtype=torch.int64)
     inverse[torch.tensor(order, dtype=torch.int64)] = torch.arange(len(order))
-    out = {}
-    for key, results in parts.items():
-        joined = PointingResult.cat(results)
-        out[key] = PointingResult.from_hits(joined.hits[inverse], joined.labels[inverse],
-                                            joined.difficult[inverse], joined.points[inverse])
-    return out
+    return {
+        key: PointingResult.from_hits(r.hits[inverse], r.labels[inverse], r.difficult[inverse], r.points[inverse])
+        for key, r in game.results().items()
+    }
 
 
 def pointing_interval(

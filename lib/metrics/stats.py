@@ -51,10 +51,7 @@ def bootstrap_ci(
     Raises:
         ValueError: empty sample or a level outside (0, 1).
     """
-    if isinstance(values, torch.Tensor):
-        sample = values.detach().to("cpu", torch.float64).flatten()
-    else:  # a copy: pandas hands out read-only arrays, which torch.as_tensor warns about
-        sample = torch.tensor(np.asarray(values, dtype=np.float64)).flatten()
+    sample = _float64(values, "bootstrap_ci").flatten()
     if sample.numel() == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     if not 0 < level < 1:
@@ -71,16 +68,21 @@ EXACT_LIMIT = 20
 """The largest ``n`` whose :math:`2^n` sign patterns :func:`sign_flip` enumerates (about 170 MB)."""
 
 
-def _sample(values, what: str) -> torch.Tensor:
+def _float64(values, what: str) -> torch.Tensor:
+    """Numbers (a tensor, list or array) as a float64 CPU tensor of their shape."""
     if isinstance(values, torch.Tensor):
-        sample = values.detach().to("cpu", torch.float64)
-    else:
-        if values is None or isinstance(values, (str, bytes)):
-            raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}")
-        try:
-            sample = torch.tensor(np.asarray(values, dtype=np.float64))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}") from error
+        return values.detach().to("cpu", torch.float64)
+    if values is None or isinstance(values, (str, bytes)):
+        raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}")
+    try:  # a copy: pandas hands out read-only arrays, which torch.as_tensor warns about
+        return torch.tensor(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what}: expected numbers (a list, array or tensor), got {type(values).__name__}") from error
+
+
+def _sample(values, what: str) -> torch.Tensor:
+    """One finite value per unit, ``(n,)`` float64, ``n > 0``."""
+    sample = _float64(values, what)
     if sum(size > 1 for size in sample.shape) > 1:
         raise ValueError(f"{what}: expected one value per unit, shape (n,), got shape {tuple(sample.shape)}")
     sample = sample.flatten()

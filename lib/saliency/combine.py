@@ -10,17 +10,12 @@ input resolution) are combined with normalised layer weights :math:`\gamma_j`
 
 The four weighting schemes of Sec. 4.2:
 
-1. **Feature spread.** With :math:`\bar x^i` the spatial mean of layer :math:`j`'s activation on
-   image :math:`i` (a :math:`K`-vector) and :math:`\bar x^\mu = \frac1M\sum_i |\bar x^i|`,
-   :math:`\gamma_j = \frac1M \sum_i \lVert \bar x^i - \bar x^\mu \rVert`. The paper writes a
-   sum over positions while calling it a spatial mean, and :math:`|\cdot|` of a vector; we take
-   the **mean** over positions (so the layer's resolution does not scale the weight) and the
-   Euclidean norm over channels (``norm="l2"``; ``"l1"`` and ``"mean_abs"`` available).
-2. **Classification accuracy.** A linear classifier :math:`\Psi` trained on the pooled features
-   of labelled images; :math:`\gamma_j` its accuracy. The paper's formula averages over the same
-   :math:`M` images the probe is fit on (training accuracy); we fit on one part of a probe set
-   disjoint from the evaluation images and report both the training and the **held-out**
-   accuracy, using the held-out one as the weight by default (``probe_weight="heldout"``).
+1. **Feature spread.** :math:`\gamma_j` the mean distance of the images' pooled activations
+   from their centre (:func:`lib.saliency.probe.feature_spread`).
+2. **Classification accuracy.** :math:`\gamma_j` the accuracy of a linear probe on the pooled
+   activations (:func:`lib.saliency.probe.probe_accuracy`), held out by default
+   (``probe_weight="heldout"``). :mod:`lib.saliency.probe` states the choices the paper leaves
+   open for both.
 3. **Linear.** :math:`\gamma_j = j / J`, layers numbered from 1 (a zero weight for the first
    layer would silently drop it).
 4. **Uniform.** :math:`\gamma_j = 1 / J`.
@@ -30,24 +25,21 @@ without exponents; for the argmax (the pointing game) that equals the uniform pr
 :math:`\prod_j m_j^{1/J}` is a monotone function of :math:`\prod_j m_j`.
 
 Weights are computed once per model and layer set and cached as JSON under
-``lib.paths.cache_dir() / "layer_weights"`` (:func:`layer_weights`).
+``lib.paths.cache_dir() / "layer_weights"`` (:func:`layer_weights`, :mod:`lib.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
-from .. import paths
-from ..capture import capture, check_images, prepared, resolve_layer
-from .passes import INPUT, chunks, finish, layer_passes, normalise_maps, with_input
+from .. import cache
+from .passes import INPUT, finish, layer_passes, normalise_maps, with_input
 from . import registry
+from .probe import feature_spread, pooled_features, probe_accuracy, probe_split
 from .registry import REDUCTIONS  # name -> (activations, gradients) -> raw map, the one-pass methods of depth_maps
 
 __all__ = [
@@ -57,21 +49,10 @@ __all__ = [
     "uniform_weights",
     "normalise_weights",
     "combine",
-    "pooled_features",
-    "feature_spread",
-    "ProbeResult",
-    "probe_split",
-    "probe_accuracy",
     "LayerWeights",
     "layer_weights",
-    "REDUCTIONS",
     "combinations",
-    "INPUT",
-    "with_input",
     "depth_maps",
-    "feature_deviations",
-    "fit_probe",
-    "probe_hits",
     "image_halves",
     "best_candidate",
 ]
@@ -117,7 +98,9 @@ def normalise_weights(weights) -> torch.Tensor:
 
 
 def combine(maps, weights, how: str = "product", *, normalize: bool = True) -> torch.Tensor:
-    r"""Weighted sum :math:`\sum_j \gamma_j m_j` or product :math:`\prod_j m_j^{\gamma_j}` of layer maps (Sec. 4.2).
+    r"""Weighted sum :math:`\sum_j \gamma_j m_j` or product :math:`\prod_j m_j^{\gamma_j}` of layer maps.
+
+    Rebuffi et al. 2020, Sec. 4.2.
 
     Args:
         maps: ``(J, B, H, W)`` tensor or ``J`` tensors ``(B, H, W)``, each map min-max
@@ -150,141 +133,6 @@ def combine(maps, weights, how: str = "product", *, normalize: bool = True) -> t
     else:
         raise ValueError(f"how must be one of {COMBINATIONS}, got {how!r}")
     return normalise_maps(out) if normalize else out
-
-
-# --------------------------------------------------------------------------------------------
-# Features, spread and linear probe
-# --------------------------------------------------------------------------------------------
-
-
-def pooled_features(model, images: torch.Tensor, layers: Sequence[str], *, batch_size: int | None = 32) -> dict[str, torch.Tensor]:
-    """Spatially averaged activations ``(N, K_j)`` of each layer, from one forward pass per batch.
-
-    Args:
-        model: ``Classifier`` or ``nn.Module``.
-        images: ``(N, 3, H, W)`` normalised images.
-        layers: layer aliases or module names.
-        batch_size: images per forward pass.
-    """
-    check_images(images)
-    for layer in layers:
-        resolve_layer(model, layer)
-    out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    with prepared(model) as module, torch.no_grad():
-        for piece in chunks(images.shape[0], batch_size):
-            with capture(model, list(layers), gradients=False) as record:
-                module(images[piece])
-                for layer in layers:
-                    a = record[layer]
-                    out[layer].append(a.mean(dim=tuple(range(2, a.dim()))) if a.dim() > 2 else a)
-    return {layer: torch.cat(parts) for layer, parts in out.items()}
-
-
-def feature_spread(features: torch.Tensor, *, norm: str = "l2") -> float:
-    r"""Feature spread :math:`\frac1M \sum_i \lVert \bar x^i - \bar x^\mu \rVert`, :math:`\bar x^\mu = \frac1M \sum_i |\bar x^i|` (Sec. 4.2, scheme 1).
-
-    Args:
-        features: ``(M, K)`` spatially pooled activations of ``M`` images.
-        norm: ``"l2"`` (Euclidean norm of the deviation), ``"l1"`` (sum of absolute
-            deviations) or ``"mean_abs"`` (their mean over channels).
-    """
-    x = torch.as_tensor(features, dtype=torch.float64)
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"features must be (M, K) with M > 0, got {tuple(x.shape)}")
-    centre = x.abs().mean(dim=0)
-    d = x - centre
-    if norm == "l2":
-        per = d.norm(dim=1)
-    elif norm == "l1":
-        per = d.abs().sum(dim=1)
-    elif norm == "mean_abs":
-        per = d.abs().mean(dim=1)
-    else:
-        raise ValueError(f"norm must be 'l2', 'l1' or 'mean_abs', got {norm!r}")
-    return float(per.mean())
-
-
-@dataclass
-class ProbeResult:
-    """A linear probe's accuracies (fractions) and the sizes it was fit on."""
-
-    train_accuracy: float
-    heldout_accuracy: float
-    n_train: int
-    n_heldout: int
-    n_classes: int
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / max(self.n_classes, 1)
-
-
-def probe_split(labels, *, heldout_per_class: int = 1, min_per_class: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified split of a probe set: ``heldout_per_class`` random images of each class held out.
-
-    Only classes with at least ``min_per_class`` images (and more than ``heldout_per_class``)
-    are used. Returns ``(train_indices, heldout_indices)``, int64.
-    """
-    labels = torch.as_tensor(labels).reshape(-1).long()
-    generator = torch.Generator().manual_seed(seed)
-    train, held = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        if len(idx) < max(min_per_class, heldout_per_class + 1):
-            continue
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        held.extend(idx[:heldout_per_class].tolist())
-        train.extend(idx[heldout_per_class:].tolist())
-    return torch.tensor(sorted(train), dtype=torch.int64), torch.tensor(sorted(held), dtype=torch.int64)
-
-
-def probe_accuracy(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor | None = None,
-    test_y: torch.Tensor | None = None,
-    *,
-    steps: int = 300,
-    lr: float = 0.05,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-) -> ProbeResult:
-    r"""Accuracy of a multinomial logistic regression :math:`\Psi` on pooled features (Sec. 4.2, scheme 2).
-
-    Features are standardised with the training set's mean and standard deviation; the
-    classifier (classes = the training labels present, re-indexed) is fit full-batch with Adam
-    for ``steps`` steps on the cross-entropy plus ``weight_decay`` times the squared weights.
-    The paper does not state the optimiser, regularisation or split; these are ours.
-
-    Returns:
-        :class:`ProbeResult` (``heldout_accuracy`` is ``nan`` without a test set; test images of
-        classes unseen in training count as errors).
-    """
-    x = torch.as_tensor(train_x, dtype=torch.float32)
-    classes, y = torch.unique(torch.as_tensor(train_y).long(), return_inverse=True)
-    if x.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"train_x (N, K) and train_y (N,) must match, got {tuple(x.shape)} and {tuple(y.shape)}")
-    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(x.shape[1], len(classes), generator=generator) * 0.01).requires_grad_(True)
-    bias = torch.zeros(len(classes), requires_grad=True)
-    optimiser = torch.optim.Adam([weight, bias], lr=lr)
-    z = (x - mean) / std
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(z @ weight + bias, y) + weight_decay * weight.pow(2).sum()
-            loss.backward()
-            optimiser.step()
-    with torch.no_grad():
-        train_acc = float(((z @ weight + bias).argmax(1) == y).float().mean())
-        held, n_held = float("nan"), 0
-        if test_x is not None and test_y is not None and len(test_y) > 0:
-            tz = (torch.as_tensor(test_x, dtype=torch.float32) - mean) / std
-            predicted = classes[(tz @ weight + bias).argmax(1)]
-            held = float((predicted == torch.as_tensor(test_y).long()).float().mean())
-            n_held = len(test_y)
-    return ProbeResult(train_acc, held, x.shape[0], n_held, len(classes))
 
 
 @dataclass
@@ -335,20 +183,6 @@ class LayerWeights:
         return pd.DataFrame(rows)
 
 
-def _digest(*tensors: torch.Tensor) -> str:
-    """sha1 of tensors' values (what makes two cache entries differ beyond their shapes)."""
-    digest = hashlib.sha1()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
-    return digest.hexdigest()[:16]
-
-
-def _cache_path(model_name: str, key: dict) -> Path:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return paths.cache_dir() / "layer_weights" / f"{model_name}-{digest}.json"
-
-
 def layer_weights(
     model,
     layers: Sequence[str],
@@ -367,7 +201,7 @@ def layer_weights(
     batch_size: int | None = 32,
     seed: int = 0,
 ) -> LayerWeights:
-    """The four schemes' weights for a model and layer set, computed once and cached (Sec. 4.2).
+    """The four schemes' weights for a model and layer set (Rebuffi et al. 2020, Sec. 4.2), computed once and cached.
 
     Args:
         model: ``Classifier`` or ``nn.Module``.
@@ -384,8 +218,8 @@ def layer_weights(
         cache_key: anything else that identifies the images (e.g. their ids); part of the key.
         use_cache: read/write ``cache_dir()/layer_weights/<model>-<hash>.json``.
         probe_weight: ``"heldout"`` (default) or ``"train"`` accuracy as the weight.
-        spread_norm: see :func:`feature_spread`.
-        heldout_per_class, min_per_class: see :func:`probe_split`.
+        spread_norm: see :func:`lib.saliency.probe.feature_spread`.
+        heldout_per_class, min_per_class: see :func:`lib.saliency.probe.probe_split`.
         probe_steps: optimisation steps of the probe.
 
     Returns:
@@ -404,14 +238,14 @@ def layer_weights(
         "probe_steps": probe_steps, "seed": seed,
     }
     module = getattr(model, "model", model)
-    key["weights"] = _digest(*module.state_dict().values())
-    key["probe_labels"] = None if probe_labels is None else _digest(torch.as_tensor(probe_labels))
+    key["weights"] = cache.tensor_digest(*module.state_dict().values())
+    key["probe_labels"] = None if probe_labels is None else cache.tensor_digest(torch.as_tensor(probe_labels))
     if not lazy:
-        key["spread_images"] = _digest(spread_images)
-        key["probe_images"] = None if probe_images is None else _digest(probe_images)
-    path = _cache_path(name, key)
-    if use_cache and path.is_file():
-        return LayerWeights(**json.loads(path.read_text())["weights"])
+        key["spread_images"] = cache.tensor_digest(spread_images)
+        key["probe_images"] = None if probe_images is None else cache.tensor_digest(probe_images)
+    stored = cache.read("layer_weights", name, key) if use_cache else None
+    if stored is not None:
+        return LayerWeights(**stored)
     same = probe_images is spread_images  # one set of images for both: load and pool them once
     if callable(spread_images):
         spread_images = spread_images()
@@ -443,15 +277,13 @@ def layer_weights(
         linear_weights(len(layers)).tolist(), uniform_weights(len(layers)).tolist(), probe, note,
     )
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "weights": asdict(weights)}, indent=1))
+        cache.write("layer_weights", name, key, asdict(weights))
     return weights
 
 
 # --------------------------------------------------------------------------------------------
 # Maps at several layers
 # --------------------------------------------------------------------------------------------
-
 
 
 def combinations(
@@ -538,83 +370,6 @@ def depth_maps(
         for layer in layers:
             out[(name, layer)] = method(seen, images, targets, layer=layer, **extra)
     return {(m, l): out[(m, l)] for m in methods for l in layers}
-
-
-# --------------------------------------------------------------------------------------------
-# Per-image terms of the two learned schemes (units for tests of their trend with depth)
-# --------------------------------------------------------------------------------------------
-
-
-def feature_deviations(features: torch.Tensor, *, norm: str = "l2") -> torch.Tensor:
-    r"""Each image's term :math:`\lVert \bar x^i - \bar x^\mu \rVert` of the feature spread (Sec. 4.2, scheme 1): float64 ``(M,)``.
-
-    Their mean is :func:`feature_spread`; per image, they are the units a test of "the spread
-    increases with depth" can rest on.
-
-    Args:
-        features: ``(M, K)`` spatially pooled activations.
-        norm: ``"l2"``, ``"l1"`` or ``"mean_abs"`` (see :func:`feature_spread`).
-    """
-    x = torch.as_tensor(features, dtype=torch.float64)
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"features must be (M, K) with M > 0, got {tuple(x.shape)}")
-    d = x - x.abs().mean(dim=0)
-    if norm == "l2":
-        return d.norm(dim=1)
-    if norm == "l1":
-        return d.abs().sum(dim=1)
-    if norm == "mean_abs":
-        return d.abs().mean(dim=1)
-    raise ValueError(f"norm must be 'l2', 'l1' or 'mean_abs', got {norm!r}")
-
-
-def fit_probe(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    *,
-    steps: int = 300,
-    lr: float = 0.05,
-    weight_decay: float = 1e-3,
-    seed: int = 0,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    r"""The linear probe :math:`\Psi` of :func:`probe_accuracy` (Sec. 4.2, scheme 2), as a predictor.
-
-    The same fit (standardised features, multinomial logistic regression, full-batch Adam, the
-    same initialisation for the same ``seed``), returned as a function from ``(N, K)`` features
-    to predicted labels ``(N,)`` in the training labels' values.
-    """
-    x = torch.as_tensor(train_x, dtype=torch.float32)
-    classes, y = torch.unique(torch.as_tensor(train_y).long(), return_inverse=True)
-    if x.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"train_x (N, K) and train_y (N,) must match, got {tuple(x.shape)} and {tuple(y.shape)}")
-    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(x.shape[1], len(classes), generator=generator) * 0.01).requires_grad_(True)
-    bias = torch.zeros(len(classes), requires_grad=True)
-    optimiser = torch.optim.Adam([weight, bias], lr=lr)
-    z = (x - mean) / std
-    with torch.enable_grad():
-        for _ in range(steps):
-            optimiser.zero_grad()
-            loss = torch.nn.functional.cross_entropy(z @ weight + bias, y) + weight_decay * weight.pow(2).sum()
-            loss.backward()
-            optimiser.step()
-    weight, bias = weight.detach(), bias.detach()
-
-    def predict(features: torch.Tensor) -> torch.Tensor:
-        tz = (torch.as_tensor(features, dtype=torch.float32) - mean) / std
-        return classes[(tz @ weight + bias).argmax(1)]
-
-    return predict
-
-
-def probe_hits(train_x, train_y, test_x, test_y, **options) -> torch.Tensor:
-    """Whether the probe (:func:`fit_probe`) classifies each held-out image correctly: bool ``(N_test,)``.
-
-    Their mean is :func:`probe_accuracy`'s ``heldout_accuracy`` (with the same ``options``).
-    """
-    predict = fit_probe(train_x, train_y, **options)
-    return predict(test_x) == torch.as_tensor(test_y).long()
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def integrated_gradients(
     Eq. 1: :math:`IG_i(x) = (x_i - x'_i) \int_0^1 \partial S_t(x' + \alpha (x - x')) / \partial x_i \, d\alpha`,
     approximated on ``steps`` equally spaced points of [0, 1] with trapezoid weights
     (exact for a linear model).  Completeness, :math:`\sum_i IG_i = S_t(x) - S_t(x')`,
-    holds up to the quadrature error (``tests/test_gradients.py`` checks 1% at 64 steps).
+    holds up to the quadrature error (``tests/test_parity.py`` checks 1% at 64 steps).
 
     Args:
         baseline: x', a float (filled everywhere) or a tensor broadcastable to the

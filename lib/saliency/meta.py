@@ -49,7 +49,7 @@ DIRECTIONS = ("positive", "negative")
 
 
 def _method(method) -> Callable:
-    from . import resolve_method  # late import: the registry imports this module
+    from . import resolve_method  # late import: the package imports this module before its registry
 
     return resolve_method(method)
 

@@ -342,15 +342,9 @@ def cameras(
     Raises:
         ValueError: bad images, targets, layer, scales, ``upsample`` or ``gating``.
     """
-    check_images(images)
-    resolve_layer(model, layer)
-    options = dict(layer=layer, scales=scales, steps=steps, max_scale=max_scale, upsample=upsample, gating=gating)
-    maps = []
-    for piece in chunks(images.shape[0], batch_size):
-        record = cameras_scales(model, images[piece], slice_targets(targets, images.shape[0], piece), **options)
-        maps.append(fuse(record, fusion=fusion))
-        del record
-    return finish(torch.cat(maps), images, raw)
+    return cameras_variants(model, images, targets, variants=("cameras",), layer=layer, scales=scales, steps=steps,
+                            max_scale=max_scale, upsample=upsample, gating=gating, fusion=fusion, raw=raw,
+                            batch_size=batch_size)["cameras"]
 
 
 def interpolation_error(x_star: torch.Tensor, size: tuple[int, int], *, antialias: bool = True) -> torch.Tensor:

@@ -16,7 +16,8 @@ the equation index of the API reference all see it; :func:`unregister` takes it 
 Readers: :data:`METHODS` (name -> function), :data:`REGISTRY` (name -> :class:`Method`),
 :data:`BASELINES`, :data:`REDUCTIONS`, :data:`WORK` are live, read-only views; :func:`get` and
 :func:`resolve_method` look one name up; :func:`equation_index` renders the paper, equation,
-function table of the book's API reference.
+function table of the book's API reference, the registered methods followed by the
+:data:`TECHNIQUES` that are not methods (layer combination, meta-saliency).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .extract_and_aggregate import layer_gradient, linear_approx, normgrad, norm
 from .perturbation import rise
 
 __all__ = ["FAMILIES", "PEER_LIBRARIES", "Peer", "Method", "register", "unregister", "get", "resolve_method", "METHODS", "REGISTRY",
-           "BASELINES", "REDUCTIONS", "WORK", "equation_index"]
+           "BASELINES", "REDUCTIONS", "WORK", "Technique", "TECHNIQUES", "equation_index"]
 
 #: The families of methods, in the order the book presents them.
 FAMILIES = ("input gradient", "class activation map", "perturbation", "extract-aggregate")
@@ -326,23 +327,50 @@ REDUCTIONS: Mapping[str, Reduction] = _View(lambda entry: entry.reduction, "one-
 WORK: Mapping[str, dict] = _View(lambda entry: dict(entry.work) if entry.work else None, "reduced work")
 
 
-def equation_index(*, roles: bool = True) -> str:
-    """The paper, equation, function index of the registered methods as a Markdown table.
+@dataclass(frozen=True)
+class Technique:
+    """A paper's equation whose function is not a method of the calling convention: it runs a method
+    (meta-saliency) or combines the maps of several layers.  A row of :func:`equation_index` after
+    the methods; ``function`` is the function's qualified name, a string because
+    :mod:`lib.saliency.combine` imports this module.
+    """
 
-    One row per method in registry order: its display name, family, paper, equation or
-    section, and function.  With ``roles`` (MyST, for the book) the paper is a
+    display: str
+    family: str
+    paper: str
+    equation: str
+    function: str
+
+
+#: The rows of the equation index that are not registered methods, in the order the book presents them.
+TECHNIQUES = (
+    Technique("Layer combination (weighted sum, weighted product)", "layer combination", "rebuffi2020there",
+              "Sec. 4.2", "lib.saliency.combine.combine"),
+    Technique("Layer weights (feature spread, probe accuracy, linear, uniform)", "layer combination", "rebuffi2020there",
+              "Sec. 4.2", "lib.saliency.combine.layer_weights"),
+    Technique("Meta-saliency", "meta-saliency", "rebuffi2020there", "Sec. 4.4, Eqs. 4-6", "lib.saliency.meta.meta_saliency"),
+)
+
+
+def equation_index(*, roles: bool = True) -> str:
+    """The paper, equation, function index of the registered methods and :data:`TECHNIQUES` as a Markdown table.
+
+    One row per method in registry order, then one per technique: its display name, family,
+    paper, equation or section, and function.  With ``roles`` (MyST, for the book) the paper is a
     ``{cite:t}`` citation and the function a ``{py:func}`` link to its API entry; without,
     plain text.
     """
     cell = lambda text: str(text).replace("|", "\\|")
+    rows = [(entry.display, entry.family, entry.paper, entry.equation, entry.qualified_name) for entry in _ENTRIES.values()]
+    rows += [(t.display, t.family, t.paper, t.equation, t.function) for t in TECHNIQUES]
     lines = ["| Method | Family | Paper | Equation or section | Function |", "|---|---|---|---|---|"]
-    for entry in _ENTRIES.values():
+    for display, family, paper, equation, function in rows:
         if roles:
-            paper = f"{{cite:t}}`{entry.paper}`" if entry.paper else "–"
-            function = f"{{py:func}}`{entry.qualified_name}`"
+            paper = f"{{cite:t}}`{paper}`" if paper else "–"
+            function = f"{{py:func}}`{function}`"
         else:
-            paper, function = entry.paper or "–", f"`{entry.qualified_name}`"
-        lines.append(f"| {cell(entry.display)} | {entry.family} | {paper} | {cell(entry.equation or '–')} | {function} |")
+            paper, function = paper or "–", f"`{function}`"
+        lines.append(f"| {cell(display)} | {family} | {paper} | {cell(equation or '–')} | {function} |")
     return "\n".join(lines)
 
 
