@@ -55,6 +55,19 @@ def overview_figure(path: Path) -> None:
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 
 
+def build_commits(sections: Path) -> list[str]:
+    """The commits the executed sections ran at, in section order, as their provenance printed them."""
+    import json
+
+    found = []
+    for notebook in sorted(sections.glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text()).get("cells", []):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    found += re.findall(r"^git commit: (\S+)$", "".join(output.get("text", "")), flags=re.M)
+    return list(dict.fromkeys(found))
+
+
 def claims_headline(readme: Path, sections: Path) -> bool:
     import json
 
@@ -79,9 +92,11 @@ def claims_headline(readme: Path, sections: Path) -> bool:
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{readme}: the markers {BEGIN} and {END} are missing")
+    commits = build_commits(sections)
+    built = f" at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}" if commits else ""
     reproductions = sum(c.kind == "reproduction" for c in found)
     block = (f"{BEGIN}\nVerdicts of the {reproductions} paper claims the sections test, and apart from them "
-             f"{len(found) - reproductions} checks of identities that hold by construction, as measured by `make book` "
+             f"{len(found) - reproductions} checks of identities that hold by construction, as measured by `make book`{built} "
              f"(profile {', '.join(sorted(profiles))}, on {images}). Each verdict follows one protocol: at least "
              f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
              f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}\n{END}")

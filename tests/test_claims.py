@@ -64,6 +64,14 @@ def test_readme_headline_is_replaced_between_its_markers(tmp_path):
     assert update.claims_headline(readme, tmp_path / "sections")
     text = readme.read_text()
     assert "\nold\n" not in text and "| **all** | 1 | 0 | 0 | 0 | 0 / 0 |" in text and text.endswith("\n\nrest\n")
+    assert "at commit" not in text  # no executed notebook: no commit to name
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print()")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="run: book build\ngit commit: abc1234\ndevice: CPU\n")]
+    nbformat.write(nb, tmp_path / "sections" / "01_a.ipynb")
+    assert update.claims_headline(readme, tmp_path / "sections")
+    assert "as measured by `make book` at commit abc1234 " in readme.read_text()
 
 
 # ---------------------------------------------------------------- the protocol
