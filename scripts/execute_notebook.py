@@ -200,23 +200,28 @@ def collapse_redraws(text: str) -> str:
     return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-# The toggle of the collapsed injected cell (MyST-NB's per-cell prompt; its default reads "Show code cell source").
+# The toggles of collapsed cells (MyST-NB's per-cell prompt; its default reads "Show code cell source").
 INJECTED_PROMPT = "Show the values this run used where they differ from the parameters cell above (profile, data root)"
+CODE_PROMPT = "Show the code"
 
 
 def tidy(path: Path) -> None:
-    """Collapse the cell papermill injected (the book shows it behind a toggle) and keep
-    only the last state of every progress-bar line (``lib.progress``): consecutive stream
-    outputs are merged, then each line is collapsed to what a terminal would show."""
+    """Hide the code of every cell but the parameters cell behind a toggle (the book shows the
+    narrative, the parameters, the figures, the tables and the printed results; the code is
+    one click away), and keep only the last state of every progress-bar line
+    (``lib.progress``): consecutive stream outputs are merged, then each line is collapsed to
+    what a terminal would show."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags:
-            if "hide-input" not in tags:
-                tags.append("hide-input")
-            cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = INJECTED_PROMPT
+        if cell.get("cell_type") == "code":
+            tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+            if "parameters" not in tags:
+                if "hide-input" not in tags:
+                    tags.append("hide-input")
+                prompt = INJECTED_PROMPT if "injected-parameters" in tags else CODE_PROMPT
+                cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = prompt
         merged = []
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":

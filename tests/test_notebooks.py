@@ -78,18 +78,22 @@ def test_progress_redraws_collapse_to_the_last_state(tmp_path):
     assert [(o.name, o.text) for o in outputs] == [("stdout", "loop: 100%|## | 2/2\ndone\n"), ("stderr", "note\n")]
 
 
-def test_the_injected_cell_is_collapsed_behind_a_toggle_that_says_what_it_holds(tmp_path):
+def test_code_is_collapsed_behind_toggles_that_say_what_they_hold_but_the_parameters_stay_shown(tmp_path):
     execute = _script("execute_notebook")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('n = 1', metadata={"tags": ["parameters"]}),
-                                         nbformat.v4.new_code_cell('n = 2', metadata={"tags": ["injected-parameters"]})])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
+                                         nbformat.v4.new_code_cell('n = 1', metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell('n = 2', metadata={"tags": ["injected-parameters"]}),
+                                         nbformat.v4.new_code_cell('print(n)')])
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     execute.tidy(path)
-    parameters, injected = nbformat.read(path, as_version=4).cells
+    title, parameters, injected, code = nbformat.read(path, as_version=4).cells
     assert injected.metadata.tags == ["injected-parameters", "hide-input"]
     assert injected.metadata.mystnb["code_prompt_show"] == execute.INJECTED_PROMPT
     assert "differ from the parameters cell" in execute.INJECTED_PROMPT
+    assert code.metadata.tags == ["hide-input"] and code.metadata.mystnb["code_prompt_show"] == execute.CODE_PROMPT
     assert "mystnb" not in parameters.metadata and parameters.metadata.tags == ["parameters"]
+    assert "tags" not in title.metadata
 
 
 def test_claims_are_published_only_with_a_successful_run(tmp_path, monkeypatch):
