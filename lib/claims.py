@@ -160,11 +160,14 @@ def _number(x, what: str, *, low: float | None = None, strict: bool = False) -> 
 
 def _scalar(x) -> float | None:
     """``x`` as a float when it is one number (a Python or NumPy number, a 0-d array or tensor), else None."""
-    if isinstance(x, numbers.Real) and not isinstance(x, bool):
+    if isinstance(x, (bool, np.bool_)) or str(getattr(x, "dtype", "")) in ("bool", "torch.bool"):
+        raise ValueError(f"a baseline must be a number or per-unit values, got the boolean {x!r}")
+    if isinstance(x, numbers.Real):
         return float(x)
     if getattr(x, "ndim", None) == 0 and not isinstance(x, (str, bytes)):
         return float(x)
     return None
+
 
 
 def _names(names) -> tuple[str, str]:
@@ -318,7 +321,7 @@ class Section:
             raise ValueError(f"{claim!r}: unavailable must be None or the reason the claim cannot be tested "
                              f"(e.g. 'no COCO images'), got {unavailable!r}")
         return self._add(claim, source, paper, "not run", "not tested", rule=rule, n=0, units=units,
-                         reason=unavailable, evidence=evidence, data=data, note=note)
+                         reason=" ".join(unavailable.split()), evidence=evidence, data=data, note=note)
 
     def _gate(self, n: int, saturated: bool = False) -> str:
         if n < N_MIN:
@@ -513,6 +516,9 @@ class Section:
         if direction not in ("increasing", "decreasing"):
             raise ValueError(f"trend: direction must be 'increasing' or 'decreasing', got {direction!r}")
         weaker = _weaker(weaker, ("first_last", "text"), "trend")
+        if weaker is not None and weaker.get("first_last") is not True:
+            raise ValueError(f"trend: the only weaker form is {{'first_last': True, 'text': ...}} (last setting beats the first), "
+                             f"got {dict(weaker)!r}")
         sign = ">" if direction == "increasing" else "<"
         rule = f"sign-flip interval of the mean per-unit Spearman ρ(value, setting) {sign} 0"
         if weaker:
@@ -732,8 +738,12 @@ def styled(frame):
         base = next((v for v in sorted(VERDICT_COLOURS, key=len, reverse=True) if str(verdict).startswith(v)), None)
         return f"background-color: {VERDICT_COLOURS[base]}" if base else ""
 
+    import hashlib
+
     flat = frame.reset_index()  # a Styler needs a unique index; the kind stays a column
-    return flat.style.set_uuid("verdicts").map(colour, subset=["verdict"]).hide(axis="index").set_table_attributes('class="verdict-table"')
+    table_id = "verdicts-" + hashlib.sha1(flat.to_csv().encode()).hexdigest()[:8]  # one per table, the same on every run
+    return (flat.style.set_uuid(table_id).format(escape="html").map(colour, subset=["verdict"]).hide(axis="index")
+            .set_table_attributes('class="verdict-table"'))
 
 
 def _cell(text: str) -> str:

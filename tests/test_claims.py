@@ -346,7 +346,7 @@ def test_a_claim_the_run_cannot_test_says_why_keeps_its_rule_and_reads_no_values
 
 def test_the_verdict_table_shows_every_cell_whole_and_colours_each_verdict():
     section = _section()
-    long_claim = "a claim long enough that pandas' own view would cut it at fifty characters, " * 2
+    long_claim = "a claim long enough that the pandas view would cut it at fifty characters, " * 2
     section.not_tested(long_claim, "src", "p", reason="needs GPUs")
     rng = np.random.default_rng(0)
     section.difference("a real effect", "src", "p", rng.normal(1, 1, 40), rng.normal(0, 1, 40))
@@ -354,3 +354,24 @@ def test_the_verdict_table_shows_every_cell_whole_and_colours_each_verdict():
     assert long_claim.strip() in html and "..." not in html
     assert claims.VERDICT_COLOURS["not tested"] in html and claims.VERDICT_COLOURS["reproduced"] in html
     assert claims.VERDICT_COLOURS["not reproduced"] not in html
+
+
+def test_what_the_review_found_is_refused_or_shown_safely():
+    section = _section()
+    rng = np.random.default_rng(0)
+    curves = np.array([0.0, 5.0, 4.0, 3.0, 2.0, 1.0]) + rng.normal(0, 0.01, (40, 6))  # rho < 0, but last > first
+    for weaker in ({"first_last": False}, {"text": "last above first"}, {"first_last": "no"}):
+        with pytest.raises(ValueError, match="the only weaker form is"):
+            section.trend(f"rises {weaker}", "src", "p", [1, 2, 3, 4, 5, 6], curves, weaker=weaker)
+    assert section.trend("rises", "src", "p", [1, 2, 3, 4, 5, 6], curves, weaker={"first_last": True}).verdict == "partly"
+    for boolean in (True, np.bool_(True), np.array(True)):
+        with pytest.raises(ValueError, match="got the boolean"):
+            section.difference(f"vs {boolean!r}", "src", "p", rng.normal(1, 1, 40), boolean)
+    spaced = section.difference("spaced", "src", "p", [], unavailable="  no COCO\n images ")
+    assert spaced.reason == "no COCO images"
+    section.not_tested("AUC<baseline & <script>x</script>", "src", "p", reason="r")
+    html = section.table().to_html()
+    assert "<script>" not in html and "AUC&lt;baseline &amp; &lt;script&gt;" in html
+    other = _section()
+    other.not_tested("another claim", "src", "p", reason="r")
+    assert section.table().uuid != other.table().uuid and section.table().uuid == section.table().uuid
