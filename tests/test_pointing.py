@@ -211,3 +211,116 @@ def test_max_points_refuses_maps_whose_maximum_is_undefined():
     with pytest.raises(ValueError, match="map 0 has 1 NaN values"):  # argmax returned the NaN's position
         pg.max_points([m])
     assert pg.max_points([torch.ones(4, 5, dtype=torch.int64)]).tolist() == [[0, 0]]  # integer maps still fine
+
+
+# ---------------------------------------------------------------- the accumulator refuses what it cannot join
+
+
+def _two_batches():
+    """Two embedded-source samples (crop protocol) and two keys' maps on a 100 x 100 input."""
+    s1 = sample(100, 80, boxes=((10, 10, 30, 30),), label=0)
+    s2 = sample(100, 80, boxes=((60, 40, 90, 70),), label=1)
+    a = torch.zeros(2, 100, 100)
+    a[:, 25, 20] = 1  # on s1's box, off s2's
+    b = torch.rand(2, 100, 100, generator=torch.Generator().manual_seed(0))
+    return [s1, s2], a, b
+
+
+def test_game_updates_must_carry_the_first_updates_keys():
+    samples, a, b = _two_batches()
+    game = pg.PointingGame(input_size=100)
+    game.update({"a": a[:1], "b": b[:1]}, samples[:1])
+    # Leaving "b" out made it cover half the pairs of "a" (a n=2, b n=1), listed side by side by frame().
+    with pytest.raises(ValueError, match=r"lacks \['b'\] and adds \[\]"):
+        game.update({"a": a[1:]}, samples[1:])
+    with pytest.raises(ValueError, match=r"lacks \[\] and adds \['c'\]"):
+        game.update({"a": a[1:], "b": b[1:], "c": b[1:]}, samples[1:])
+    assert [len(r.hits) for r in game.results().values()] == [1, 1]  # the refused updates left nothing behind
+    game.update({"b": b[1:], "a": a[1:]}, samples[1:])  # the same keys in another order are fine
+    joined = game.results()
+    for key, maps in (("a", a), ("b", b)):
+        single = pg.pointing_game(maps, samples, input_size=100)
+        assert torch.equal(joined[key].hits, single.hits) and joined[key].accuracy == single.accuracy
+
+
+def test_game_add_takes_pointing_results_on_the_same_pairs():
+    samples, a, _ = _two_batches()
+    game = pg.PointingGame(input_size=100)
+    game.update({"a": a[:1]}, samples[:1])
+    with pytest.raises(TypeError, match="must be a PointingResult.*got dict"):  # was an AttributeError in results()
+        game.add("centre", {"hits": 1})
+    with pytest.raises(TypeError, match="got NoneType"):
+        game.add("centre", None)
+    with pytest.raises(ValueError, match="key 'a' is filled by update"):  # joined the centre's pairs to a's maps'
+        game.add("a", pg.centre_baseline(samples))
+    with pytest.raises(ValueError, match=r"keys \['a'\] were filled by add"):
+        other = pg.PointingGame(input_size=100)
+        other.add("a", pg.centre_baseline(samples[:1]))
+        other.update({"a": a[:1]}, samples[:1])
+    game.add("centre", pg.centre_baseline(samples[:1]))
+    game.update({"a": a[1:]}, samples[1:])
+    # The centre covers the first batch only: results() and frame() refuse to list it beside "a".
+    with pytest.raises(ValueError, match=r"'centre' covers other pairs than key 'a' \(pairs per key: \{'a': 2, 'centre': 1\}"):
+        game.results()
+    with pytest.raises(ValueError, match="covers other pairs"):
+        game.frame()
+    game.add("centre", pg.centre_baseline(samples[1:]))  # after each batch's update, as play() does
+    results = game.results()
+    centre = pg.centre_baseline(samples)
+    assert torch.equal(results["centre"].hits, centre.hits) and results["centre"].accuracy == centre.accuracy
+    assert list(game.frame()["n"]) == [2, 2]
+
+
+def test_game_options_are_checked_in_the_constructor():
+    for tolerance in (True, "15", None):  # True was a tolerance of 1 px; "15", None a TypeError from a comparison
+        with pytest.raises(TypeError, match="tolerance must be a finite number >= 0"):
+            pg.PointingGame(input_size=100, tolerance=tolerance)
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0, got -1"):  # was accepted until an update
+        pg.PointingGame(input_size=100, tolerance=-1)
+    for inclusive in ("no", None, 2):  # "no" and 2 were truthy: inclusive
+        with pytest.raises(TypeError, match="inclusive must be True or False"):
+            pg.PointingGame(input_size=100, inclusive=inclusive)
+    for area_fraction in ("x", None, True):  # True was an area fraction of 1
+        with pytest.raises(TypeError, match=r"area_fraction must be a number in \(0, 1\]"):
+            pg.PointingGame(input_size=100, area_fraction=area_fraction)
+    with pytest.raises(TypeError, match="tolerance must be"):
+        pg.hits_at([[0, 0]], [torch.ones(4, 4, dtype=torch.bool)], True)
+    with pytest.raises(TypeError, match="inclusive must be"):
+        pg.hits_at([[0, 0]], [torch.ones(4, 4, dtype=torch.bool)], inclusive="no")
+    assert pg.PointingGame(input_size=100, tolerance=15.0, inclusive=True, area_fraction=1).tolerance == 15.0
+
+
+def test_game_refuses_boolean_targets_and_samples_that_are_not_samples():
+    samples, a, _ = _two_batches()
+    s = sample(100, 80, boxes=((10, 10, 30, 30),), label=1)  # class 1: torch.tensor(True) was read as 1
+    for targets in (torch.tensor(True), torch.tensor([True, True])):
+        with pytest.raises(ValueError, match="boolean Tensor"):
+            pg.PointingGame(input_size=100).update({"a": a}, [s, s], targets)
+    for bad, named in (([0, 1], "got int at position 0"), (None, "got NoneType"), (3, "got int")):
+        with pytest.raises(TypeError, match=f"samples must be a lib.data.Dataset or a sequence of lib.data.Sample, {named}"):
+            pg.PointingGame(input_size=100).update({"a": a}, bad)
+    with pytest.raises(TypeError, match="sequence of lib.data.Sample"):
+        pg.pointing_game(a, [0, 1], input_size=100)
+    with pytest.raises(TypeError, match="sequence of lib.data.Sample"):
+        pg.centre_baseline(None)
+    assert pg.PointingGame(input_size=100).update({"a": a}, iter(samples))["a"].hits.tolist() == [True, False]
+
+
+def test_game_frame_names_copies_and_points_dtype():
+    samples, a, _ = _two_batches()
+    game = pg.PointingGame(input_size=100)
+    with pytest.raises(TypeError, match="names must be a sequence of column names"):  # "key" was split into k, e, y
+        game.frame(names="key")
+    batch = game.update({"a": a[:1]}, samples[:1])
+    batch["a"].hits[:] = ~batch["a"].hits  # the returned result is a copy: the game keeps its own
+    assert game.results()["a"].hits.tolist() == [True]
+    centre = pg.centre_baseline(samples[:1])
+    game.add("centre", centre)
+    centre.hits[:] = ~centre.hits
+    assert game.results()["centre"].hits.tolist() == [False]  # as scored, not as changed afterwards
+    game.update({"a": a[1:]}, samples[1:])
+    game.add("centre", pg.centre_baseline(samples[1:]))
+    results = game.results()
+    assert batch["a"].points.dtype == torch.int64 and results["a"].points.dtype == torch.int64  # was float64 once joined
+    assert results["a"].points.tolist() == pg.pointing_game(a, samples, input_size=100).points.tolist()
+    assert results["centre"].points.dtype == torch.float64 and results["centre"].points.tolist() == [[50.0, 40.0]] * 2

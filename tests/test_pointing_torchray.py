@@ -467,3 +467,35 @@ def test_pairs_play_and_tables_name_what_is_wrong():
     with pytest.raises(ValueError, match="has 2 parts but names"):  # the layer column was dropped
         table.frame(names=("method",))
     assert list(table.frame(names=("method", "layer"))["layer"]) == ["last"]
+
+
+def test_game_keeps_the_protocol_and_label_space_of_its_first_update():
+    coco = [sample(), sample(boxes=((50, 50, 60, 60),))]
+    embedded = [sample(source="embedded", box_labels=(281,)), sample(source="embedded", box_labels=(281,))]
+    voc = [sample(source="voc2007/test"), sample(source="voc2007/test")]
+    maps = torch.stack([peak(100, 100, 5, 5), peak(100, 100, 5, 5)])
+    game = pg.PointingGame(input_size=100)
+    game.update({"a": maps}, embedded)  # resolves to the crop protocol
+    # Then a COCO batch was scored under torchray and averaged with the crop batch.
+    with pytest.raises(ValueError, match="protocol 'torchray' on COCO labels, but the game's first update played "
+                                         "protocol 'crop' on ImageNet labels"):
+        game.update({"a": maps}, coco)
+    assert len(game.results()["a"].hits) == 2
+    game.update({"a": maps}, embedded)  # the same protocol and labels: joined
+    assert len(game.results()["a"].hits) == 4
+    # One explicit protocol, two label spaces: ImageNet class 0 and COCO class 0 were averaged as one class.
+    explicit = pg.PointingGame(protocol="torchray")
+    explicit.update({"a": maps}, embedded)
+    with pytest.raises(ValueError, match="on COCO labels, but .* protocol 'torchray' on ImageNet labels"):
+        explicit.update({"a": maps}, coco)
+    explicit = pg.PointingGame(protocol="torchray")
+    explicit.update({"a": maps}, voc)
+    with pytest.raises(ValueError, match="on COCO labels, but .* on VOC labels"):
+        explicit.update({"a": maps}, coco)
+    # The same in one call, and across the images of play().
+    with pytest.raises(ValueError, match=r"labels of ImageNet \(source 'embedded'\), COCO \(source 'coco128/val2017'\)"):
+        pg.pointing_game(maps, [embedded[0], coco[0]], protocol="torchray")
+    with pytest.raises(ValueError, match="one label space"):
+        pg.play({"a": maps}, [(0, 281), (1, 0)], [embedded[0], coco[0]], protocol="torchray")
+    with pytest.raises(ValueError, match="one label space"):
+        pg.play({}, [(0, 281), (1, 0)], [embedded[0], coco[0]], protocol="torchray", centre=True)

@@ -80,7 +80,7 @@ import math
 import numbers
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -143,6 +143,48 @@ def _protocol(protocol: str | None, samples: Sequence[_data.Sample]) -> str:
             "pass protocol='torchray' or protocol='crop'"
         )
     return "crop" if single != {False} else "torchray"
+
+
+def _label_space(samples: Sequence[_data.Sample]) -> str | None:
+    """Whose class indices the samples' labels are: ``"ImageNet"`` (ImageNet/embedded sources),
+    ``"VOC"`` (``voc...``) or ``"COCO"`` (COCO and any other multi-object source); None for no samples.
+
+    Raises:
+        ValueError: samples of two label spaces (their class indices would be averaged together).
+    """
+    spaces: dict[str, str] = {}
+    for s in samples:
+        space = "ImageNet" if _is_single_class(s) else "VOC" if str(s.source).startswith(VOC_SOURCES) else "COCO"
+        spaces.setdefault(space, str(s.source))
+    if len(spaces) > 1:
+        named = ", ".join(f"{space} (source {source!r})" for space, source in spaces.items())
+        raise ValueError(f"samples carry the labels of {named}: one pointing game scores one label space")
+    return next(iter(spaces), None)
+
+
+def _sample_list(samples) -> list[_data.Sample]:
+    """``samples`` as a list of :class:`lib.data.Sample`, checked."""
+    accepted = "a lib.data.Dataset or a sequence of lib.data.Sample"
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Iterable):
+        raise TypeError(f"samples must be {accepted}, got {type(samples).__name__}")
+    samples = list(samples)
+    for i, s in enumerate(samples):
+        if not isinstance(s, _data.Sample):
+            raise TypeError(f"samples must be {accepted}, got {type(s).__name__} at position {i}")
+    return samples
+
+
+def _check_tolerance(tolerance) -> None:
+    if isinstance(tolerance, (bool, np.bool_)) or not isinstance(tolerance, numbers.Real):
+        raise TypeError(f"tolerance must be a finite number >= 0 (pixels: an int or a float, not a bool), "
+                        f"got {tolerance!r} ({type(tolerance).__name__})")
+    if not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+
+
+def _check_inclusive(inclusive) -> None:
+    if not isinstance(inclusive, (bool, np.bool_)):
+        raise TypeError(f"inclusive must be True or False, got {inclusive!r} ({type(inclusive).__name__})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,13 +253,15 @@ def hits_at(
             TorchRay's strict ``<``.
 
     Raises:
-        ValueError: mismatched lengths, a mask that is not 2-D, a negative tolerance.
+        ValueError: mismatched lengths, a mask that is not 2-D, a negative or infinite tolerance.
+        TypeError: a tolerance that is not a real number (or is a bool), an ``inclusive`` that
+            is not a bool.
     """
     points = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
     if len(masks) != points.shape[0]:
         raise ValueError(f"{points.shape[0]} points but {len(masks)} masks")
-    if not 0 <= tolerance < math.inf:
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    _check_tolerance(tolerance)
+    _check_inclusive(inclusive)
     out = []
     for (x, y), mask in zip(points.tolist(), masks):
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
@@ -339,15 +383,21 @@ class PointingResult:
 
     @staticmethod
     def cat(results: Sequence["PointingResult"]) -> "PointingResult":
-        """Join the results of several batches."""
+        """Join the results of several batches (points keep their dtype when all share it, else float64)."""
         if not results:
             raise ValueError("no results to join")
+        same = len({r.points.dtype for r in results}) == 1
         return PointingResult.from_hits(
             torch.cat([r.hits for r in results]),
             torch.cat([r.labels for r in results]),
             torch.cat([r.difficult for r in results]),
-            torch.cat([r.points.to(torch.float64) for r in results]),
+            torch.cat([r.points if same else r.points.to(torch.float64) for r in results]),
         )
+
+    def copy(self) -> "PointingResult":
+        """A copy that shares no tensor with this result."""
+        return replace(self, hits=self.hits.clone(), labels=self.labels.clone(), difficult=self.difficult.clone(),
+                       points=self.points.clone())
 
     def interval(self, subset: str = "all", **kwargs) -> Interval:
         """95% bootstrap interval of the class-averaged accuracy (see :func:`pointing_interval`)."""
@@ -385,12 +435,17 @@ class PointingResult:
 
 
 def _check_area_fraction(area_fraction) -> None:
+    if isinstance(area_fraction, (bool, np.bool_)) or not isinstance(area_fraction, numbers.Real):
+        raise TypeError(f"area_fraction must be a number in (0, 1] (a fraction of the image), "
+                        f"got {area_fraction!r} ({type(area_fraction).__name__})")
     if not 0 < area_fraction <= 1:
         raise ValueError(f"area_fraction must be in (0, 1] (a fraction of the image), got {area_fraction}")
 
 
 def _category(value, what: str) -> int:
     """One class or sample index: an integer (Python, NumPy or a one-element integer tensor), not a bool or a float."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.dtype in (torch.bool, np.bool_):
+        raise ValueError(f"{what} must be an integer, got a boolean {type(value).__name__}")
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
         return int(value)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
@@ -414,6 +469,9 @@ def _targets(samples: Sequence[_data.Sample], targets) -> list[int]:
     else:
         if isinstance(targets, (str, bytes)) or not isinstance(targets, (Sequence, np.ndarray, torch.Tensor)):
             raise ValueError(f"targets must be None, an int or one int per sample, got {type(targets).__name__}")
+        if isinstance(targets, (np.ndarray, torch.Tensor)) and targets.dtype in (torch.bool, np.bool_):
+            raise ValueError(f"targets must be None, an int or one int per sample (class indices), "
+                             f"got a boolean {type(targets).__name__}")
         items = list(targets.reshape(-1)) if isinstance(targets, (np.ndarray, torch.Tensor)) else list(targets)
         if len(items) != len(samples):
             raise ValueError(f"{len(items)} targets for {len(samples)} samples")
@@ -476,6 +534,19 @@ class PointingGame:
     flags (:func:`difficult`) are built once per batch for all keys. :meth:`results` joins the
     batches; :func:`pointing_game` is the one-call form for one set of maps.
 
+    One game scores one set of pairs under one protocol and one label space, so that its keys
+    can be compared side by side (:meth:`frame`) and pair by pair
+    (:meth:`PointingResult.class_weights`):
+
+    - the protocol and the label space (ImageNet's for ImageNet/embedded sources, VOC's, or
+      COCO's) resolved at the first :meth:`update` hold for the game: an update that resolves
+      to another is refused;
+    - every :meth:`update` carries the keys of the first (a key left out would cover fewer
+      pairs);
+    - :meth:`add` files a result computed elsewhere under a key that no update fills, and
+      :meth:`results` refuses a game whose keys cover different pairs (add a batch's centre
+      baseline after that batch's update, or once over all the pairs at the end).
+
     Args:
         input_size, crop_fraction: the crop protocol's geometry (``input_size`` required there,
             unused under ``"torchray"``).
@@ -485,7 +556,10 @@ class PointingGame:
             sample is ImageNet/embedded, ``"torchray"`` when none is).
 
     Raises:
-        ValueError: an unknown option or protocol, an ``area_fraction`` outside (0, 1].
+        ValueError: an unknown option or protocol, an ``area_fraction`` outside (0, 1], a
+            negative or infinite ``tolerance``.
+        TypeError: a ``tolerance`` or ``area_fraction`` that is not a real number (or is a
+            bool), an ``inclusive`` that is not a bool.
 
     Example::
 
@@ -511,11 +585,15 @@ class PointingGame:
             accepted = ["area_fraction", "crop_fraction", "inclusive", "input_size", "protocol", "tolerance"]
             raise ValueError(f"PointingGame: unknown options {sorted(unknown)}; accepted: {accepted}")
         _check_protocol(protocol)
+        _check_tolerance(tolerance)
+        _check_inclusive(inclusive)
         _check_area_fraction(area_fraction)
         self.input_size, self.crop_fraction = input_size, crop_fraction
         self.tolerance, self.inclusive = tolerance, inclusive
         self.area_fraction, self.protocol = area_fraction, protocol
         self._parts: dict = {}
+        self._keys: tuple | None = None  # the first update's keys
+        self._played: tuple[str, str | None] | None = None  # its (protocol, label space)
 
     def update(self, maps: Mapping, samples: Sequence[_data.Sample], targets=None) -> dict:
         """Score one batch: ``maps`` ``{key: (B, h, w)}`` of the ``B`` samples, each explaining ``targets``.
@@ -529,36 +607,95 @@ class PointingGame:
                 the sample (:func:`pairs`, :func:`play`).
 
         Returns:
-            This batch's ``{key: PointingResult}`` (also kept for :meth:`results`).
+            This batch's ``{key: PointingResult}``, a copy (changing it leaves :meth:`results`
+            as it was).
 
         Raises:
-            ValueError: maps that are not a dict, of the wrong shape or count, a target class
-                absent from its image, mixed data with no protocol, ``"crop"`` without
-                ``input_size``.
+            ValueError: maps that are not a dict, of the wrong shape or count, keys other than
+                the first update's (or filled by :meth:`add`), a protocol or label space other
+                than the first update's, a target class absent from its image, mixed data with
+                no protocol, ``"crop"`` without ``input_size``.
+            TypeError: samples that are not :class:`lib.data.Sample`.
         """
         if not isinstance(maps, Mapping):
             raise ValueError(f"maps must be a dict {{key: maps}}, got {type(maps).__name__} (one set of maps: pointing_game)")
+        samples = _sample_list(samples)
+        keys = tuple(maps)
+        if self._keys is not None and set(keys) != set(self._keys):
+            missing = [key for key in self._keys if key not in maps]
+            extra = [key for key in keys if key not in self._keys]
+            raise ValueError(f"update: every update must carry the keys of the first, {list(self._keys)}; "
+                             f"this one lacks {missing} and adds {extra} (a key left out would cover fewer pairs)")
+        added = [key for key in keys if self._keys is None and key in self._parts]
+        if added:
+            raise ValueError(f"update: keys {added} were filled by add(); give the maps other keys")
+        protocol, space = _protocol(self.protocol, samples), _label_space(samples)
+        if self._played is not None:
+            first_protocol, first_space = self._played
+            if protocol != first_protocol or space != first_space and None not in (space, first_space):
+                raise ValueError(
+                    f"update: this batch resolves to protocol {protocol!r} on {space} labels, but the game's first "
+                    f"update played protocol {first_protocol!r} on {first_space} labels; one game joins one protocol "
+                    "and one label space (start another PointingGame)"
+                )
+            space = space if first_space is None else first_space  # a first update without samples named none
         batch = self._score(maps, samples, targets, lambda key: f"maps[{key!r}]")
+        if self._keys is None:
+            self._keys = keys
+        self._played = (protocol, space)
         for key, result in batch.items():
             self._parts.setdefault(key, []).append(result)
-        return batch
+        return {key: result.copy() for key, result in batch.items()}
 
     def add(self, key, result: PointingResult) -> None:
-        """Add a result computed elsewhere (e.g. :func:`centre_baseline`) under ``key``."""
-        self._parts.setdefault(key, []).append(result)
+        """Add a result computed elsewhere (e.g. :func:`centre_baseline`) under ``key`` (a copy is kept).
+
+        Adding to a key more than once joins the results, like updates. ``key`` must not be
+        one that :meth:`update` fills, and when the game is read every key must cover the
+        same pairs (:meth:`results`).
+
+        Raises:
+            TypeError: ``result`` that is not a :class:`PointingResult`.
+            ValueError: a key that :meth:`update` fills.
+        """
+        if not isinstance(result, PointingResult):
+            raise TypeError(f"add: result must be a PointingResult (e.g. from centre_baseline or pointing_game), "
+                            f"got {type(result).__name__}")
+        if self._keys is not None and key in self._keys:
+            raise ValueError(f"add: key {key!r} is filled by update(); adding to it would join other pairs to its "
+                             "maps' pairs (file the result under another key)")
+        self._parts.setdefault(key, []).append(result.copy())
 
     def results(self) -> dict:
-        """``{key: PointingResult}`` of every batch so far, in the order of the updates."""
-        return {key: PointingResult.cat(parts) for key, parts in self._parts.items()}
+        """``{key: PointingResult}`` of every batch so far, in the order of the updates.
+
+        Raises:
+            ValueError: keys that cover different pairs (another number of pairs, or other
+                classes in the same positions), e.g. a result added for some batches only.
+        """
+        joined = {key: PointingResult.cat(parts) for key, parts in self._parts.items()}
+        if joined:
+            first, reference = next(iter(joined.items()))
+            for key, result in joined.items():
+                if not torch.equal(result.labels, reference.labels):
+                    counts = {k: len(r.hits) for k, r in joined.items()}
+                    raise ValueError(f"results: key {key!r} covers other pairs than key {first!r} (pairs per key: "
+                                     f"{counts}); every key must score the same pairs, in the same order")
+        return joined
 
     def frame(self, names: Sequence[str] = ("key",)):
         """One row per key: the key's parts under ``names``, accuracy, accuracy_difficult, n, n_difficult.
 
         Raises:
-            ValueError: a key with another number of parts than ``names``.
+            TypeError: ``names`` that is a string or not a sequence (one name: ``("method",)``).
+            ValueError: a key with another number of parts than ``names``; keys that cover
+                different pairs (:meth:`results`).
         """
         import pandas as pd
 
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+            raise TypeError(f"frame: names must be a sequence of column names such as ('method', 'layer'), "
+                            f"got {names!r} ({type(names).__name__})")
         rows = []
         for key, r in self.results().items():
             parts = key if isinstance(key, tuple) else (key,)
@@ -572,8 +709,9 @@ class PointingGame:
 
     def _score(self, maps: Mapping, samples, targets, what) -> dict:
         """``{key: PointingResult}`` of one batch; ``what(key)`` names a key's maps in errors."""
-        samples = list(samples)
+        samples = _sample_list(samples)
         protocol = _protocol(self.protocol, samples)
+        _label_space(samples)
         labels = _targets(samples, targets)
         keys = list(maps)
         if protocol == "crop":
@@ -634,7 +772,8 @@ def pointing_game(
 
     Raises:
         ValueError: maps of the wrong shape or count, an unknown protocol, mixed data with no
-            protocol, ``"crop"`` without ``input_size``.
+            protocol, samples of two label spaces, ``"crop"`` without ``input_size``.
+        TypeError: samples that are not :class:`lib.data.Sample`; see :class:`PointingGame`.
     """
     game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
                         inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
@@ -663,8 +802,9 @@ def centre_baseline(
         tolerance, inclusive, area_fraction, protocol: as :func:`pointing_game`.
     """
     _check_area_fraction(area_fraction)
-    samples = list(samples)
+    samples = _sample_list(samples)
     protocol = _protocol(protocol, samples)
+    _label_space(samples)
     labels = _targets(samples, targets)
     points = torch.tensor([[s.size[0] / 2, s.size[1] / 2] for s in samples], dtype=torch.float64).reshape(-1, 2)
     masks = [_data.object_mask(s, c) for s, c in zip(samples, labels)]
@@ -878,7 +1018,7 @@ def play(
 
     Raises:
         ValueError: maps not aligned with the pairs, a pair index out of range, a key clash with
-            the centre baseline's.
+            the centre baseline's, samples of two label spaces (ImageNet's, VOC's, COCO's).
     """
     _check_protocol(protocol)
     if not isinstance(maps, Mapping):
@@ -909,7 +1049,7 @@ def play(
         groups.setdefault(i, []).append(position)
     game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
                         inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
-    order, resolved = [], None
+    order, resolved, first_sample = [], None, None
     for i, positions in groups.items():
         sample = samples[i]
         this = _protocol(protocol, [sample])
@@ -919,6 +1059,8 @@ def play(
                 "pass protocol='torchray' or protocol='crop'"
             )
         resolved = this
+        first_sample = sample if first_sample is None else first_sample
+        _label_space([first_sample, sample])  # one label space for every pair
         repeated = [sample] * len(positions)
         targets = [category[p] for p in positions]
         if per_key:
