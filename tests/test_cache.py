@@ -31,3 +31,63 @@ def test_an_entry_is_read_back_as_written_and_other_keys_miss(tmp_path, monkeypa
     assert cache.read("results", "other", key) is None
     with pytest.raises(TypeError):
         cache.entry_path("results", "tiny", {"images": torch.zeros(2)})  # a tensor is keyed by its digest
+
+
+def test_tensor_digest_includes_the_dtype_and_refuses_non_tensors():
+    assert cache.tensor_digest(torch.zeros(4)) != cache.tensor_digest(torch.zeros(4, dtype=torch.int32))  # same bytes
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        cache.tensor_digest([1, 2])
+
+
+def test_a_write_is_published_whole_or_not_at_all(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    key = {"model": "tiny"}
+    cache.write("results", "tiny", key, "old")
+    path = cache.entry_path("results", "tiny", key)
+    seen = {}
+
+    def interrupted_rename(source, target):  # the writer dies between writing the new text and publishing it
+        seen["target"], seen["old"] = target, json.loads(path.read_text())["value"]
+        seen["new"] = json.loads(open(source, encoding="utf-8").read())["value"]
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(cache.os, "replace", interrupted_rename)
+    with pytest.raises(OSError, match=path.name):
+        cache.write("results", "tiny", key, "new")
+    assert seen == {"target": path, "old": "old", "new": "new"}  # written whole beside the entry, never over it
+    assert cache.read("results", "tiny", key) == "old"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("content", [b'{"key": {"model": "tiny"}, "val', b"", b"\xff\xfe", b"[1, 2]",
+                                     b'{"key": {"model": "tiny"}}', b'{"key": {"model": "other"}, "value": "theirs"}'],
+                         ids=["truncated", "empty", "not-utf8", "not-a-dict", "no-value", "another-key"])
+def test_an_unreadable_or_foreign_entry_is_a_miss_and_is_overwritten(tmp_path, monkeypatch, content):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    key = {"model": "tiny"}
+    path = cache.entry_path("results", "tiny", key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    assert cache.read("results", "tiny", key) is None
+    cache.write("results", "tiny", key, [1.5])
+    assert cache.read("results", "tiny", key) == [1.5]
+
+
+@pytest.mark.parametrize("folder, name", [("results", "../../escape"), ("results", "a/b"), ("..", "n"),
+                                          ("/tmp", "n"), ("", "n"), ("results", "")])
+def test_a_folder_or_name_that_would_leave_the_cache_is_refused(tmp_path, monkeypatch, folder, name):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    for call in (lambda: cache.write(folder, name, {"a": 1}, 1), lambda: cache.read(folder, name, {"a": 1})):
+        with pytest.raises(ValueError, match="without path separators"):
+            call()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # "../../escape" would have landed in tmp_path
+
+
+def test_an_unusable_cache_folder_is_a_miss_on_read_and_one_error_on_write(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv(paths.CACHE_ENV, str(not_a_folder))
+    assert cache.read("results", "tiny", {"a": 1}) is None
+    with pytest.raises(OSError, match=f"{not_a_folder}.*{paths.CACHE_ENV}"):
+        cache.write("results", "tiny", {"a": 1}, 1)
+    assert not_a_folder.read_text() == "x"

@@ -205,3 +205,51 @@ def test_depth_maps_leaves_no_capture_record_alive():
     for _ in range(3):
         cb.depth_maps(["linear_approx", "gradcam"], model, x, targets, [passes.INPUT, *layers])
     assert records() == before
+
+
+def test_layer_weights_refuse_probe_labels_that_do_not_fit_the_probe_images():
+    model, x = tiny_cnn(), images(8, 16)
+    layers = ["features.1", "features.3"]
+    for n_labels in (4, 16):  # 4 labels were fit on the first 4 images; 16 indexed past the images
+        with pytest.raises(ValueError, match=f"8 probe images but {n_labels} probe labels"):
+            cb.layer_weights(model, layers, x, x, torch.arange(n_labels) % 4, use_cache=False, probe_steps=5)
+    with pytest.raises(ValueError, match="at least two"):  # one class: every probe scores 1
+        cb.layer_weights(model, layers, x, x, torch.zeros(8, dtype=torch.long), use_cache=False, probe_steps=5)
+    with pytest.raises(TypeError, match="integer class labels"):
+        cb.layer_weights(model, layers, x, x, torch.arange(8) / 2, use_cache=False, probe_steps=5)
+    with pytest.raises(ValueError, match="heldout_per_class"):
+        cb.layer_weights(model, layers, x, x, torch.arange(8) % 4, heldout_per_class=-1, use_cache=False)
+    with pytest.raises(ValueError, match="probe_steps"):
+        cb.layer_weights(model, layers, x, x, torch.arange(8) % 4, probe_steps=0, use_cache=False)
+
+
+def test_layer_weights_without_two_usable_probe_classes_have_no_accuracy_scheme():
+    model, x = tiny_cnn(), images(8, 16)
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2])  # classes 1 and 2 have one image each: only class 0 is usable
+    w = cb.layer_weights(model, ["features.1", "features.3"], x, x, labels, use_cache=False, probe_steps=5)
+    assert w.accuracy is None and "one class" in w.note and "accuracy" not in w.available
+
+
+def test_layer_weights_refuse_a_model_name_that_leaves_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="path separators"):
+        cb.layer_weights(tiny_cnn(), ["features.1"], images(4, 16), model_name="../../escape")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # it would have landed in tmp_path
+
+
+@pytest.mark.parametrize("spoil", ["truncate", "extra field", "list", "short spread"])
+def test_a_spoilt_layer_weights_entry_is_recomputed(tmp_path, monkeypatch, spoil):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    model, x, layers = tiny_cnn(), images(6, 16), ["features.1", "features.3"]
+    fresh = cb.layer_weights(model, layers, x, model_name="tiny")
+    (path,) = (tmp_path / "layer_weights").glob("tiny-*.json")
+    good = path.read_text()
+    entry = json.loads(good)
+    if spoil == "truncate":
+        path.write_text(good[: len(good) // 2])
+    else:
+        entry["value"] = {"extra field": {**entry["value"], "extra": 1}, "list": [1, 2],
+                          "short spread": {**entry["value"], "spread": [1.0]}}[spoil]
+        path.write_text(json.dumps(entry))
+    again = cb.layer_weights(model, layers, x, model_name="tiny")
+    assert again == fresh and path.read_text() == good  # recomputed and written back whole

@@ -69,3 +69,66 @@ def test_probe_hits_average_to_the_heldout_accuracy():
     assert hits.dtype == torch.bool and hits.shape == (16,)
     assert float(hits.float().mean()) == pytest.approx(result.heldout_accuracy)
     assert 0 < result.heldout_accuracy < 1  # a noisy problem: the equality is not between two constants
+
+
+def _blobs(n: int = 24, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    return torch.randn(3, 4, generator=g)[y] + 0.5 * torch.randn(n, 4, generator=g), y
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_probe_refuses_non_finite_features(bad):
+    x, y = _blobs()
+    spoilt = x.clone()
+    spoilt[0, 0] = bad
+    for call in (lambda: pr.probe_accuracy(spoilt[:12], y[:12], x[12:], y[12:], steps=5),
+                 lambda: pr.probe_accuracy(x[:12], y[:12], spoilt[:12], y[12:], steps=5),
+                 lambda: pr.probe_hits(x[:12], y[:12], spoilt[:12], y[12:], steps=5),
+                 lambda: pr.fit_probe(spoilt[:12], y[:12], steps=5),
+                 lambda: pr.fit_probe(x[:12], y[:12], steps=5)(spoilt[:2])):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            call()
+
+
+def test_probe_refuses_a_test_set_whose_labels_do_not_match_its_rows():
+    x, y = _blobs()
+    for n_labels in (1, 2):  # one label would broadcast over the three rows
+        with pytest.raises(ValueError, match=f"test_x has 3 rows but test_y {n_labels} labels"):
+            pr.probe_accuracy(x[:12], y[:12], x[12:15], y[12:12 + n_labels], steps=5)
+        with pytest.raises(ValueError, match=f"test_x has 3 rows but test_y {n_labels} labels"):
+            pr.probe_hits(x[:12], y[:12], x[12:15], y[12:12 + n_labels], steps=5)
+
+
+def test_probe_labels_must_be_one_dimensional_integers():
+    x, y = _blobs()
+    for labels in (y.float() + 0.7, y > 0):  # truncated to 0/1/2 or taken as two classes before
+        with pytest.raises(TypeError, match="integer class labels"):
+            pr.fit_probe(x[:12], labels[:12], steps=5)
+        with pytest.raises(TypeError, match="integer class labels"):
+            pr.probe_accuracy(x[:12], y[:12], x[12:], labels[12:], steps=5)
+        with pytest.raises(TypeError, match="integer class labels"):
+            pr.probe_split(labels)
+    with pytest.raises(ValueError, match="1-D"):
+        pr.probe_accuracy(x[:12], y[:12, None], steps=5)
+    with pytest.raises(ValueError, match="1-D"):
+        pr.probe_split(y.reshape(4, 6))
+
+
+def test_probe_split_and_the_probe_refuse_counts_below_one():
+    x, y = _blobs()
+    for heldout in (0, -1):
+        with pytest.raises(ValueError, match="heldout_per_class must be an integer >= 1"):
+            pr.probe_split(y, heldout_per_class=heldout)
+    with pytest.raises(TypeError, match="heldout_per_class"):
+        pr.probe_split(y, heldout_per_class=1.5)
+    for steps in (0, -5):  # no step taken: the probe would be its random initialisation
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            pr.probe_accuracy(x[:12], y[:12], x[12:], y[12:], steps=steps)
+
+
+def test_pooled_features_refuse_a_repeated_layer():
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match=r"distinct.*features\.1"):
+        pr.pooled_features(model, images(3, 16), ["features.1", "features.3", "features.1"])
+    assert no_hooks_left(model)

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from .. import cache
 from .passes import INPUT, finish, layer_passes, normalise_maps, with_input
 from . import registry
-from .probe import feature_spread, pooled_features, probe_accuracy, probe_split
+from .probe import _class_labels, _positive_int, feature_spread, pooled_features, probe_accuracy, probe_split
 from .registry import REDUCTIONS  # name -> (activations, gradients) -> raw map, the one-pass methods of depth_maps
 
 __all__ = [
@@ -183,6 +183,18 @@ class LayerWeights:
         return pd.DataFrame(rows)
 
 
+def _stored_weights(stored, name: str, layers: list[str]) -> LayerWeights | None:
+    """A cached value as :class:`LayerWeights`, or None (a miss) when it is not one for this model and these layers."""
+    if not isinstance(stored, dict) or set(stored) != {f.name for f in fields(LayerWeights)}:
+        return None
+    if stored["model"] != name or stored["layers"] != layers:
+        return None
+    per_layer = (stored[s] for s in ("spread", "accuracy", "train_accuracy", "linear", "uniform"))
+    if any(v is not None and (not isinstance(v, list) or len(v) != len(layers)) for v in per_layer):
+        return None
+    return LayerWeights(**stored)
+
+
 def layer_weights(
     model,
     layers: Sequence[str],
@@ -223,13 +235,27 @@ def layer_weights(
         probe_steps: optimisation steps of the probe.
 
     Returns:
-        :class:`LayerWeights`.
+        :class:`LayerWeights`. A probe set whose split leaves fewer than two classes gives no
+        accuracy scheme (``accuracy`` None, ``note`` says why).
+
+    Raises:
+        ValueError: probe labels of another length than the probe images, or of one class only
+            (the probe's accuracy would be meaningless); ``heldout_per_class`` or
+            ``probe_steps`` below 1; an unknown ``probe_weight``.
+        TypeError: probe labels that are not integers; ``layers`` given as one str.
     """
     if probe_weight not in ("heldout", "train"):
         raise ValueError("probe_weight must be 'heldout' or 'train'")
+    heldout_per_class = _positive_int(heldout_per_class, "heldout_per_class")
+    probe_steps = _positive_int(probe_steps, "probe_steps")
+    labels = None if probe_labels is None else _class_labels(probe_labels, "probe_labels")
+    if labels is not None and len(torch.unique(labels)) < 2:
+        raise ValueError(f"the probe labels hold the classes {torch.unique(labels).tolist()}; a probe's accuracy needs at least two")
     lazy = callable(spread_images) or callable(probe_images)
     if lazy and not cache_key:
         raise ValueError("image loaders (callables) need a cache_key that identifies their images")
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}; pass [{layers!r}]")
     layers = list(layers)
     name = model_name or getattr(model, "name", None) or type(getattr(model, "model", model)).__name__
     key = {
@@ -239,26 +265,29 @@ def layer_weights(
     }
     module = getattr(model, "model", model)
     key["weights"] = cache.tensor_digest(*module.state_dict().values())
-    key["probe_labels"] = None if probe_labels is None else cache.tensor_digest(torch.as_tensor(probe_labels))
+    key["probe_labels"] = None if labels is None else cache.tensor_digest(labels)
     if not lazy:
         key["spread_images"] = cache.tensor_digest(spread_images)
         key["probe_images"] = None if probe_images is None else cache.tensor_digest(probe_images)
-    stored = cache.read("layer_weights", name, key) if use_cache else None
+    stored = _stored_weights(cache.read("layer_weights", name, key), name, layers) if use_cache else None
     if stored is not None:
-        return LayerWeights(**stored)
+        return stored
     same = probe_images is spread_images  # one set of images for both: load and pool them once
     if callable(spread_images):
         spread_images = spread_images()
     probe_images = spread_images if same else (probe_images() if callable(probe_images) else probe_images)
+    if labels is not None and isinstance(probe_images, torch.Tensor) and probe_images.shape[0] != len(labels):
+        raise ValueError(f"{probe_images.shape[0]} probe images but {len(labels)} probe labels; give one label per image")
     spread_feats = pooled_features(model, spread_images, layers, batch_size=batch_size)
     spread = [feature_spread(spread_feats[layer], norm=spread_norm) for layer in layers]
     accuracy = train_accuracy = None
     probe, note = {}, "no labelled probe images disjoint from the evaluation images"
-    if probe_images is not None and probe_labels is not None:
-        labels = torch.as_tensor(probe_labels).long()
+    if probe_images is not None and labels is not None:
         train, held = probe_split(labels, heldout_per_class=heldout_per_class, min_per_class=min_per_class, seed=seed)
         if len(train) == 0 or (probe_weight == "heldout" and len(held) == 0):
             note = f"the probe set has no class with {min_per_class} or more images"
+        elif len(torch.unique(labels[train])) < 2:
+            note = f"the probe set has one class with {min_per_class} or more images; a probe's accuracy needs two"
         else:
             feats = spread_feats if same else pooled_features(model, probe_images, layers, batch_size=batch_size)
             results = [

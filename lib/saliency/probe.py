@@ -23,6 +23,7 @@ With :math:`\bar x^i` the spatial mean of a layer's activation on image :math:`i
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,8 +54,17 @@ def pooled_features(model, images: torch.Tensor, layers: Sequence[str], *, batch
 
     Returns:
         ``{layer: (N, K_j)}``; a layer whose output is already ``(N, K)`` is returned as it is.
+
+    Raises:
+        TypeError: ``layers`` given as one str (pass a list of names).
+        ValueError: a layer named twice (its rows would be counted twice).
     """
     check_images(images)
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a sequence of layer names, got the str {layers!r}; pass [{layers!r}]")
+    repeated = sorted({layer for layer in layers if list(layers).count(layer) > 1})
+    if repeated:
+        raise ValueError(f"layers must be distinct, got {repeated} more than once")
     for layer in layers:
         resolve_layer(model, layer)
     out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
@@ -120,13 +130,58 @@ class ProbeResult:
         return 1.0 / max(self.n_classes, 1)
 
 
+def _positive_int(value, what: str) -> int:
+    """``value`` when it is an integer >= 1 (not a bool); else one clear error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value}")
+    return int(value)
+
+
+def _class_labels(labels, what: str) -> torch.Tensor:
+    """``labels`` as int64 ``(N,)``: integer class labels, one per image (float and bool refused, not truncated)."""
+    try:
+        y = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{what} must be integer class labels (N,), got {type(labels).__name__}") from error
+    if y.numel() and (y.dtype == torch.bool or y.is_floating_point() or y.is_complex()):
+        raise TypeError(f"{what} must be integer class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{what} must be 1-D (N,), got shape {tuple(y.shape)}")
+    return y.long()
+
+
+def _features(features, what: str) -> torch.Tensor:
+    """``features`` as float32 ``(N, K)``, detached; NaN or infinite values refused."""
+    x = torch.as_tensor(features, dtype=torch.float32).detach()
+    if x.dim() != 2:
+        raise ValueError(f"{what} must be (N, K) pooled features, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or infinite values; the probe needs finite features")
+    return x
+
+
+def _test_set(test_x, test_y) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked held-out features ``(N, K)`` and labels ``(N,)``: one label per row, no broadcasting."""
+    x, y = _features(test_x, "test_x"), _class_labels(test_y, "test_y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"test_x has {x.shape[0]} rows but test_y {y.shape[0]} labels; they must match")
+    return x, y
+
+
 def probe_split(labels, *, heldout_per_class: int = 1, min_per_class: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Stratified split of a probe set: ``heldout_per_class`` random images of each class held out.
 
     Only classes with at least ``min_per_class`` images (and more than ``heldout_per_class``)
     are used. Returns ``(train_indices, heldout_indices)``, int64.
+
+    Raises:
+        TypeError: labels that are not integers; a ``heldout_per_class`` that is not an integer.
+        ValueError: labels that are not 1-D; ``heldout_per_class < 1``.
     """
-    labels = torch.as_tensor(labels).reshape(-1).long()
+    labels = _class_labels(labels, "labels")
+    heldout_per_class = _positive_int(heldout_per_class, "heldout_per_class")
     generator = torch.Generator().manual_seed(seed)
     train, held = [], []
     for c in torch.unique(labels).tolist():
@@ -141,10 +196,11 @@ def probe_split(labels, *, heldout_per_class: int = 1, min_per_class: int = 2, s
 
 def _fit(train_x, train_y, *, steps: int, lr: float, weight_decay: float, seed: int):
     """The probe's fit: its predictor and the training classes (see :func:`fit_probe`)."""
-    x = torch.as_tensor(train_x, dtype=torch.float32)
-    classes, y = torch.unique(torch.as_tensor(train_y).long(), return_inverse=True)
-    if x.dim() != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"train_x (N, K) and train_y (N,) must match, got {tuple(x.shape)} and {tuple(y.shape)}")
+    steps = _positive_int(steps, "steps")
+    x = _features(train_x, "train_x")
+    classes, y = torch.unique(_class_labels(train_y, "train_y"), return_inverse=True)
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"train_x (N, K) and train_y (N,) must match with N, K > 0, got {tuple(x.shape)} and {tuple(y.shape)}")
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
     generator = torch.Generator().manual_seed(seed)
     weight = (torch.randn(x.shape[1], len(classes), generator=generator) * 0.01).requires_grad_(True)
@@ -158,10 +214,14 @@ def _fit(train_x, train_y, *, steps: int, lr: float, weight_decay: float, seed: 
             loss.backward()
             optimiser.step()
     weight, bias = weight.detach(), bias.detach()
+    n_columns = x.shape[1]
 
     def predict(features: torch.Tensor) -> torch.Tensor:
+        f = _features(features, "features")
+        if f.shape[1] != n_columns:
+            raise ValueError(f"features must have the training features' {n_columns} columns, got {tuple(f.shape)}")
         with torch.no_grad():
-            tz = (torch.as_tensor(features, dtype=torch.float32) - mean) / std
+            tz = (f - mean) / std
             return classes[(tz @ weight + bias).argmax(1)]
 
     return predict, classes
@@ -185,10 +245,13 @@ def fit_probe(
     regularisation or split; these are ours.
 
     Returns:
-        A function from ``(N, K)`` features to predicted labels ``(N,)`` in the training labels' values.
+        A function from ``(N, K)`` features to predicted labels ``(N,)`` in the training labels' values
+        (it refuses features with another ``K`` or with NaN or infinite values).
 
     Raises:
-        ValueError: ``train_x`` that is not ``(N, K)`` with one label per row.
+        ValueError: ``train_x`` that is not ``(N, K)`` with one label per row, or holds NaN or
+            infinite values; labels that are not 1-D; ``steps < 1``.
+        TypeError: labels that are not integers (float or bool); a ``steps`` that is not an integer.
     """
     predict, _ = _fit(train_x, train_y, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed)
     return predict
@@ -210,14 +273,21 @@ def probe_accuracy(
     Returns:
         :class:`ProbeResult` (``heldout_accuracy`` is ``nan`` without a test set; test images of
         classes unseen in training count as errors).
+
+    Raises:
+        ValueError, TypeError: as :func:`fit_probe`, for the training and the test set alike; a
+            ``test_x`` whose row count differs from ``test_y``'s, or one given without the other.
     """
+    if (test_x is None) != (test_y is None):
+        raise ValueError("test_x and test_y go together: give both or neither")
+    test = _test_set(test_x, test_y) if test_x is not None else None
     predict, classes = _fit(train_x, train_y, steps=steps, lr=lr, weight_decay=weight_decay, seed=seed)
-    train_labels = torch.as_tensor(train_y).long()
+    train_labels = _class_labels(train_y, "train_y")
     train_acc = float((predict(train_x) == train_labels).float().mean())
     held, n_held = float("nan"), 0
-    if test_x is not None and test_y is not None and len(test_y) > 0:
-        held = float((predict(test_x) == torch.as_tensor(test_y).long()).float().mean())
-        n_held = len(test_y)
+    if test is not None and len(test[1]) > 0:
+        held = float((predict(test[0]) == test[1]).float().mean())
+        n_held = len(test[1])
     return ProbeResult(train_acc, held, len(train_labels), n_held, len(classes))
 
 
@@ -225,6 +295,10 @@ def probe_hits(train_x, train_y, test_x, test_y, **options) -> torch.Tensor:
     """Whether the probe (:func:`fit_probe`) classifies each held-out image correctly: bool ``(N_test,)``.
 
     Their mean is :func:`probe_accuracy`'s ``heldout_accuracy`` (with the same ``options``).
+
+    Raises:
+        ValueError, TypeError: as :func:`probe_accuracy`.
     """
+    test_x, test_y = _test_set(test_x, test_y)
     predict = fit_probe(train_x, train_y, **options)
-    return predict(test_x) == torch.as_tensor(test_y).long()
+    return predict(test_x) == test_y
