@@ -1154,13 +1154,15 @@ def _two_dimensional(maps) -> list[torch.Tensor]:
     if isinstance(maps, torch.Tensor):
         if maps.dim() != 3:
             raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {tuple(maps.shape)}")
-        return list(maps)
-    if isinstance(maps, (str, bytes)) or not isinstance(maps, Sequence):
+        maps = list(maps)
+    elif isinstance(maps, (str, bytes)) or not isinstance(maps, Sequence):
         raise ValueError(f"maps must be a (B, h, w) tensor or a list of (h, w) tensors, got {type(maps).__name__}")
     for m in maps:
         if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
             shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
             raise ValueError(f"each map must be a non-empty (h, w) tensor, got {shape}")
+        if m.is_complex():  # interpolation would keep the real part only
+            raise ValueError(f"maps must be real, got {m.dtype}")
     return list(maps)
 
 

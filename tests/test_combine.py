@@ -51,6 +51,20 @@ def test_combine_errors():
         cb.combine(maps - 1, [1.0, 1.0], "product")
 
 
+@pytest.mark.parametrize("how", ["sum", "product"])
+def test_combine_refuses_maps_it_would_turn_into_zeros_or_cannot_stack(how):
+    maps = torch.rand(2, 1, 3, 3)
+    maps[1, 0, 1, 1] = float("nan")  # min-max normalising the result would give an all-zero map
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        cb.combine(maps, [1.0, 1.0], how)
+    with pytest.raises(ValueError, match="floating point"):
+        cb.combine((torch.rand(2, 1, 3, 3) > 0.5), [1.0, 1.0], how)
+    with pytest.raises(ValueError, match="of one shape"):
+        cb.combine([torch.rand(1, 3, 3), torch.rand(1, 4, 4)], [1.0, 1.0], how)
+    with pytest.raises(ValueError, match="J >= 1"):
+        cb.combine([], [], how)
+
+
 def test_layer_weights_cached(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
     model = tiny_cnn()

@@ -615,3 +615,11 @@ def test_maps_carried_back_together_equal_maps_carried_back_one_by_one(size):
     for k in range(3):
         assert torch.allclose(whole[k], data.whole_map_to_original([shapes[k]], [size])[0], atol=1e-6)
 
+
+
+def test_maps_going_back_to_the_original_must_be_real():
+    complex_map = torch.rand(1, 7, 7, dtype=torch.complex64)  # interpolation would keep the real part only
+    with pytest.raises(ValueError, match="maps must be real"):
+        data.whole_map_to_original(complex_map, [(20, 10)])
+    with pytest.raises(ValueError, match="maps must be real"):
+        data.map_to_original(complex_map, [(20, 10)], 7)

@@ -114,12 +114,21 @@ def combine(maps, weights, how: str = "product", *, normalize: bool = True) -> t
 
     Raises:
         ValueError: unknown ``how``, a weight count that differs from the layer count, maps
-            outside [0, 1] for the product (a negative base has no real power).
+            outside [0, 1] for the product (a negative base has no real power), no maps or
+            maps of different shapes, maps that are not floating point or not finite.
     """
     if not isinstance(maps, torch.Tensor):
-        maps = torch.stack(list(maps))
+        maps = list(maps)
+        if not maps or any(not isinstance(m, torch.Tensor) or m.shape != maps[0].shape for m in maps):
+            raise ValueError("maps must be J >= 1 tensors (B, H, W) of one shape, got "
+                             + (str([tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__ for m in maps]) or "none"))
+        maps = torch.stack(maps)
     if maps.dim() != 4:
         raise ValueError(f"maps must be (J, B, H, W), got {tuple(maps.shape)}")
+    if not maps.is_floating_point():
+        raise ValueError(f"maps must be floating point in [0, 1], got {maps.dtype}")
+    if not bool(torch.isfinite(maps).all()):  # normalising a NaN map would silently give zeros
+        raise ValueError(f"maps have {int((~torch.isfinite(maps)).sum())} NaN or infinite values; combine takes finite maps in [0, 1]")
     w = normalise_weights(weights)
     if w.numel() != maps.shape[0]:
         raise ValueError(f"{w.numel()} weights for {maps.shape[0]} layers")
