@@ -68,12 +68,13 @@ def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequ
 
     Returns:
         :class:`HeldOut` ``(chosen, hits on test, class weights on test)``. With no pair at all
-        in the subset (no data root), the first candidate with no hits: a claim on it has n = 0.
+        in the subset (no data root), or no choosing pair in the subset (too few difficult pairs),
+        the first candidate with no hits: a claim on it has n = 0, so it is not tested.
 
     Raises:
         ValueError: no candidates, an unknown subset, results on different pairs, masks of
             another length, masks that share a pair (the choice would be tested on its own
-            pairs), or test pairs but no choosing pair in the subset (nothing to choose on).
+            pairs), or test pairs but an empty ``choose`` mask (nothing to choose on).
         TypeError: masks that are not bool, candidates given as one string.
     """
     candidates = _keys(results, candidates, "held_out_choice", "candidates")
@@ -88,12 +89,13 @@ def held_out_choice(results: Mapping[Hashable, PointingResult], candidates: Sequ
                          "they must be disjoint (e.g. lib.saliency.combine.image_halves)")
     difficult = first.difficult.to(torch.bool)
     on_choose, on_test = ((m & difficult) if subset == "difficult" else m.clone() for m in (choose, test))
+    empty = torch.zeros(0, dtype=torch.float64)
     if not bool(on_choose.any()) and not bool(on_test.any()):  # no pairs at all (no data): nothing is claimed
-        empty = torch.zeros(0, dtype=torch.float64)
         return HeldOut(candidates[0], empty, empty)
-    if not bool(on_choose.any()):
-        raise ValueError(f"held_out_choice: no choosing pair{' is difficult' if subset == 'difficult' else ''}; "
-                         "nothing to choose on")
+    if not bool(choose.any()):
+        raise ValueError("held_out_choice: no choosing pair; nothing to choose on")
+    if not bool(on_choose.any()):  # choosing pairs, none of them difficult (a small set): nothing is claimed
+        return HeldOut(candidates[0], empty, empty)
     hits, weights = paired_hits(results, candidates, on_choose)
     chosen = best_candidate(hits, weights, candidates)
     tested, test_weights = paired_hits(results, [chosen], on_test)
