@@ -169,7 +169,6 @@ def _scalar(x) -> float | None:
     return None
 
 
-
 def _names(names) -> tuple[str, str]:
     if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != 2 or not all(isinstance(x, str) for x in names):
         raise ValueError(f"names must be two strings (A, B), got {names!r}")
