@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -201,16 +202,26 @@ def collapse_redraws(text: str) -> str:
 
 
 # The toggles of collapsed cells (MyST-NB's per-cell prompt; its default reads "Show code cell source").
-INJECTED_PROMPT = "Show the values this run used where they differ from the parameters cell above (profile, data root)"
+INJECTED_PROMPT = "Show the values the profile set (papermill injected them; they override the parameters cell above)"
 CODE_PROMPT = "Show the code"
+# Lines a static page should not keep: a finished progress bar (lib.progress, tqdm's ascii bar) and
+# tqdm's notice, printed by peer libraries that import tqdm.auto, that no widget is available.
+PROGRESS_LINE = re.compile(r"^.*\d+%\|[ #0-9]*\| *\d+/\d+ \[[^\]]*\]\s*$")
+TQDM_NOTICE = re.compile(r"TqdmWarning: IProgress not found|^\s*from \.autonotebook import tqdm as notebook_tqdm\s*$")
+
+
+def without_residue(text: str) -> str:
+    """``text`` without progress bars and tqdm's widget notice (the run's timer prints the times)."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not PROGRESS_LINE.match(line.rstrip("\n")) and not TQDM_NOTICE.search(line))
 
 
 def tidy(path: Path) -> None:
     """Hide the code of every cell but the parameters cell behind a toggle (the book shows the
     narrative, the parameters, the figures, the tables and the printed results; the code is
-    one click away), and keep only the last state of every progress-bar line
-    (``lib.progress``): consecutive stream outputs are merged, then each line is collapsed to
-    what a terminal would show."""
+    one click away). Consecutive stream outputs are merged, each line is collapsed to what a
+    terminal would show, and finished progress bars (``lib.progress``) and tqdm's widget notice
+    are dropped: a static page keeps the results, and the chapters' timers print the times."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -231,7 +242,8 @@ def tidy(path: Path) -> None:
             merged.append(output)
         for output in merged:
             if output.get("output_type") == "stream":
-                output["text"] = collapse_redraws(output["text"])
+                output["text"] = without_residue(collapse_redraws(output["text"]))
+        merged = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
         if "outputs" in cell:
             cell["outputs"] = merged
     nbformat.write(nb, path)

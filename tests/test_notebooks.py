@@ -78,6 +78,23 @@ def test_progress_redraws_collapse_to_the_last_state(tmp_path):
     assert [(o.name, o.text) for o in outputs] == [("stdout", "loop: 100%|## | 2/2\ndone\n"), ("stderr", "note\n")]
 
 
+def test_finished_progress_bars_and_the_tqdm_widget_notice_leave_the_page(tmp_path):
+    execute = _script("execute_notebook")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="methods:   0%|          | 0/9 [00:00<?, ?it/s]\r"
+                               "methods: 100%|##########| 9/9 [09:25<00:00, 62.84s/it]\n[maps: 565.6 s]\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="/v/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update\n"
+                               "  from .autonotebook import tqdm as notebook_tqdm\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="a table | 12/30 hits [all pairs]\n"),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    execute.tidy(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "[maps: 565.6 s]\n"), ("stdout", "a table | 12/30 hits [all pairs]\n")]
+
+
 def test_code_is_collapsed_behind_toggles_that_say_what_they_hold_but_the_parameters_stay_shown(tmp_path):
     execute = _script("execute_notebook")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
@@ -90,7 +107,7 @@ def test_code_is_collapsed_behind_toggles_that_say_what_they_hold_but_the_parame
     title, parameters, injected, code = nbformat.read(path, as_version=4).cells
     assert injected.metadata.tags == ["injected-parameters", "hide-input"]
     assert injected.metadata.mystnb["code_prompt_show"] == execute.INJECTED_PROMPT
-    assert "differ from the parameters cell" in execute.INJECTED_PROMPT
+    assert "override the parameters cell" in execute.INJECTED_PROMPT
     assert code.metadata.tags == ["hide-input"] and code.metadata.mystnb["code_prompt_show"] == execute.CODE_PROMPT
     assert "mystnb" not in parameters.metadata and parameters.metadata.tags == ["parameters"]
     assert "tags" not in title.metadata
