@@ -170,8 +170,9 @@ def test_notebook_executes(executed, src):
     text = "".join(o.get("text", "") for c in code_cells for o in c.outputs if o.output_type == "stream")
     assert "non-interactive, and thus cannot be shown" not in text, f"{src.name}: a non-inline backend dropped a figure"
     assert "\r" not in text, f"{src.name}: a progress bar left its redraws in the executed copy"
-    if "progress.track(" in "".join(c.source for c in code_cells):
-        assert "100%|" in text, f"{src.name}: a progress bar did not finish (or was not shown)"
+    execute = _script("execute_notebook")
+    bars = [line for line in text.splitlines() if execute.PROGRESS_LINE.match(line) or execute.TQDM_NOTICE.search(line)]
+    assert not bars, f"{src.name}: progress bars or tqdm's notice left on the page: {bars[:3]}"
 
     for i, cell in enumerate(nb.cells):
         figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
