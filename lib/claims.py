@@ -771,11 +771,19 @@ def _title(section: str) -> str:
     return f"{number} · {slug.replace('_', ' ').capitalize()}" if number.isdigit() else section
 
 
+def _verdict_badge(claim: Claim) -> str:
+    """The verdict in bold on its colour: ``<strong class="verdict verdict-not-reproduced">`` (book/_static/tables.css)."""
+    import html
+
+    return (f'<strong class="verdict verdict-{claim.verdict.replace(" ", "-")}">'
+            f"{html.escape(claim.shown_verdict, quote=False)}</strong>")
+
+
 def _rows(chosen: list[Claim], labels: set[str]) -> list[str]:
     # The verdict and n beside the claim: the long columns (numbers, rule, setting) follow.
     head = ["| claim | verdict | n | ours | paper | rule | setting | source | evidence |", "|---|---|---|---|---|---|---|---|---|"]
     return head + [
-        "| " + " | ".join(_cell(x) for x in (c.claim, f"**{c.shown_verdict}**", c.n or "–", c.our_value, c.paper_value, c.rule,
+        "| " + " | ".join(_cell(x) for x in (c.claim, _verdict_badge(c), c.n or "–", c.our_value, c.paper_value, c.rule,
                                              c.setting, c.source))
         + f" | {_evidence(c.evidence, labels)} |"
         for c in chosen
