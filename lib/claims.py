@@ -729,19 +729,22 @@ VERDICT_COLOURS = {"reproduced": "#d7f0d8", "holds": "#d7f0d8", "partly": "#fbee
 """Background of each verdict in the verdict tables (green, amber, red, grey)."""
 
 
+def _verdict_style(verdict: str) -> str:
+    """The CSS background of a shown verdict (``"not tested (n < 30)"`` takes not tested's), or ``""``."""
+    base = next((v for v in sorted(VERDICT_COLOURS, key=len, reverse=True) if str(verdict).startswith(v)), None)
+    return f"background-color: {VERDICT_COLOURS[base]}" if base else ""
+
+
 def styled(frame):
     """A verdict table as the book shows it: every cell whole (pandas' own view cuts text at 50
     characters) and each verdict on its colour (:data:`VERDICT_COLOURS`). A pandas Styler;
     ``.data`` is the frame with its index as a column."""
-    def colour(verdict: str) -> str:
-        base = next((v for v in sorted(VERDICT_COLOURS, key=len, reverse=True) if str(verdict).startswith(v)), None)
-        return f"background-color: {VERDICT_COLOURS[base]}" if base else ""
 
     import hashlib
 
     flat = frame.reset_index()  # a Styler needs a unique index; the kind stays a column
     table_id = "verdicts-" + hashlib.sha1(flat.to_csv().encode()).hexdigest()[:8]  # one per table, the same on every run
-    return (flat.style.set_uuid(table_id).format(escape="html").map(colour, subset=["verdict"]).hide(axis="index")
+    return (flat.style.set_uuid(table_id).format(escape="html").map(_verdict_style, subset=["verdict"]).hide(axis="index")
             .set_table_attributes('class="verdict-table"'))
 
 
@@ -772,10 +775,10 @@ def _title(section: str) -> str:
 
 
 def _verdict_badge(claim: Claim) -> str:
-    """The verdict in bold on its colour: ``<strong class="verdict verdict-not-reproduced">`` (book/_static/tables.css)."""
+    """The verdict in bold on the colour of the chapters' verdict tables (:func:`styled`)."""
     import html
 
-    return (f'<strong class="verdict verdict-{claim.verdict.replace(" ", "-")}">'
+    return (f'<strong class="verdict" style="{_verdict_style(claim.verdict)}">'
             f"{html.escape(claim.shown_verdict, quote=False)}</strong>")
 
 

@@ -739,13 +739,7 @@ def pointing_game(
     maps: torch.Tensor | Sequence[torch.Tensor],
     samples: Sequence[_data.Sample],
     targets=None,
-    *,
-    input_size: int | None = None,
-    crop_fraction: float = 0.875,
-    tolerance: float = 15,
-    inclusive: bool = False,
-    area_fraction: float = 0.25,
-    protocol: str | None = None,
+    **options,
 ) -> PointingResult:
     """Play the pointing game with maps on the network's input (Zhang et al. 2016; TorchRay; Rebuffi et al. 2020).
 
@@ -764,8 +758,8 @@ def pointing_game(
         maps: ``(B, h, w)`` saliency maps on the input (any resolution, usually ``S x S``);
             under ``"torchray"`` also ``B`` tensors ``(h_i, w_i)`` of different sizes.
         samples, targets: as :meth:`PointingGame.update`.
-        input_size, crop_fraction, tolerance, inclusive, area_fraction, protocol: as
-            :class:`PointingGame`.
+        options: ``input_size``, ``crop_fraction``, ``tolerance``, ``inclusive``,
+            ``area_fraction``, ``protocol``: as :class:`PointingGame`, whose defaults apply.
 
     Returns:
         :class:`PointingResult`.
@@ -775,8 +769,7 @@ def pointing_game(
             protocol, samples of two label spaces, ``"crop"`` without ``input_size``.
         TypeError: samples that are not :class:`lib.data.Sample`; see :class:`PointingGame`.
     """
-    game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
-                        inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
+    game = PointingGame(**options)
     return game._score({"maps": maps}, samples, targets, lambda key: "maps")["maps"]
 
 
