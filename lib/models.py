@@ -574,7 +574,10 @@ def load(
             torch hub cache (False raises a clear error instead).
 
     Returns:
-        A :class:`Classifier` whose parameters do not require gradients, with
+        A :class:`Classifier` whose parameters do not require gradients and whose 4-D
+        weights are stored channels-last (``torch.channels_last``: faster convolutions on
+        CPU and GPU; activations and gradients come out with NHWC strides, so reshape
+        them with ``.reshape``/``.flatten``, not ``.view``), with
         ``label_space`` set to ``labels``, ``categories`` and ``members`` those of
         :func:`label_space` and ``unmapped`` the categories without a member.
 
@@ -605,4 +608,9 @@ def load(
     classifier.label_space = labels
     classifier.members = members
     classifier.model.eval().requires_grad_(False)
+    # Channels-last weights make every convolution run NHWC, whatever the input's layout.
+    # Lite0 on two CPU cores, batch 4, interleaved medians of 12: a forward pass 1.1-1.2x and
+    # an input gradient 1.3-1.4x faster than NCHW; logits agree to ~1e-6 relative
+    # (tests/test_models.py), so only rounding changes.
+    classifier.model.to(memory_format=torch.channels_last)
     return classifier.to(device)
