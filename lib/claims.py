@@ -793,13 +793,15 @@ def _rows(chosen: list[Claim], labels: set[str]) -> list[str]:
     ]
 
 
-def markdown(claims: list[Claim], labels: set[str] = frozenset()) -> str:
+def markdown(claims: list[Claim], labels: set[str] = frozenset(), titles: dict[str, str] | None = None) -> str:
     """The book's claims page: per chapter, the reproductions and then the checks, generated from the saved claims.
 
     Args:
         claims: the saved claims (:func:`load_all`).
         labels: figure labels that exist in the book (:func:`figure_labels`); evidence naming
             one becomes a link to that figure, any other evidence stays text.
+        titles: section -> its chapter's title (the heading of its page); a section without
+            one is headed by its number and slug.
     """
     claims = _check_claims(claims)
     reproductions = [c for c in claims if c.kind == "reproduction"]
@@ -821,7 +823,9 @@ def markdown(claims: list[Claim], labels: set[str] = frozenset()) -> str:
               + (f", {sum(c.verdict == 'not tested' for c in checks)} not tested" if any(c.verdict == "not tested" for c in checks) else "")
               + ".", ""]
     for section in sorted({c.section for c in claims}):
-        lines += [f"## {_title(section)}", "", f"Evidence: {{doc}}`sections/{section}`.", ""]
+        number = section.partition("_")[0]
+        heading = f"{number} · {titles[section]}" if titles and titles.get(section) and number.isdigit() else _title(section)
+        lines += [f"## {heading}", "", f"Evidence: {{doc}}`sections/{section}`.", ""]
         for kind, title in (("reproduction", "Reproductions"), ("check", "Checks (by construction; not counted)")):
             chosen = [c for c in claims if c.section == section and c.kind == kind]
             if chosen:

@@ -103,8 +103,20 @@ def write_claims_page(src: Path, notebooks: list[Path]) -> bool:
             found += [c for c in claims.load_all(directory) if any(nb.stem == c.section for nb in notebooks)]
     if found:
         labels = set().union(*(claims.figure_labels(nb) for nb in notebooks))
-        (src / "claims.md").write_text(claims.markdown(found, labels))
+        (src / "claims.md").write_text(claims.markdown(found, labels, {nb.stem: chapter_title(nb) for nb in notebooks}))
     return bool(found)
+
+
+def chapter_title(notebook: Path) -> str:
+    """The text of a notebook's first level-1 heading (its chapter's title), or ""."""
+    import json
+
+    for cell in json.loads(notebook.read_text(encoding="utf-8")).get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", [])).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
 
 
 def public_modules() -> list[str]:

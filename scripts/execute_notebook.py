@@ -249,6 +249,86 @@ def tidy(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+RUN_BOX_TAG = "run-box"
+PROVENANCE_LINE = re.compile(r"^(run|git commit|device): (.*)$")
+
+
+def provenance_of(nb) -> dict:
+    """The run kind, commit and device the section printed (``lib.provenance.summary``), or {}."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            if text.startswith("run: "):
+                return {m.group(1): m.group(2) for line in text.splitlines() if (m := PROVENANCE_LINE.match(line))}
+    return {}
+
+
+def _code(value) -> str:
+    return "`" + repr(value).replace("`", "'") + "`"
+
+
+def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: float, claims: list) -> str:
+    """The "This page ran on" box of a section: what ran (profile, data, model, device, commit,
+    time), the values that differ from the parameters cell shown on the page, the verdicts
+    with the units they rest on, and the command that reproduces the page."""
+    sys.path.insert(0, str(REPO))
+    from lib import paths
+
+    seen = provenance_of(nb)
+    root = paths.data_root()
+    found = [name for name, where in (("ImageNet val", paths.imagenet_val_root()), ("COCO128", paths.coco128_root()))
+             if where.is_dir()]
+    data = (f"`${paths.DATA_ENV}` with {' and '.join(found)}" if found and os.environ.get(paths.DATA_ENV, "").strip()
+            else f"`data/` with {' and '.join(found)}" if found else "no data root: the six embedded photographs")
+    minutes, rest = divmod(round(seconds), 60)
+    took = f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = ["```{admonition} This page ran on", f":class: note {RUN_BOX_TAG}",
+             f"**Profile** `{profile}` · **data** {data} · **device** {seen.get('device', 'unknown')} · "
+             f"**commit** `{seen.get('git commit', 'unknown')}` · **ran** {when} in {took}", ""]
+    changed = {k: v for k, v in params.items() if k != "profile"}
+    lines.append("**Values that ran instead of the parameters cell below**: "
+                 + ", ".join(f"`{k}` = {_code(v)}" for k, v in changed.items()) if changed
+                 else "**Parameters**: exactly the parameters cell below (the quick profile's values).")
+    lines.append("")
+    if claims:
+        from lib import claims as claim_module
+
+        parts = []
+        for kind, verdicts in (("reproduction", claim_module.VERDICTS), ("check", claim_module.CHECK_VERDICTS)):
+            chosen = [c for c in claims if c.kind == kind]
+            counts = ", ".join(f"{n} {v}" for v in verdicts if (n := sum(c.verdict == v for c in chosen)))
+            if chosen:
+                parts.append(f"{len(chosen)} {kind}{'' if len(chosen) == 1 else 's'} ({counts})")
+        tested = [c for c in claims if c.verdict != "not tested" and c.n]
+        units = sorted({c.units for c in tested if c.units})
+        rest_on = (f"; the tested ones rest on n = {min(c.n for c in tested)} to {max(c.n for c in tested)} "
+                   f"({', '.join(units)})" if tested else "; none could be tested in this run")
+        lines += [f"**Verdicts** ({{doc}}`/claims`): " + " and ".join(parts) + rest_on + ".", ""]
+    command = ["python", "scripts/execute_notebook.py", rel(src), rel(dst), "--profile", profile]
+    environment = f"{paths.DATA_ENV}=/path/to/data " if found and os.environ.get(paths.DATA_ENV, "").strip() else ""
+    lines += [f"**Reproduce this page**: `{environment}{' '.join(command)}` (every page: `{environment}make book`).", "```"]
+    return "\n".join(lines)
+
+
+def insert_run_box(path: Path, box: str) -> None:
+    """Put ``box`` right under the page's title (the first cell when it is a heading), replacing an older one."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if RUN_BOX_TAG not in c.get("metadata", {}).get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(box, metadata={"tags": [RUN_BOX_TAG]})
+    first = nb.cells[0] if nb.cells else None
+    titled = first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("# ")
+    if titled:
+        title, _, narrative = first.source.lstrip().partition("\n")
+        first.source = title  # the box sits between the title and the chapter's introduction
+        nb.cells[1:1] = [cell] + ([nbformat.v4.new_markdown_cell(narrative.strip("\n"))] if narrative.strip() else [])
+    else:
+        nb.cells.insert(0, cell)
+    nbformat.write(nb, path)
+
+
 def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -> None:
     import papermill
     from traitlets.config import Config
@@ -262,6 +342,7 @@ def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -
     # executed notebooks only with it: a failed run leaves the last good claims in place.
     stage = dst.parent / f".{dst.stem}.stage-{os.getpid()}"
     os.environ["SALIENCY_SECTIONS"] = str(stage.resolve())
+    start = time.monotonic()
     try:
         papermill.execute_notebook(
             str(src),
@@ -276,6 +357,14 @@ def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -
             config=Config({"KernelManager": {"transport_encryption": "auto"}}),
         )
         tidy(tmp)
+        import nbformat
+
+        sys.path.insert(0, str(REPO))
+        from lib import claims as claim_module
+
+        saved = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
+        insert_run_box(tmp, run_box(nbformat.read(tmp, as_version=4), src=src, dst=dst, profile=profile, params=params,
+                                    seconds=time.monotonic() - start, claims=saved))
         (dst.parent / "claims").mkdir(exist_ok=True)
         for saved in sorted((stage / "claims").glob("*.json")):
             os.replace(saved, dst.parent / "claims" / saved.name)

@@ -38,6 +38,9 @@ def test_saved_claims_come_back_and_count_per_section(tmp_path):
     assert "a claim \\| with a pipe" in page  # a pipe would split the table's cell
     assert page.count("| fig-x |") == 3  # an unknown label stays text (a dangling reference fails the -W build)
     assert claims.markdown(found, {"fig-x"}).count("| {numref}`fig-x` |") == 3
+    assert "## 01 · A\n" in page and "## 02 · B\n" in page  # no title known: number and slug
+    titled = claims.markdown(found, titles={"01_a": "Extract & Aggregate: NormGrad"})
+    assert "## 01 · Extract & Aggregate: NormGrad\n" in titled and "## 02 · B\n" in titled  # each chapter's own title
     colour = lambda verdict: f'<strong class="verdict" style="background-color: {claims.VERDICT_COLOURS[verdict]}">'
     assert f"| {colour('not tested')}not tested</strong> |" in page  # the chapters' colour of each verdict
     assert page.count(colour("reproduced")) == 1 and page.count(colour("partly")) == 1

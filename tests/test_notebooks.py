@@ -113,6 +113,42 @@ def test_code_is_collapsed_behind_toggles_that_say_what_they_hold_but_the_parame
     assert "tags" not in title.metadata
 
 
+def test_the_run_box_sits_under_the_title_and_says_what_ran(tmp_path, monkeypatch):
+    execute = _script("execute_notebook")
+    from lib import claims
+
+    monkeypatch.delenv("SALIENCY_DATA", raising=False)
+    monkeypatch.setattr("lib.paths.data_root", lambda: tmp_path / "no-data")
+    printed = nbformat.v4.new_output("stream", name="stdout",
+                                     text="run: book build (scripts/execute_notebook.py)\nmodel: m\ngit commit: abc1234\ndevice: CPU (x86_64, 2 threads)\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# The title\n\nThe introduction."),
+                                         nbformat.v4.new_code_cell("print(...)", outputs=[printed])])
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    made = [claims.Claim("99_x", "a", "s", "p", "o", "set", "reproduced", n=40, units="images"),
+            claims.Claim("99_x", "b", "s", "p", "o", "set", "not reproduced", n=486, units="image-category pairs"),
+            claims.Claim("99_x", "c", "s", "p", "o", "set", "not tested", n=6, units="images", reason="n < 30"),
+            claims.Claim("99_x", "d", "s", "p", "o", "set", "holds", kind="check", n=3, units="images")]
+    box = execute.run_box(nbformat.read(path, as_version=4), src=execute.REPO / "notebooks" / "99_x.ipynb",
+                          dst=execute.REPO / "book" / "sections" / "99_x.ipynb", profile="full",
+                          params={"profile": "full", "n_images": 1000, "methods": ["gradcam"]}, seconds=125.4, claims=made)
+    assert "**device** CPU (x86_64, 2 threads)" in box and "**commit** `abc1234`" in box and "in 2 min 05 s" in box
+    assert "the six embedded photographs" in box
+    assert "`n_images` = `1000`, `methods` = `['gradcam']`" in box and "profile` =" not in box
+    assert "3 reproductions (1 reproduced, 1 not reproduced, 1 not tested) and 1 check (1 holds)" in box
+    assert "n = 3 to 486 (image-category pairs, images)" in box  # the untested claim's n = 6 is not evidence
+    assert "python scripts/execute_notebook.py notebooks/99_x.ipynb book/sections/99_x.ipynb --profile full" in box
+    unchanged = execute.run_box(nbformat.read(path, as_version=4), src=path, dst=path, profile="quick",
+                                params={"profile": "quick"}, seconds=3, claims=[])
+    assert "exactly the parameters cell below" in unchanged and "Verdicts" not in unchanged and "device** unknown" not in box
+    for _ in range(2):  # a second run replaces the box instead of adding one
+        execute.insert_run_box(path, box)
+    cells = nbformat.read(path, as_version=4).cells
+    assert [c.source for c in cells[:1]] == ["# The title"] and cells[2].source == "The introduction."
+    assert cells[1].metadata.tags == [execute.RUN_BOX_TAG] and cells[1].source == box
+    assert sum(execute.RUN_BOX_TAG in c.metadata.get("tags", []) for c in cells) == 1 and len(cells) == 4
+
+
 def test_claims_are_published_only_with_a_successful_run(tmp_path, monkeypatch):
     execute = _script("execute_notebook")
     monkeypatch.setattr(execute, "load_profile", lambda profile: {"common": {}})
@@ -173,6 +209,8 @@ def test_notebook_executes(executed, src):
     execute = _script("execute_notebook")
     bars = [line for line in text.splitlines() if execute.PROGRESS_LINE.match(line) or execute.TQDM_NOTICE.search(line)]
     assert not bars, f"{src.name}: progress bars or tqdm's notice left on the page: {bars[:3]}"
+    assert execute.RUN_BOX_TAG in nb.cells[1].metadata.get("tags", []), f"{src.name}: no 'This page ran on' box under the title"
+    assert "**commit**" in nb.cells[1].source and "commit** `unknown`" not in nb.cells[1].source
 
     for i, cell in enumerate(nb.cells):
         figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
