@@ -39,14 +39,15 @@ from typing import Callable
 import torch
 
 from . import saliency
+from .plot import significant
 from .capture import prepared, resolve_layer
 from .metrics import insertion_deletion as causal
 from .saliency import registry
 from .saliency.passes import AUTO, auto_batch_size
 from .saliency.floors import forwards
 
-__all__ = ["WORK", "REASONS", "NOISE", "default_methods", "slower_than_peers", "Measurement", "measure", "peers", "floor", "compare",
-           "insertion_deletion_rows"]
+__all__ = ["WORK", "REASONS", "NOISE", "default_methods", "slower_than_peers", "below_floor", "readable", "Measurement", "measure",
+           "peers", "floor", "compare", "insertion_deletion_rows"]
 
 #: Reduced work shared by us and the peers, so that a row compares like with like: name -> the
 #: keyword arguments its registry entry gives (a live view of :data:`lib.saliency.registry.WORK`).
@@ -80,12 +81,53 @@ def slower_than_peers(frame, threshold: float = 1.1):
     return slower.assign(reason=reasons)
 
 
+def below_floor(frame, threshold: float = 1 / NOISE):
+    """Whether each row's method ran faster than its own floor by more than the noise
+    (``ours / floor`` below ``1 / NOISE``): a floor is work the method cannot avoid, so such a
+    row is a measurement problem (the floor's chunking, a cache, a timer), not a result."""
+    return frame["ours / floor"] < threshold
+
+
+def readable(frame, display_names: dict[str, str] | None = None):
+    """The rows of :func:`compare` for a reader: display names, times as ``median (IQR)`` in
+    ms per image to three significant figures, "—" where there is no peer or floor, and a
+    ``check`` column flagging rows faster than their own floor (:func:`below_floor`), whose
+    ``ours / floor`` is then not shown as a result."""
+    import pandas as pd
+
+    names = display_names if display_names is not None else {m: registry.get(m).display for m in registry.METHODS}
+    flagged = below_floor(frame)
+    with_spread = lambda median, iqr: "—" if math.isnan(median) else f"{significant(median)} ({significant(iqr, 2)})"
+    return pd.DataFrame({
+        "method": [names.get(m, m) for m in frame["method"]],
+        "batch": frame["batch"].astype(int),
+        "ours ms/img (IQR)": [with_spread(m, i) for m, i in zip(frame["ours ms/img"], frame["ours IQR ms/img"])],
+        "floor ms/img": [significant(v) for v in frame["floor ms/img"]],
+        "ours / floor": ["—" if f else significant(v) for v, f in zip(frame["ours / floor"], flagged)],
+        "peer": frame["peer"].replace("-", "—"),
+        "peer ms/img (IQR)": [with_spread(m, i) for m, i in zip(frame["peer ms/img"], frame["peer IQR ms/img"])],
+        "ours / peer": [significant(v) for v in frame["ours / peer"]],
+        "ours peak MiB": [significant(v) for v in frame["ours peak MiB"]],
+        "check": [f"faster than its floor (x{significant(v, 2)}): a measurement problem, not a result" if f else ""
+                  for v, f in zip(frame["ours / floor"], flagged)],
+    })
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """Median seconds of a call (for the whole batch) and the peak MiB it added."""
+    """Median seconds of a call (for the whole batch), the peak MiB it added, and the spread.
+
+    Attributes:
+        seconds: median wall time of the timed calls.
+        peak_mib: median peak memory the calls added.
+        iqr_seconds: interquartile range of the timed calls' wall times (0 with one call).
+        calls: how many calls were timed (1 when the warm-up exceeded the budget).
+    """
 
     seconds: float
     peak_mib: float
+    iqr_seconds: float = 0.0
+    calls: int = 1
 
 
 def _rss_kib(field: str) -> int:
@@ -120,7 +162,9 @@ def _one_call(fn: Callable[[], object], device: torch.device) -> tuple[float, fl
 
 
 def measure(fn: Callable[[], object], device: torch.device | str = "cpu", repeats: int = 3, budget: float = 30.0) -> Measurement:
-    """Median time and peak memory of ``fn()`` over ``repeats`` calls after one warm-up call.
+    """Median time, its interquartile range and the peak memory of ``fn()`` over ``repeats``
+    calls after one warm-up call (the warm-up is never counted: its caches and allocations
+    would bias the first method measured, see the gallery's timings).
 
     A warm-up slower than ``budget`` seconds is itself the measurement (warming matters
     little for a call that long, and repeating it would dominate the run).
@@ -135,7 +179,9 @@ def measure(fn: Callable[[], object], device: torch.device | str = "cpu", repeat
     if first[0] > budget:
         return Measurement(*first)
     calls = [_one_call(fn, device) for _ in range(repeats)]
-    return Measurement(statistics.median(c[0] for c in calls), statistics.median(c[1] for c in calls))
+    times = [c[0] for c in calls]
+    quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return Measurement(statistics.median(times), statistics.median(c[1] for c in calls), quartiles[2] - quartiles[0], len(times))
 
 
 def floor(classifier, images: torch.Tensor, targets: torch.Tensor, method: str, work: dict | None = None) -> Callable[[], object] | None:
@@ -237,11 +283,13 @@ def _row(method: str, batch: int, label: str, ours: Measurement, floor_: Measure
         "method": method,
         "batch": batch,
         "ours ms/img": 1000 * ours.seconds / batch,
+        "ours IQR ms/img": 1000 * ours.iqr_seconds / batch,
         "ours peak MiB": ours.peak_mib,
         "floor ms/img": 1000 * floor_.seconds / batch if floor_ else nan,
         "ours / floor": ours.seconds / floor_.seconds if floor_ else nan,
         "peer": label,
         "peer ms/img": 1000 * theirs.seconds / batch if theirs else nan,
+        "peer IQR ms/img": 1000 * theirs.iqr_seconds / batch if theirs else nan,
         "peer peak MiB": theirs.peak_mib if theirs else nan,
         "ours / peer": ours.seconds / theirs.seconds if theirs else nan,
     }

@@ -1,19 +1,64 @@
 """Figures: overlays, method grids, curves.  Plots take tensors and return a figure;
 they never compute saliency.
 
+The book's one figure style lives here, set when the module is imported (every chapter
+imports it): :data:`STYLE` (fonts legible at the book's 768-px column: a 10-pt text in a
+figure about 8 inches wide reads at about 9 pt), maps in :data:`MAP_COLOURS`, a perceptually
+uniform colour map, with a colour bar (:func:`map_colour_bar`), and :func:`significant` for
+numbers in tables.
+
 Section-specific figures live here too, below the shared helpers, one function per
 figure, each named after what it shows.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["to_numpy_image", "overlay", "display_scale", "method_grid", "curves", "line_with_interval"]
+__all__ = ["STYLE", "MAP_COLOURS", "to_numpy_image", "overlay", "map_colour_bar", "display_scale", "method_grid", "curves",
+           "line_with_interval", "significant"]
+
+#: Matplotlib settings of every figure in the book.
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.framealpha": 0.9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.max_open_warning": 0,
+}
+plt.rcParams.update(STYLE)
+
+#: The colour map of saliency maps: perceptually uniform and readable in grey (jet is neither).
+MAP_COLOURS = "inferno"
+
+
+def significant(value, digits: int = 3) -> str:
+    """``value`` as a table shows it: ``digits`` significant figures (``0.0123``, ``1.23``), whole
+    numbers from ``10 ** (digits - 1)`` up as integers with thousands separators (``1,234``), and
+    "—" for a missing value (None or NaN)."""
+    if value is None:
+        return "—"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(number):
+        return "—"
+    if math.isinf(number):
+        return "∞" if number > 0 else "−∞"
+    if number == 0 or isinstance(value, (int, np.integer)) or abs(number) >= 10 ** (digits - 1):
+        return f"{int(round(number)):,}"
+    return f"{number:#.{digits}g}".rstrip(".")
 
 
 def to_numpy_image(image) -> np.ndarray:
@@ -26,15 +71,27 @@ def to_numpy_image(image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def overlay(ax, image, saliency: torch.Tensor | None = None, *, alpha: float = 0.5, cmap: str = "jet", title: str | None = None):
+def overlay(ax, image, saliency: torch.Tensor | None = None, *, alpha: float = 0.5, cmap: str = MAP_COLOURS,
+            title: str | None = None):
     """Draw ``image`` with a (H, W) map on top on the axes ``ax``; returns ``ax``."""
     ax.imshow(to_numpy_image(image))
     if saliency is not None:
         ax.imshow(saliency.detach().cpu().float().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title)
     ax.set_axis_off()
     return ax
+
+
+def map_colour_bar(fig, axes, label: str = "map value", cmap: str = MAP_COLOURS):
+    """One colour bar for the maps in [0, 1] drawn on ``axes`` (an array or list of axes), at their right."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    axes = list(np.asarray(axes).ravel())
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, fraction=0.025, pad=0.01, aspect=30)
+    bar.set_label(label)
+    return bar
 
 
 def display_scale(saliency: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
@@ -51,8 +108,12 @@ def method_grid(
     alpha: float = 0.5,
     cell: float = 1.6,
     percentile: float | None = 99.0,
+    max_columns: int = 7,
 ):
-    """Images (rows) x methods (columns): the image, then each method's map over it.
+    """Images (rows) x methods (columns): the image, then each method's map over it, with a colour bar.
+
+    With more than ``max_columns - 1`` methods the methods wrap into blocks of rows (every
+    image again, with the next methods), so that panels stay large enough to read.
 
     Args:
         pixels: (B, 3, H, W) in [0, 1] (use ``Classifier.denormalize``).
@@ -61,15 +122,31 @@ def method_grid(
         percentile: for display only, each map is divided by its value at this
             percentile and clipped to 1, as is usual for sparse gradient maps (their few
             extreme pixels would otherwise leave everything else dark); None shows maps as given.
+        max_columns: panels per row, the image included (at least 2).
+
+    Raises:
+        ValueError: ``max_columns`` below 2.
     """
-    rows, columns = pixels.shape[0], 1 + len(maps)
-    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows), squeeze=False)
-    for r in range(rows):
-        overlay(axes[r, 0], pixels[r], title=row_titles[r] if row_titles else None)
-        for c, (name, batch) in enumerate(maps.items(), start=1):
-            shown = batch[r] if percentile is None else display_scale(batch[r], percentile)
-            overlay(axes[r, c], pixels[r], shown, alpha=alpha, title=name if r == 0 else None)
+    if max_columns < 2:
+        raise ValueError(f"max_columns must be at least 2 (the image and one map), got {max_columns!r}")
+    names = list(maps)
+    per_block = max_columns - 1
+    blocks = [names[i : i + per_block] for i in range(0, len(names), per_block)] or [[]]
+    images, columns = pixels.shape[0], 1 + max(len(b) for b in blocks)
+    fig, axes = plt.subplots(images * len(blocks), columns, figsize=(cell * columns + 0.6, cell * images * len(blocks)),
+                             squeeze=False)
+    for k, block in enumerate(blocks):
+        for r in range(images):
+            row = axes[k * images + r]
+            overlay(row[0], pixels[r], title=row_titles[r] if row_titles else None)
+            for c, name in enumerate(block, start=1):
+                shown = maps[name][r] if percentile is None else display_scale(maps[name][r], percentile)
+                overlay(row[c], pixels[r], shown, alpha=alpha, title=name if r == 0 else None)
+            for ax in row[1 + len(block):]:
+                ax.set_axis_off()
     fig.tight_layout()
+    scaled = "" if percentile is None else f" (each map over its {percentile:g}th percentile, display only)"
+    map_colour_bar(fig, axes[:, 1:], label="map value" + scaled)
     return fig
 
 
@@ -82,7 +159,7 @@ def curves(ax, x, ys: Mapping[str, torch.Tensor], *, xlabel: str = "", ylabel: s
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend()
     return ax
 
 
@@ -111,21 +188,26 @@ def insertion_deletion_examples(pixels: torch.Tensor, maps: Mapping[str, torch.T
     """
     rows, names = pixels.shape[0], list(maps)
     columns = 1 + len(names) + 2
-    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns, cell * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(cell * columns + 2.4, cell * rows), squeeze=False)
     x = torch.as_tensor(fractions).cpu().numpy()
     for r in range(rows):
         overlay(axes[r, 0], pixels[r], title=row_titles[r] if row_titles else None)
         for c, name in enumerate(names, start=1):
             overlay(axes[r, c], pixels[r], maps[name][r], title=name if r == 0 else None)
+        areas = {name: [] for name in names}
         for c, (game, data) in enumerate((("insertion", insertion), ("deletion", deletion)), start=1 + len(names)):
             ax = axes[r, c]
-            for name in names:
+            for k, name in enumerate(names):
                 y = data[name][r].detach().cpu().numpy()
-                ax.plot(x, y, label=f"{name} ({float(np.trapezoid(y, dx=1 / (len(y) - 1))):.2f})")
+                ax.plot(x, y, color=f"C{k}")
+                areas[name].append(float(np.trapezoid(y, dx=1 / (len(y) - 1))))
             ax.set_ylim(0, 1.02)
-            ax.set_title(game if r == 0 else None, fontsize=8)
-            ax.tick_params(labelsize=6)
-            ax.legend(fontsize=5, loc="upper right" if game == "deletion" else "lower right")
+            ax.set_title(game if r == 0 else None)
+            ax.set_xlabel("fraction of pixels" if r == rows - 1 else None)
+        # One legend per image, outside its curves: each method's area under insertion / deletion.
+        handles = [plt.Line2D([], [], color=f"C{k}") for k in range(len(names))]
+        axes[r, -1].legend(handles, [f"{name}: {a[0]:.2f} / {a[1]:.2f}" for name, a in areas.items()],
+                           title="AUC ins. / del.", loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
@@ -145,6 +227,8 @@ def ablation_lines(frame, *, x: str, log_x: bool = False, title: str | None = No
         sns.lineplot(data=frame[frame["metric"] == metric], x=x, y="value", errorbar=("ci", 95), marker="o", ax=ax)
         if log_x:
             ax.set_xscale("log", base=2)
+        elif np.issubdtype(np.asarray(frame[x]).dtype, np.integer):
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # counts take whole values
         ax.set_title(metric)
         ax.set_ylabel("AUC")
     if title:
@@ -204,9 +288,11 @@ def difference_table(matrix: torch.Tensor, labels: Sequence, *, title: str = "",
     """Heat map of a square table (Table 5.4 analogue: Eq. 5.5 differences between settings)."""
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(0.8 * len(labels) + 1.5, 0.7 * len(labels) + 1))
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 1.8, 0.8 * len(labels) + 1.2))
     sns.heatmap(torch.as_tensor(matrix).cpu().numpy(), annot=True, fmt=fmt, xticklabels=labels, yticklabels=labels,
                 cmap="viridis", ax=ax, cbar=False)
+    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="y", rotation=0)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -220,7 +306,7 @@ def lemma_errors(frame, *, x: str, y: str, hue: str, panels: str):
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         sns.lineplot(data=frame[frame[panels] == name], x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax)
-        ax.set_title(str(name), fontsize=9)
+        ax.set_title(str(name))
     fig.tight_layout()
     return fig
 
@@ -231,7 +317,7 @@ def interpolation_metrics(gammas, values: Mapping[str, torch.Tensor], *, xlabel:
     for ax, (name, y) in zip(axes[0], values.items()):
         ax.plot(torch.as_tensor(gammas).cpu().numpy(), torch.as_tensor(y).cpu().numpy(), marker="o")
         ax.set_xlabel(xlabel)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name)
     fig.tight_layout()
     return fig
 
@@ -271,7 +357,7 @@ def pointing_by_layer(frame, *, baseline: Mapping[str, float] | None = None, pap
         ax.set_title(f"{subset} ({'A' if subset == 'all' else 'D'})")
         ax.set_xlabel("layer (shallow to deep)")
     axes[0].set_ylabel("pointing accuracy (%)")
-    axes[1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[1].legend(bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -285,7 +371,7 @@ def layer_weights(frame, *, title: str | None = None):
         ax.plot(np.arange(len(layers)), part["weight"].to_numpy(dtype=float), marker="o", label=scheme)
     ax.set_xticks(np.arange(len(layers)), layers, rotation=45, ha="right")
     ax.set_ylabel("normalised weight")
-    ax.legend(fontsize=8)
+    ax.legend()
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -315,9 +401,9 @@ def framework_grid(pixels: torch.Tensor, maps: Mapping[str, Mapping[str, torch.T
         axes[r, 0].set_axis_on()
         axes[r, 0].set_xticks([])
         axes[r, 0].set_yticks([])
-        axes[r, 0].set_ylabel(method, fontsize=8)
+        axes[r, 0].set_ylabel(method)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -339,12 +425,12 @@ def class_sensitivity_points(frame, *, panels: str = "meta", x: str = "layer", h
         sns.pointplot(data=part, x=x, y="spearman", hue=hue, errorbar=("ci", 95), dodge=0.4, markersize=4,
                       linewidth=1, ax=ax, legend=ax is axes[0, -1])
         ax.axhline(0, color="k", ls="--", lw=0.8)
-        ax.set_title(f"{panels} = {value}", fontsize=9)
+        ax.set_title(f"{panels} = {value}")
         ax.set_ylabel("Spearman(max class, min class)")
         ax.tick_params(axis="x", rotation=30)
     handles = axes[0, -1].get_legend()
     if handles is not None:
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None)
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), title=None)
     fig.tight_layout()
     return fig
 
@@ -386,8 +472,9 @@ def beta_sweep(frame, *, x: str = "beta", panels: Sequence[tuple[str, str]] = ()
         sns.lineplot(data=frame, x=x, y=column, errorbar=("ci", 95), marker="o", ax=ax)
         if reference and column in reference:
             ax.axhline(reference[column], color="grey", linestyle="--", linewidth=1, label="plain PGD")
-            ax.legend(fontsize=7)
+            ax.legend()
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0)  # beta >= 0: the symlog axis would otherwise run over negative values
         ax.set_ylabel(label)
     fig.tight_layout()
     return fig
@@ -409,9 +496,9 @@ def cleaning_curves(fraction: torch.Tensor, panels: Mapping[str, Mapping[str, to
         for name, values in lines.items():
             ax.plot(x, values.double().mean(dim=0).cpu().numpy(), label=name, marker=".")
         ax.set_xlabel("pixels cleaned (% of image)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title)
     axes[0, 0].set_ylabel("P(original label) / P on clean image")
-    axes[0, -1].legend(fontsize=7)
+    axes[0, -1].legend()
     fig.tight_layout()
     return fig
 
@@ -437,7 +524,7 @@ def sanity_example(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], score
         ax.plot(x, values.double().cpu().numpy(), label=name)
     ax.set_xlabel("pixels cleaned (%)")
     ax.set_ylabel("P(original label)")
-    ax.legend(fontsize=6)
+    ax.legend()
     fig.tight_layout()
     return fig
 
@@ -445,13 +532,18 @@ def sanity_example(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], score
 # --------------------------------------------------------------------------- Benchmarks (06_benchmarks)
 
 
-def benchmark_ratios(frame, *, batches: Sequence[int] | None = None):
+def benchmark_ratios(frame, *, batches: Sequence[int] | None = None, floor_at_least: float = 0.8,
+                     names: Mapping[str, str] | None = None):
     """Time ratios of every method, one panel per batch size, log scale with 1 marked.
 
     Args:
         frame: rows of ``lib.benchmark.compare`` (columns method, batch, peer, ours / peer,
             ours / floor).  Bars: ours / each peer, and ours / floor (grey).
+        floor_at_least: an ``ours / floor`` below this is a measurement problem
+            (``lib.benchmark.below_floor``) and gets no bar.
+        names: method -> the name shown (default: the names in the frame).
     """
+    frame = frame.assign(**{"ours / floor": frame["ours / floor"].where(frame["ours / floor"] >= floor_at_least)})
     batches = sorted(frame["batch"].unique()) if batches is None else list(batches)
     methods = list(dict.fromkeys(frame["method"]))
     peers = [p for p in dict.fromkeys(frame["peer"]) if p != "-"]
@@ -470,8 +562,8 @@ def benchmark_ratios(frame, *, batches: Sequence[int] | None = None):
         ax.set_xscale("log")
         ax.set_title(f"batch {batch}")
         ax.set_xlabel("time ratio (< 1: ours faster)")
-    axes[0, 0].set_yticks(np.arange(len(methods)), methods)
+    axes[0, 0].set_yticks(np.arange(len(methods)), [(names or {}).get(m, m) for m in methods])
     axes[0, 0].invert_yaxis()
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    axes[0, -1].legend(loc="lower right")
     fig.tight_layout()
     return fig

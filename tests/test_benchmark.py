@@ -4,6 +4,7 @@ import inspect
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,39 @@ def test_rows_where_a_peer_is_faster_carry_their_reason():
         "not explained: to be looked at",
         benchmark.REASONS[("guided_backprop", "captum (ReLU only)")],
     ]
+
+
+def test_numbers_read_as_a_table_shows_them():
+    from lib.plot import significant
+
+    shown = [significant(v) for v in (0.0123456, 1.23456, 12.3456, 99.96, 1234.5, 7, np.int64(3), float("nan"), None,
+                                      np.float32(0.5), float("inf"), -0.04567)]
+    assert shown == ["0.0123", "1.23", "12.3", "100", "1,234", "7", "3", "—", "—", "0.500", "∞", "-0.0457"]
+    assert significant(0.0123456, 2) == "0.012"
+
+
+def test_a_row_faster_than_its_floor_is_flagged_not_shown_as_a_result():
+    import pandas as pd
+
+    ours = benchmark.Measurement(seconds=0.010, peak_mib=5.0, iqr_seconds=0.002, calls=3)
+    rows = [benchmark._row("gradcam", 2, "captum", ours, benchmark.Measurement(0.020, 1.0), benchmark.Measurement(0.012, 2.0)),
+            benchmark._row("gradient", 2, "-", ours, benchmark.Measurement(0.009, 1.0), None),
+            benchmark._row("rise", 2, "-", ours, None, None)]
+    frame = pd.DataFrame(rows)
+    assert frame["ours IQR ms/img"].tolist() == [1.0, 1.0, 1.0]  # per image
+    assert benchmark.below_floor(frame).tolist() == [True, False, False]  # 0.5 < 1 / NOISE; 1.11 is not; no floor is not
+    table = benchmark.readable(frame)
+    assert table["method"].tolist() == ["Grad-CAM", "Gradient", "RISE"]  # the registry's display names
+    assert table["ours ms/img (IQR)"].tolist() == ["5.00 (1.0)"] * 3
+    assert table["ours / floor"].tolist() == ["—", "1.11", "—"] and table["peer"].tolist() == ["captum", "—", "—"]
+    assert table["check"][0].startswith("faster than its floor (x0.50)") and table["check"][1:].tolist() == ["", ""]
+    assert table["peer ms/img (IQR)"].tolist() == ["6.00 (0)", "—", "—"] and table["ours / peer"].tolist() == ["0.833", "—", "—"]
+
+
+def test_the_spread_is_the_interquartile_range_of_the_timed_calls(monkeypatch):
+    times = iter([9.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # the warm-up (9 s) is not counted
+    monkeypatch.setattr(benchmark, "_one_call", lambda fn, device: (next(times), 1.0))
+    measured = benchmark.measure(lambda: None, repeats=5, budget=30.0)
+    assert (measured.seconds, measured.iqr_seconds, measured.calls) == (3.0, 2.0, 5)  # quartiles 2 and 4 (inclusive)
+    monkeypatch.setattr(benchmark, "_one_call", lambda fn, device: (60.0, 1.0))
+    assert benchmark.measure(lambda: None, repeats=5, budget=30.0) == benchmark.Measurement(60.0, 1.0, 0.0, 1)
