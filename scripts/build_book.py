@@ -50,6 +50,7 @@ def stage_sources(src: Path, notebooks: list[Path]) -> None:
         shutil.copy2(nb, src / "sections" / nb.name)
     stage_mathjax(src / "_static" / "mathjax")
     has_claims = write_claims_page(src, notebooks)
+    write_findings(src / "intro.md", notebooks)
     write_api_page(src)
     (src / "_toc.yml").write_text(toc(notebooks, has_references=(BOOK / "references.md").is_file(), has_claims=has_claims))
 
@@ -117,6 +118,27 @@ def chapter_title(notebook: Path) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return ""
+
+
+FINDINGS = "<!-- findings -->"
+
+
+def write_findings(intro: Path, notebooks: list[Path]) -> None:
+    """Replace the introduction's ``<!-- findings -->`` marker with what this build finds (the
+    README's headline, ``scripts/update_readme.py``), or with a line saying no section saved claims."""
+    import importlib.util
+
+    text = intro.read_text()
+    if FINDINGS not in text:
+        return
+    spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    sections = {nb.parent for nb in notebooks}
+    found = readme.findings(sections.pop(), notebooks) if len(sections) == 1 else None
+    body = (found + "\n\nEvery row is on the {doc}`claims page <claims>`, with its rule, n and numbers.") if found \
+        else "No section of this build saved claims."
+    intro.write_text(text.replace(FINDINGS, "## What this build finds\n\n" + body))
 
 
 def public_modules() -> list[str]:

@@ -6,10 +6,11 @@
 - The figure (``book/images/overview.png``): three embedded photographs with Grad-CAM, Group-CAM,
   CAMERAS and selective NormGrad (at ``stage5``, 14x14) maps of EfficientNet-Lite0, computed here with
   ``lib`` (about a minute on a CPU).
-- The headline: the verdict counts per section, read from the claims the executed
-  sections saved (``<sections>/claims/*.json``), written between the README's
-  ``<!-- claims:begin -->`` and ``<!-- claims:end -->`` markers with the profile they
-  were measured with.  Without executed sections the headline is left as it is.
+- The headline (:func:`findings`, also the head of the book's introduction): the verdict
+  counts per section, read from the claims the executed sections saved
+  (``<sections>/claims/*.json``), written between the README's ``<!-- claims:begin -->`` and
+  ``<!-- claims:end -->`` markers with the build they come from and the units they rest on.
+  Without executed sections the headline is left as it is.
 
 ``make readme`` runs it after ``make book``.
 """
@@ -55,12 +56,12 @@ def overview_figure(path: Path) -> None:
     print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 
 
-def build_commits(sections: Path) -> list[str]:
+def build_commits(sections: Path, notebooks: list[Path] | None = None) -> list[str]:
     """The commits the executed sections ran at, in section order, as their provenance printed them."""
     import json
 
     found = []
-    for notebook in sorted(sections.glob("*.ipynb")):
+    for notebook in sorted(sections.glob("*.ipynb")) if notebooks is None else notebooks:
         for cell in json.loads(notebook.read_text()).get("cells", []):
             for output in cell.get("outputs", []):
                 if output.get("output_type") == "stream":
@@ -68,17 +69,29 @@ def build_commits(sections: Path) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def claims_headline(readme: Path, sections: Path) -> bool:
+def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
+    """What a build finds, in a few lines and a table: the verdict counts per section, the build
+    they come from (commits, profile, images) and the units the tested verdicts rest on; the same
+    text heads the README and the book's introduction. None when no section saved claims.
+
+    Args:
+        sections: the folder of executed sections (``book/sections``) with ``claims/``.
+        notebooks: the executed sections to count (default: every claim saved in ``sections``,
+            with the profiles and commits of every notebook there).
+    """
     import json
+    import statistics
 
     from lib import claims
 
     found = claims.load_all(sections / "claims") if (sections / "claims").is_dir() else []
+    if notebooks is not None:  # only the sections being built
+        found = [c for c in found if c.section in {nb.stem for nb in notebooks}]
+    notebooks = sorted(sections.glob("*.ipynb")) if notebooks is None else list(notebooks)
     if not found:
-        print(f"no claims under {sections / 'claims'}: headline left as it is (run make book first)")
-        return False
+        return None
     profiles = set()
-    for notebook in sections.glob("*.ipynb"):
+    for notebook in notebooks:
         meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
         profiles.add(meta.get("parameters", {}).get("profile", "?"))
     stamp = (sections / ".profile").read_text() if (sections / ".profile").is_file() else ""
@@ -89,19 +102,31 @@ def claims_headline(readme: Path, sections: Path) -> bool:
         images = "ImageNet val and COCO128 images from `./data`"
     else:
         images = "the embedded photographs"
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: the markers {BEGIN} and {END} are missing")
-    commits = build_commits(sections)
+    commits = build_commits(sections, notebooks)
     built = f" at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}" if commits else ""
-    reproductions = sum(c.kind == "reproduction" for c in found)
-    block = (f"{BEGIN}\nVerdicts of the {reproductions} paper claims the sections test, and apart from them "
-             f"{len(found) - reproductions} checks of identities that hold by construction, as measured by `make book`{built} "
-             f"(profile {', '.join(sorted(profiles))}, on {images}). Each verdict follows one protocol: at least "
-             f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
-             f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}\n{END}")
-    readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S))
-    print(f"updated the claims headline of {readme.name} ({len(found)} claims)")
+    reproductions = [c for c in found if c.kind == "reproduction"]
+    tested = [c.n for c in reproductions if c.verdict != "not tested" and c.n]
+    rest_on = (f" The {len(tested)} tested reproductions rest on n = {min(tested)} to {max(tested)} units "
+               f"(median {statistics.median(tested):g}: images or image-category pairs)." if tested
+               else " No reproduction could be tested in this build.")
+    return (f"Verdicts of the {len(reproductions)} paper claims the sections test, and apart from them "
+            f"{len(found) - len(reproductions)} checks of identities that hold by construction, as measured by `make book`{built} "
+            f"(profile {', '.join(sorted(profiles))}, on {images}).{rest_on} Each verdict follows one protocol: at least "
+            f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
+            f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}")
+
+
+def claims_headline(readme: Path, sections: Path) -> bool:
+    text = findings(sections)
+    if text is None:
+        print(f"no claims under {sections / 'claims'}: headline left as it is (run make book first)")
+        return False
+    readme_text = readme.read_text()
+    if BEGIN not in readme_text or END not in readme_text:
+        raise SystemExit(f"{readme}: the markers {BEGIN} and {END} are missing")
+    block = f"{BEGIN}\n{text}\n{END}"
+    readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme_text, flags=re.S))
+    print(f"updated the claims headline of {readme.name}")
     return True
 
 

@@ -80,6 +80,18 @@ def test_readme_headline_is_replaced_between_its_markers(tmp_path):
     nbformat.write(nb, tmp_path / "sections" / "01_a.ipynb")
     assert update.claims_headline(readme, tmp_path / "sections")
     assert "as measured by `make book` at commit abc1234 " in readme.read_text()
+    assert "No reproduction could be tested in this build." in readme.read_text()  # its n is 0
+    # The book's introduction gets the same text, counting only the sections it is built from.
+    spec = importlib.util.spec_from_file_location("build_book", REPO / "scripts" / "build_book.py")
+    book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book)
+    intro = tmp_path / "intro.md"
+    for notebooks, expected in (([tmp_path / "sections" / "01_a.ipynb"], "| **all** | 1 | 0 | 0 | 0 | 0 / 0 |"),
+                                ([], "No section of this build saved claims.")):
+        intro.write_text(f"# Book\n\n{book.FINDINGS}\n\nmore\n")
+        book.write_findings(intro, notebooks)
+        text = intro.read_text()
+        assert book.FINDINGS not in text and expected in text and text.startswith("# Book\n\n") and text.endswith("more\n")
 
 
 # ---------------------------------------------------------------- the protocol
