@@ -37,6 +37,7 @@ import json
 import math
 import numbers
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -744,8 +745,21 @@ def styled(frame):
 
     flat = frame.reset_index()  # a Styler needs a unique index; the kind stays a column
     table_id = "verdicts-" + hashlib.sha1(flat.to_csv().encode()).hexdigest()[:8]  # one per table, the same on every run
-    return (flat.style.set_uuid(table_id).format(escape="html").map(_verdict_style, subset=["verdict"]).hide(axis="index")
-            .set_table_attributes('class="verdict-table"'))
+    style = flat.style.set_uuid(table_id).format(escape="html")
+    if "evidence" in flat.columns:  # a figure label links its figure on the page (its anchor is the label)
+        style = style.format(_evidence_anchors, subset=["evidence"])
+    return style.map(_verdict_style, subset=["verdict"]).hide(axis="index").set_table_attributes('class="verdict-table"')
+
+
+FIGURE_LABEL = re.compile(r"fig-[A-Za-z0-9_-]+")
+
+
+def _evidence_anchors(text) -> str:
+    """Evidence in a chapter's own table: each ``fig-...`` label a link to its figure on the page, the rest as text."""
+    import html
+
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    return ", ".join(f'<a href="#{item}">{item}</a>' if FIGURE_LABEL.fullmatch(item) else html.escape(item) for item in items)
 
 
 def _cell(text: str) -> str:
@@ -763,10 +777,13 @@ def figure_labels(notebook: Path) -> set[str]:
     }
 
 
-def _evidence(text: str, labels: set[str]) -> str:
-    """Each comma-separated item of ``evidence``: a cross-reference when it is a known figure label."""
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    return ", ".join(f"{{numref}}`{item}`" if item in labels else _cell(item) for item in items)
+def _evidence(text: str, labels: set[str], section: str) -> str:
+    """Each comma-separated item of ``evidence`` as a link: a cross-reference to the figure when it
+    is a known figure label, else a link to the section's page under the item's own words (a
+    table or a part of the page); no evidence at all links the page as "the chapter"."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()] or ["the chapter"]
+    page = lambda item: "{doc}`" + _cell(item.replace("<", "").replace(">", "").replace("`", "'")) + f" </sections/{section}>`"
+    return ", ".join(f"{{numref}}`{item}`" if item in labels else page(item) for item in items)
 
 
 def _title(section: str) -> str:
@@ -788,7 +805,7 @@ def _rows(chosen: list[Claim], labels: set[str]) -> list[str]:
     return head + [
         "| " + " | ".join(_cell(x) for x in (c.claim, _verdict_badge(c), c.n or "–", c.our_value, c.paper_value, c.rule,
                                              c.setting, c.source))
-        + f" | {_evidence(c.evidence, labels)} |"
+        + f" | {_evidence(c.evidence, labels, c.section)} |"
         for c in chosen
     ]
 

@@ -66,7 +66,8 @@ def stage_mathjax(target: Path) -> None:
 
 
 def repair_pages(html_root: Path) -> None:
-    """Fix what Jupyter Book 1's templates get wrong in every page (found by ``make check-book``).
+    """Fix what Jupyter Book 1's templates get wrong in every page (found by ``make check-book``),
+    and link every figure to its full-size PNG (:func:`link_full_size`).
 
     Repeated <script> tags are dropped (the first copy is kept), and the colour mode falls
     back to "light" instead of "" (sphinx-book-theme has no ``default_mode`` option, so
@@ -89,8 +90,23 @@ def repair_pages(html_root: Path) -> None:
                 seen.add(key)
             kept.append(line)
         text = "\n".join(kept).replace('localStorage.getItem("mode") || ""', 'localStorage.getItem("mode") || "light"')
+        text = link_full_size(text)
         if text != original:
             page.write_text(text)
+
+
+FIGURE = re.compile(r'(<a\b[^>]*>\s*)?(<img\b[^>]*\bsrc="([^"]*_images/[^"]+\.png)"[^>]*>)')
+
+
+def link_full_size(page: str) -> str:
+    """Each figure's <img> wrapped in a link to its PNG, so a reader can open it at full size
+    (the text column shows a wide figure at 768 px); an image already inside a link is left."""
+    def wrap(match: re.Match) -> str:
+        if match.group(1):
+            return match.group(0)
+        return f'<a class="full-size" href="{match.group(3)}" title="open the figure at full size">{match.group(2)}</a>'
+
+    return FIGURE.sub(wrap, page)
 
 
 def write_claims_page(src: Path, notebooks: list[Path]) -> bool:

@@ -36,7 +36,8 @@ def test_saved_claims_come_back_and_count_per_section(tmp_path):
     page = claims.markdown(found)
     assert "Reproductions: 1 reproduced, 1 partly, 0 not reproduced, 1 not tested. Checks: 0 hold, 0 fail." in page
     assert "a claim \\| with a pipe" in page  # a pipe would split the table's cell
-    assert page.count("| fig-x |") == 3  # an unknown label stays text (a dangling reference fails the -W build)
+    assert page.count("| {doc}`fig-x </sections/01_a>` |") == 2  # an unknown label links its chapter (a dangling numref fails -W)
+    assert page.count("| {doc}`fig-x </sections/02_b>` |") == 1
     assert claims.markdown(found, {"fig-x"}).count("| {numref}`fig-x` |") == 3
     assert "## 01 · A\n" in page and "## 02 · B\n" in page  # no title known: number and slug
     titled = claims.markdown(found, titles={"01_a": "Extract & Aggregate: NormGrad"})
@@ -374,6 +375,9 @@ def test_the_verdict_table_shows_every_cell_whole_and_colours_each_verdict():
     assert long_claim.strip() in html and "..." not in html
     assert claims.VERDICT_COLOURS["not tested"] in html and claims.VERDICT_COLOURS["reproduced"] in html
     assert claims.VERDICT_COLOURS["not reproduced"] not in html
+    section.not_tested("with evidence", "src", "p", reason="r", evidence="fig-a-b, part 4b table <i>")
+    html = section.table().to_html()
+    assert '<a href="#fig-a-b">fig-a-b</a>, part 4b table &lt;i&gt;' in html  # a figure label links its figure; the rest is text
 
 
 def test_what_the_review_found_is_refused_or_shown_safely():
