@@ -85,7 +85,19 @@ def below_floor(frame, threshold: float = 1 / NOISE):
     """Whether each row's method ran faster than its own floor by more than the noise
     (``ours / floor`` below ``1 / NOISE``): a floor is work the method cannot avoid, so such a
     row is a measurement problem (the floor's chunking, a cache, a timer), not a result."""
-    return frame["ours / floor"] < threshold
+    return _frame(frame)["ours / floor"] < threshold
+
+
+def _frame(rows):
+    """:func:`compare`'s rows (a list of dicts or a DataFrame) as a non-empty DataFrame with its columns."""
+    import pandas as pd
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    missing = [c for c in ("method", "batch", "peer", "ours ms/img", "ours / floor") if c not in frame.columns]
+    if frame.empty or missing:
+        raise ValueError(f"expected the rows of lib.benchmark.compare (columns method, batch, peer, ours ms/img, ...), "
+                         f"got {'no rows' if frame.empty else 'no column(s) ' + ', '.join(missing)}")
+    return frame
 
 
 def readable(frame, display_names: dict[str, str] | None = None):
@@ -95,19 +107,27 @@ def readable(frame, display_names: dict[str, str] | None = None):
     ``ours / floor`` is then not shown as a result."""
     import pandas as pd
 
+    frame = _frame(frame)
     names = display_names if display_names is not None else {m: registry.get(m).display for m in registry.METHODS}
     flagged = below_floor(frame)
-    with_spread = lambda median, iqr: "—" if math.isnan(median) else f"{significant(median)} ({significant(iqr, 2)})"
+    nan = float("nan")
+
+    def with_spread(median, iqr, calls):  # one timed call (the warm-up over budget) has no spread to show
+        return "—" if math.isnan(median) else f"{significant(median)} ({significant(iqr, 2) if calls > 1 else '1 call'})"
+
+    column = lambda name, default: frame[name] if name in frame.columns else [default] * len(frame)
     return pd.DataFrame({
         "method": [names.get(m, m) for m in frame["method"]],
         "batch": frame["batch"].astype(int),
-        "ours ms/img (IQR)": [with_spread(m, i) for m, i in zip(frame["ours ms/img"], frame["ours IQR ms/img"])],
-        "floor ms/img": [significant(v) for v in frame["floor ms/img"]],
+        "ours ms/img (IQR)": [with_spread(m, i, c) for m, i, c in
+                              zip(frame["ours ms/img"], column("ours IQR ms/img", nan), column("ours calls", 1))],
+        "floor ms/img": [significant(v) for v in column("floor ms/img", nan)],
         "ours / floor": ["—" if f else significant(v) for v, f in zip(frame["ours / floor"], flagged)],
         "peer": frame["peer"].replace("-", "—"),
-        "peer ms/img (IQR)": [with_spread(m, i) for m, i in zip(frame["peer ms/img"], frame["peer IQR ms/img"])],
-        "ours / peer": [significant(v) for v in frame["ours / peer"]],
-        "ours peak MiB": [significant(v) for v in frame["ours peak MiB"]],
+        "peer ms/img (IQR)": [with_spread(m, i, c) for m, i, c in
+                              zip(column("peer ms/img", nan), column("peer IQR ms/img", nan), column("peer calls", 1))],
+        "ours / peer": [significant(v) for v in column("ours / peer", nan)],
+        "ours peak MiB": [significant(v) for v in column("ours peak MiB", nan)],
         "check": [f"faster than its floor (x{significant(v, 2)}): a measurement problem, not a result" if f else ""
                   for v, f in zip(frame["ours / floor"], flagged)],
     })
@@ -172,8 +192,10 @@ def measure(fn: Callable[[], object], device: torch.device | str = "cpu", repeat
     Raises:
         ValueError: ``repeats < 1``.
     """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an integer of at least 1, got {repeats!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
     device = torch.device(device)
     first = _one_call(fn, device)
     if first[0] > budget:
@@ -284,12 +306,14 @@ def _row(method: str, batch: int, label: str, ours: Measurement, floor_: Measure
         "batch": batch,
         "ours ms/img": 1000 * ours.seconds / batch,
         "ours IQR ms/img": 1000 * ours.iqr_seconds / batch,
+        "ours calls": ours.calls,
         "ours peak MiB": ours.peak_mib,
         "floor ms/img": 1000 * floor_.seconds / batch if floor_ else nan,
         "ours / floor": ours.seconds / floor_.seconds if floor_ else nan,
         "peer": label,
         "peer ms/img": 1000 * theirs.seconds / batch if theirs else nan,
         "peer IQR ms/img": 1000 * theirs.iqr_seconds / batch if theirs else nan,
+        "peer calls": theirs.calls if theirs else 0,
         "peer peak MiB": theirs.peak_mib if theirs else nan,
         "ours / peer": ours.seconds / theirs.seconds if theirs else nan,
     }

@@ -763,7 +763,12 @@ def _evidence_anchors(text) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One Markdown table cell: on one line, with the characters MyST would read as syntax escaped
+    (``|`` ends a cell, ``$`` starts math, a backtick a literal or role)."""
+    text = " ".join(str(text).split())
+    for character in ("\\", "|", "$", "`", "*"):
+        text = text.replace(character, "\\" + character)
+    return text
 
 
 def figure_labels(notebook: Path) -> set[str]:
@@ -781,8 +786,9 @@ def _evidence(text: str, labels: set[str], section: str) -> str:
     """Each comma-separated item of ``evidence`` as a link: a cross-reference to the figure when it
     is a known figure label, else a link to the section's page under the item's own words (a
     table or a part of the page); no evidence at all links the page as "the chapter"."""
-    items = [item.strip() for item in str(text).split(",") if item.strip()] or ["the chapter"]
-    page = lambda item: "{doc}`" + _cell(item.replace("<", "").replace(">", "").replace("`", "'")) + f" </sections/{section}>`"
+    items = [item.strip() for item in re.split(r",(?![^()]*\))", str(text)) if item.strip()] or ["the chapter"]
+    words = lambda item: " ".join(item.replace("<", " ").replace(">", " ").replace("`", "'").split()) or "the chapter"
+    page = lambda item: "{doc}`" + words(item) + f" </sections/{section}>`"
     return ", ".join(f"{{numref}}`{item}`" if item in labels else page(item) for item in items)
 
 

@@ -46,11 +46,19 @@ def significant(value, digits: int = 3) -> str:
     """``value`` as a table shows it: ``digits`` significant figures (``0.0123``, ``1.23``), whole
     numbers from ``10 ** (digits - 1)`` up as integers with thousands separators (``1,234``), and
     "—" for a missing value (None or NaN)."""
-    if value is None:
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ValueError(f"digits must be a whole number of at least 1, got {digits!r}")
+    import pandas as pd
+
+    if value is None or value is pd.NA or value is pd.NaT:
         return "—"
+    if np.ndim(value) != 0:
+        raise TypeError(f"significant formats one number, got {type(value).__name__} of shape {np.shape(value)}")
+    if isinstance(value, (str, bytes)):
+        return str(value)
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return str(value)
     if math.isnan(number):
         return "—"
@@ -127,8 +135,20 @@ def method_grid(
     Raises:
         ValueError: ``max_columns`` below 2.
     """
-    if max_columns < 2:
-        raise ValueError(f"max_columns must be at least 2 (the image and one map), got {max_columns!r}")
+    if isinstance(max_columns, bool) or not isinstance(max_columns, int) or max_columns < 2:
+        raise ValueError(f"max_columns must be a whole number of at least 2 (the image and one map), got {max_columns!r}")
+    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"pixels must be a (B, 3, H, W) tensor, got {getattr(pixels, 'shape', type(pixels).__name__)}")
+    if not maps:
+        raise ValueError("maps is empty: give at least one method's (B, H, W) maps")
+    for name, batch in maps.items():
+        if not isinstance(batch, torch.Tensor) or tuple(batch.shape) != (pixels.shape[0], *pixels.shape[-2:]):
+            raise ValueError(f"maps[{name!r}] must be a (B, H, W) = {(pixels.shape[0], *pixels.shape[-2:])} tensor like the "
+                             f"pixels, got {getattr(batch, 'shape', type(batch).__name__)}")
+    if row_titles is not None and len(row_titles) != pixels.shape[0]:
+        raise ValueError(f"row_titles has {len(row_titles)} titles for {pixels.shape[0]} images")
+    if percentile is not None and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100] or None, got {percentile!r}")
     names = list(maps)
     per_block = max_columns - 1
     blocks = [names[i : i + per_block] for i in range(0, len(names), per_block)] or [[]]
@@ -285,8 +305,12 @@ def cameras_steps(pixels: torch.Tensor, per_scale: torch.Tensor, sizes: Sequence
 
 
 def difference_table(matrix: torch.Tensor, labels: Sequence, *, title: str = "", fmt: str = ".2f"):
-    """Heat map of a square table (Table 5.4 analogue: Eq. 5.5 differences between settings)."""
+    """Heat map of a square table (Table 5.4 analogue: Eq. 5.5 differences between settings), one label per row."""
     import seaborn as sns
+
+    shape = tuple(torch.as_tensor(matrix).shape)
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] != len(labels):
+        raise ValueError(f"difference_table needs a square matrix with one label per row, got shape {shape} and {len(labels)} labels")
 
     fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 1.8, 0.8 * len(labels) + 1.2))
     sns.heatmap(torch.as_tensor(matrix).cpu().numpy(), annot=True, fmt=fmt, xticklabels=labels, yticklabels=labels,
@@ -543,6 +567,13 @@ def benchmark_ratios(frame, *, batches: Sequence[int] | None = None, floor_at_le
             (``lib.benchmark.below_floor``) and gets no bar.
         names: method -> the name shown (default: the names in the frame).
     """
+    import pandas as pd
+
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(list(frame))
+    if frame.empty or "ours / floor" not in frame.columns:
+        raise ValueError("benchmark_ratios needs the rows of lib.benchmark.compare (columns method, batch, peer, ratios)")
+    if not isinstance(floor_at_least, (int, float)) or not math.isfinite(floor_at_least) or floor_at_least < 0:
+        raise ValueError(f"floor_at_least must be a finite ratio >= 0, got {floor_at_least!r}")
     frame = frame.assign(**{"ours / floor": frame["ours / floor"].where(frame["ours / floor"] >= floor_at_least)})
     batches = sorted(frame["batch"].unique()) if batches is None else list(batches)
     methods = list(dict.fromkeys(frame["method"]))

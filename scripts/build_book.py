@@ -150,8 +150,7 @@ def write_findings(intro: Path, notebooks: list[Path]) -> None:
     spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
     readme = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme)
-    sections = {nb.parent for nb in notebooks}
-    found = readme.findings(sections.pop(), notebooks) if len(sections) == 1 else None
+    found = readme.findings(notebooks[0].parent, notebooks) if notebooks else None
     body = (found + "\n\nEvery row is on the {doc}`claims page <claims>`, with its rule, n and numbers.") if found \
         else "No section of this build saved claims."
     intro.write_text(text.replace(FINDINGS, "## What this build finds\n\n" + body))

@@ -50,7 +50,7 @@ DESKTOP, MOBILE = {"width": 1400, "height": 900}, {"width": 420, "height": 900}
 # Elements of the text column that stick out past its right edge, outside any box that scrolls.
 OVERFLOW_JS = """() => {
   const column = document.querySelector('article.bd-article');
-  if (!column) return [];
+  if (!column) return ['no article.bd-article: the theme changed, the width check cannot run'];
   const limit = column.getBoundingClientRect().right + 2;
   const found = [];
   for (const element of column.querySelectorAll('*')) {
@@ -59,7 +59,7 @@ OVERFLOW_JS = """() => {
     let parent = element.parentElement, contained = false;
     while (parent && parent !== column) {
       const overflow = getComputedStyle(parent).overflowX;
-      if (['auto', 'scroll', 'hidden'].includes(overflow) && parent.getBoundingClientRect().right <= limit) { contained = true; break; }
+      if (['auto', 'scroll'].includes(overflow) && parent.getBoundingClientRect().right <= limit) { contained = true; break; }
       parent = parent.parentElement;
     }
     if (!contained) found.push(element.tagName.toLowerCase() + ': ' + (element.textContent || '').trim().slice(0, 60));
@@ -84,7 +84,8 @@ UNLINKED_EVIDENCE_JS = """() => {
     if (column < 0) continue;
     for (const row of table.querySelectorAll('tbody tr')) {
       const cell = row.children[column];
-      if (cell && !cell.querySelector('a[href]')) found.push(cell.textContent.trim().slice(0, 60));
+      const links = cell ? Array.from(cell.querySelectorAll('a[href]')).filter(a => a.textContent.trim()) : [];
+      if (cell && !links.length) found.push(cell.textContent.trim().slice(0, 60));
     }
   }
   return found;

@@ -257,9 +257,13 @@ def provenance_of(nb) -> dict:
     """The run kind, commit and device the section printed (``lib.provenance.summary``), or {}."""
     for cell in nb.cells:
         for output in cell.get("outputs", []):
-            text = output.get("text", "") if output.get("output_type") == "stream" else ""
-            if text.startswith("run: "):
-                return {m.group(1): m.group(2) for line in text.splitlines() if (m := PROVENANCE_LINE.match(line))}
+            if output.get("output_type") != "stream" or output.get("name") != "stdout":
+                continue
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            block = re.search(r"^run: .*", text, flags=re.M | re.S)  # lib.provenance.summary, wherever it starts
+            if block:
+                return {m.group(1): m.group(2) for line in block.group(0).splitlines() if (m := PROVENANCE_LINE.match(line))}
     return {}
 
 
@@ -267,7 +271,8 @@ def _code(value) -> str:
     return "`" + repr(value).replace("`", "'") + "`"
 
 
-def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: float, claims: list) -> str:
+def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: float, claims: list,
+            overrides: dict | None = None) -> str:
     """The "This page ran on" box of a section: what ran (profile, data, model, device, commit,
     time), the values that differ from the parameters cell shown on the page, the verdicts
     with the units they rest on, and the command that reproduces the page."""
@@ -305,9 +310,17 @@ def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: fl
         rest_on = (f"; the tested ones rest on n = {min(c.n for c in tested)} to {max(c.n for c in tested)} "
                    f"({', '.join(units)})" if tested else "; none could be tested in this run")
         lines += [f"**Verdicts** ({{doc}}`/claims`): " + " and ".join(parts) + rest_on + ".", ""]
+    import json
+    import shlex
+
     command = ["python", "scripts/execute_notebook.py", rel(src), rel(dst), "--profile", profile]
+    for name, value in (overrides or {}).items():  # JSON is YAML, which -p reads
+        command += ["-p", f"{name}={json.dumps(value)}"]
     environment = f"{paths.DATA_ENV}=/path/to/data " if found and os.environ.get(paths.DATA_ENV, "").strip() else ""
-    lines += [f"**Reproduce this page**: `{environment}{' '.join(command)}` (every page: `{environment}make book`).", "```"]
+    book = "make book" if profile == "quick" else f"make book PROFILE={shlex.quote(profile)}"
+    every = f" (every page: `{environment}{book}`)" if not overrides else ""
+    shown = " ".join(shlex.quote(part) for part in command).replace("`", "'")
+    lines += [f"**Reproduce this page**: `{environment}{shown}`{every}.", "```"]
     return "\n".join(lines)
 
 
@@ -364,7 +377,7 @@ def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -
 
         saved = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
         insert_run_box(tmp, run_box(nbformat.read(tmp, as_version=4), src=src, dst=dst, profile=profile, params=params,
-                                    seconds=time.monotonic() - start, claims=saved))
+                                    seconds=time.monotonic() - start, claims=saved, overrides=overrides))
         (dst.parent / "claims").mkdir(exist_ok=True)
         for saved in sorted((stage / "claims").glob("*.json")):
             os.replace(saved, dst.parent / "claims" / saved.name)

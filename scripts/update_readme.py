@@ -84,24 +84,21 @@ def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
 
     from lib import claims
 
-    found = claims.load_all(sections / "claims") if (sections / "claims").is_dir() else []
-    if notebooks is not None:  # only the sections being built
-        found = [c for c in found if c.section in {nb.stem for nb in notebooks}]
-    notebooks = sorted(sections.glob("*.ipynb")) if notebooks is None else list(notebooks)
+    if notebooks is not None:  # only the sections being built, wherever they lie
+        notebooks = [Path(nb) for nb in notebooks]
+        folders = list(dict.fromkeys(nb.parent / "claims" for nb in notebooks))
+        stems = {nb.stem for nb in notebooks}
+        found = [c for folder in folders if folder.is_dir() for c in claims.load_all(folder) if c.section in stems]
+    else:
+        found = claims.load_all(sections / "claims") if (sections / "claims").is_dir() else []
+        notebooks = sorted(sections.glob("*.ipynb"))
     if not found:
         return None
     profiles = set()
     for notebook in notebooks:
         meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
         profiles.add(meta.get("parameters", {}).get("profile", "?"))
-    stamp = (sections / ".profile").read_text() if (sections / ".profile").is_file() else ""
-    root = re.search(r"SALIENCY_DATA=(\S*)", stamp)
-    if root and root.group(1):
-        images = "ImageNet val and COCO128 images from `SALIENCY_DATA`"
-    elif "data/imagenet-val=present" in stamp:
-        images = "ImageNet val and COCO128 images from `./data`"
-    else:
-        images = "the embedded photographs"
+    images = images_of((sections / ".profile").read_text() if (sections / ".profile").is_file() else "")
     commits = build_commits(sections, notebooks)
     built = f" at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}" if commits else ""
     reproductions = [c for c in found if c.kind == "reproduction"]
@@ -114,6 +111,18 @@ def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
             f"(profile {', '.join(sorted(profiles))}, on {images}).{rest_on} Each verdict follows one protocol: at least "
             f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
             f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}")
+
+
+def images_of(stamp: str) -> str:
+    """The images a build ran on, from its profile stamp (``book/sections/.profile``): the data
+    sets found under ``$SALIENCY_DATA`` (or ``./data``), else the embedded photographs."""
+    given = re.search(r"SALIENCY_DATA=(\S*)", stamp)
+    root, where = (Path(given.group(1)), "`SALIENCY_DATA`") if given and given.group(1) else (REPO / "data", "`./data`")
+    found = [name for name, folder in (("ImageNet val", "imagenet-val"), ("COCO128", "coco128")) if (root / folder).is_dir()]
+    if not (given and given.group(1)):  # ./data as the stamp recorded it when the build ran
+        found = [name for name, folder in (("ImageNet val", "imagenet-val"), ("COCO128", "coco128"))
+                 if f"data/{folder}=present" in stamp]
+    return f"{' and '.join(found)} images from {where}" if found else "the embedded photographs"
 
 
 def claims_headline(readme: Path, sections: Path) -> bool:

@@ -171,7 +171,14 @@ def test_a_row_faster_than_its_floor_is_flagged_not_shown_as_a_result():
     assert table["ours ms/img (IQR)"].tolist() == ["5.00 (1.0)"] * 3
     assert table["ours / floor"].tolist() == ["—", "1.11", "—"] and table["peer"].tolist() == ["captum", "—", "—"]
     assert table["check"][0].startswith("faster than its floor (x0.50)") and table["check"][1:].tolist() == ["", ""]
-    assert table["peer ms/img (IQR)"].tolist() == ["6.00 (0)", "—", "—"] and table["ours / peer"].tolist() == ["0.833", "—", "—"]
+    assert table["peer ms/img (IQR)"].tolist() == ["6.00 (1 call)", "—", "—"]  # one timed call: no spread to show
+    assert table["ours / peer"].tolist() == ["0.833", "—", "—"]
+    assert benchmark.readable(rows)["check"][0] == table["check"][0]  # compare()'s own list of rows is accepted
+    with pytest.raises(ValueError, match="expected the rows of lib.benchmark.compare"):
+        benchmark.readable([])
+    for bad in ({"repeats": 1.5}, {"repeats": 0}, {"budget": -1}, {"budget": float("nan")}):
+        with pytest.raises(ValueError, match="repeats must be an integer|budget must be a positive number"):
+            benchmark.measure(lambda: None, **bad)
 
 
 def test_the_spread_is_the_interquartile_range_of_the_timed_calls(monkeypatch):

@@ -40,6 +40,11 @@ def test_saved_claims_come_back_and_count_per_section(tmp_path):
     assert page.count("| {doc}`fig-x </sections/02_b>` |") == 1
     assert claims.markdown(found, {"fig-x"}).count("| {numref}`fig-x` |") == 3
     assert "## 01 · A\n" in page and "## 02 · B\n" in page  # no title known: number and slug
+    odd = claims.Claim("03_c", "costs $5 and $10 with `code` and *stars*", "s", "p", "o", "set", "reproduced",
+                       evidence="Table 1 (left, right), <>")
+    odd_page = claims.markdown([odd])
+    assert "costs \\$5 and \\$10 with \\`code\\` and \\*stars\\*" in odd_page  # MyST reads none of it as syntax
+    assert "{doc}`Table 1 (left, right) </sections/03_c>`, {doc}`the chapter </sections/03_c>`" in odd_page
     titled = claims.markdown(found, titles={"01_a": "Extract & Aggregate: NormGrad"})
     assert "## 01 · Extract & Aggregate: NormGrad\n" in titled and "## 02 · B\n" in titled  # each chapter's own title
     colour = lambda verdict: f'<strong class="verdict" style="background-color: {claims.VERDICT_COLOURS[verdict]}">'

@@ -138,6 +138,14 @@ def test_the_run_box_sits_under_the_title_and_says_what_ran(tmp_path, monkeypatc
     assert "3 reproductions (1 reproduced, 1 not reproduced, 1 not tested) and 1 check (1 holds)" in box
     assert "n = 3 to 486 (image-category pairs, images)" in box  # the untested claim's n = 6 is not evidence
     assert "python scripts/execute_notebook.py notebooks/99_x.ipynb book/sections/99_x.ipynb --profile full" in box
+    assert "(every page: `make book PROFILE=full`)" in box
+    overridden = execute.run_box(nbformat.read(path, as_version=4), src=execute.REPO / "notebooks" / "99_x.ipynb",
+                                 dst=execute.REPO / "book" / "sections" / "99_x.ipynb", profile="quick",
+                                 params={"profile": "quick", "groups": 16}, seconds=1, claims=[], overrides={"groups": 16})
+    assert "--profile quick -p groups=16`." in overridden  # the override is part of what reproduces the page
+    late = nbformat.v4.new_output("stream", name="stdout", text="loading\nrun: build\ngit commit: def5678\ndevice: GPU\n")
+    assert execute.provenance_of(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=[late])])) == {
+        "run": "build", "git commit": "def5678", "device": "GPU"}  # found after an earlier print in the same stream
     unchanged = execute.run_box(nbformat.read(path, as_version=4), src=path, dst=path, profile="quick",
                                 params={"profile": "quick"}, seconds=3, claims=[])
     assert "exactly the parameters cell below" in unchanged and "Verdicts" not in unchanged and "device** unknown" not in box

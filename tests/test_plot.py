@@ -32,5 +32,23 @@ def test_a_grid_of_many_methods_wraps_into_blocks_with_one_colour_bar():
         assert "99th percentile" in bars[0].get_ylabel()
     finally:
         plt.close(fig)
-    with pytest.raises(ValueError, match="max_columns must be at least 2"):
-        plot.method_grid(pixels, maps, max_columns=1)
+    for bad in (1, 2.5, "3", True):
+        with pytest.raises(ValueError, match="max_columns must be a whole number of at least 2"):
+            plot.method_grid(pixels, maps, max_columns=bad)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda p, m: plot.method_grid(p, {"a": torch.rand(2, 8, 8)}), r"maps\['a'\] must be a \(B, H, W\) = \(2, 16, 16\)"),
+    (lambda p, m: plot.method_grid(p[0], m), r"pixels must be a \(B, 3, H, W\) tensor"),
+    (lambda p, m: plot.method_grid(p, {"a": torch.rand(3, 16, 16)}), r"maps\['a'\] must be"),
+    (lambda p, m: plot.method_grid(p, {}), "maps is empty"),
+    (lambda p, m: plot.method_grid(p, m, row_titles=["one"]), "row_titles has 1 titles for 2 images"),
+    (lambda p, m: plot.method_grid(p, m, percentile=150), r"percentile must be in \(0, 100\]"),
+    (lambda p, m: plot.method_grid(p, {"a": torch.rand(2, 16, 16).numpy()}), r"maps\['a'\] must be"),
+    (lambda p, m: plot.difference_table(torch.rand(3, 3), ["a", "b"]), "square matrix with one label per row"),
+    (lambda p, m: plot.benchmark_ratios([]), "needs the rows of lib.benchmark.compare"),
+    (lambda p, m: plot.significant(0.5, 0), "digits must be a whole number"),
+])
+def test_what_a_figure_cannot_show_is_refused_by_name(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(torch.rand(2, 3, 16, 16), {"a": torch.rand(2, 16, 16)})
