@@ -276,6 +276,7 @@ def randomization_maps(pixels: torch.Tensor, rows: Mapping[str, torch.Tensor], l
         for c, s in enumerate(steps, start=2):
             overlay(axes[r, c], pixels, maps[s], title=layer_names[s - 1])
     fig.tight_layout()
+    map_colour_bar(fig, axes[:, 1:])
     return fig
 
 
@@ -301,6 +302,7 @@ def cameras_steps(pixels: torch.Tensor, per_scale: torch.Tensor, sizes: Sequence
     overlay(axes[0, -2], pixels, fused, title="CAMERAS")
     overlay(axes[0, -1], pixels, gradcam_map, title="Grad-CAM")
     fig.tight_layout()
+    map_colour_bar(fig, axes[:, 1:])
     return fig
 
 
@@ -429,6 +431,8 @@ def framework_grid(pixels: torch.Tensor, maps: Mapping[str, Mapping[str, torch.T
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    scaled = "" if percentile is None else f" (each map over its {percentile:g}th percentile, display only)"
+    map_colour_bar(fig, axes, label="map value" + scaled)
     return fig
 
 
