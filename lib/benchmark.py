@@ -81,10 +81,10 @@ def slower_than_peers(frame, threshold: float = 1.1):
     return slower.assign(reason=reasons)
 
 
-def below_floor(frame, threshold: float = 1 / NOISE):
-    """Whether each row's method ran faster than its own floor by more than the noise
-    (``ours / floor`` below ``1 / NOISE``): a floor is work the method cannot avoid, so such a
-    row is a measurement problem (the floor's chunking, a cache, a timer), not a result."""
+def below_floor(frame, threshold: float = 1.0):
+    """Whether each row's method ran faster than its own floor (``ours / floor`` below
+    ``threshold``): a floor is work the method cannot avoid, so such a row is a measurement
+    problem (run-to-run noise, the floor's chunking, a cache), not a result."""
     return _frame(frame)["ours / floor"] < threshold
 
 

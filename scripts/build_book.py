@@ -151,8 +151,7 @@ def write_findings(intro: Path, notebooks: list[Path]) -> None:
     readme = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme)
     found = readme.findings(notebooks[0].parent, notebooks) if notebooks else None
-    body = (found + "\n\nEvery row is on the {doc}`claims page <claims>`, with its rule, n and numbers.") if found \
-        else "No section of this build saved claims."
+    body = found if found else "No section of this build saved claims."
     intro.write_text(text.replace(FINDINGS, "## What this build finds\n\n" + body))
 
 

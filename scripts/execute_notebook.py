@@ -305,10 +305,10 @@ def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: fl
             counts = ", ".join(f"{n} {v}" for v in verdicts if (n := sum(c.verdict == v for c in chosen)))
             if chosen:
                 parts.append(f"{len(chosen)} {kind}{'' if len(chosen) == 1 else 's'} ({counts})")
-        tested = [c for c in claims if c.verdict != "not tested" and c.n]
+        tested = [c for c in claims if c.kind == "reproduction" and c.verdict != "not tested" and c.n]
         units = sorted({c.units for c in tested if c.units})
-        rest_on = (f"; the tested ones rest on n = {min(c.n for c in tested)} to {max(c.n for c in tested)} "
-                   f"({', '.join(units)})" if tested else "; none could be tested in this run")
+        rest_on = (f"; the tested reproductions rest on n = {min(c.n for c in tested)} to {max(c.n for c in tested)} "
+                   f"({', '.join(units)})" if tested else "; no reproduction could be tested in this run")
         lines += [f"**Verdicts** ({{doc}}`/claims`): " + " and ".join(parts) + rest_on + ".", ""]
     import json
     import shlex

@@ -106,8 +106,11 @@ def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
     rest_on = (f" The {len(tested)} tested reproductions rest on n = {min(tested)} to {max(tested)} units "
                f"(median {statistics.median(tested):g}: images or image-category pairs)." if tested
                else " No reproduction could be tested in this build.")
+    checks = [c for c in found if c.kind == "check"]
+    held = sum(c.verdict == "holds" for c in checks)
     return (f"Verdicts of the {len(reproductions)} paper claims the sections test, and apart from them "
-            f"{len(found) - len(reproductions)} checks of identities that hold by construction, as measured by `make book`{built} "
+            f"{len(checks)} checks of identities expected to hold by construction ({held} hold, {len(checks) - held} do not), "
+            f"as measured by `make book`{built} "
             f"(profile {', '.join(sorted(profiles))}, on {images}).{rest_on} Each verdict follows one protocol: at least "
             f"{claims.N_MIN} independent units, a paired sign-flip test, rules fixed before the data (the book's claims "
             f"page has every row with its rule, n and numbers):\n\n{claims.headline(found)}")

@@ -165,7 +165,7 @@ def test_a_row_faster_than_its_floor_is_flagged_not_shown_as_a_result():
             benchmark._row("rise", 2, "-", ours, None, None)]
     frame = pd.DataFrame(rows)
     assert frame["ours IQR ms/img"].tolist() == [1.0, 1.0, 1.0]  # per image
-    assert benchmark.below_floor(frame).tolist() == [True, False, False]  # 0.5 < 1 / NOISE; 1.11 is not; no floor is not
+    assert benchmark.below_floor(frame).tolist() == [True, False, False]  # 0.5 is below its floor; 1.11 is not; no floor is not
     table = benchmark.readable(frame)
     assert table["method"].tolist() == ["Grad-CAM", "Gradient", "RISE"]  # the registry's display names
     assert table["ours ms/img (IQR)"].tolist() == ["5.00 (1.0)"] * 3

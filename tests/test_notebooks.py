@@ -136,7 +136,7 @@ def test_the_run_box_sits_under_the_title_and_says_what_ran(tmp_path, monkeypatc
     assert "the six embedded photographs" in box
     assert "`n_images` = `1000`, `methods` = `['gradcam']`" in box and "profile` =" not in box
     assert "3 reproductions (1 reproduced, 1 not reproduced, 1 not tested) and 1 check (1 holds)" in box
-    assert "n = 3 to 486 (image-category pairs, images)" in box  # the untested claim's n = 6 is not evidence
+    assert "tested reproductions rest on n = 40 to 486 (image-category pairs, images)" in box  # not the check's 3 nor the untested 6
     assert "python scripts/execute_notebook.py notebooks/99_x.ipynb book/sections/99_x.ipynb --profile full" in box
     assert "(every page: `make book PROFILE=full`)" in box
     overridden = execute.run_box(nbformat.read(path, as_version=4), src=execute.REPO / "notebooks" / "99_x.ipynb",
