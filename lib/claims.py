@@ -738,13 +738,14 @@ def _verdict_style(verdict: str) -> str:
 
 def styled(frame):
     """A verdict table as the book shows it: every cell whole (pandas' own view cuts text at 50
-    characters) and each verdict on its colour (:data:`VERDICT_COLOURS`). A pandas Styler;
-    ``.data`` is the frame with its index as a column."""
+    characters) and each verdict on its colour (:data:`VERDICT_COLOURS`), headed as on the claims
+    page (``paper``, ``ours``). A pandas Styler; ``.data`` is the frame with its index as a column."""
 
     import hashlib
 
     flat = frame.reset_index()  # a Styler needs a unique index; the kind stays a column
     table_id = "verdicts-" + hashlib.sha1(flat.to_csv().encode()).hexdigest()[:8]  # one per table, the same on every run
+    flat = flat.rename(columns={"paper_value": "paper", "our_value": "ours"})  # the claims page's headings
     style = flat.style.set_uuid(table_id).format(escape="html")
     if "evidence" in flat.columns:  # a figure label links its figure on the page (its anchor is the label)
         style = style.format(_evidence_anchors, subset=["evidence"])
