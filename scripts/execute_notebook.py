@@ -280,7 +280,6 @@ def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: fl
     from lib import paths
 
     seen = provenance_of(nb)
-    root = paths.data_root()
     found = [name for name, where in (("ImageNet val", paths.imagenet_val_root()), ("COCO128", paths.coco128_root()))
              if where.is_dir()]
     data = (f"`${paths.DATA_ENV}` with {' and '.join(found)}" if found and os.environ.get(paths.DATA_ENV, "").strip()
@@ -375,9 +374,9 @@ def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -
         sys.path.insert(0, str(REPO))
         from lib import claims as claim_module
 
-        saved = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
+        section_claims = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
         insert_run_box(tmp, run_box(nbformat.read(tmp, as_version=4), src=src, dst=dst, profile=profile, params=params,
-                                    seconds=time.monotonic() - start, claims=saved, overrides=overrides))
+                                    seconds=time.monotonic() - start, claims=section_claims, overrides=overrides))
         (dst.parent / "claims").mkdir(exist_ok=True)
         for saved in sorted((stage / "claims").glob("*.json")):
             os.replace(saved, dst.parent / "claims" / saved.name)
