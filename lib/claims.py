@@ -752,15 +752,20 @@ def styled(frame):
     return style.map(_verdict_style, subset=["verdict"]).hide(axis="index").set_table_attributes('class="verdict-table"')
 
 
-FIGURE_LABEL = re.compile(r"fig-[A-Za-z0-9_-]+")
+_FIGURE_LABEL = re.compile(r"fig-[A-Za-z0-9_-]+")
 
 
 def _evidence_anchors(text) -> str:
     """Evidence in a chapter's own table: each ``fig-...`` label a link to its figure on the page, the rest as text."""
     import html
 
-    items = [item.strip() for item in str(text).split(",") if item.strip()]
-    return ", ".join(f'<a href="#{item}">{item}</a>' if FIGURE_LABEL.fullmatch(item) else html.escape(item) for item in items)
+    return ", ".join(f'<a href="#{item}">{item}</a>' if _FIGURE_LABEL.fullmatch(item) else html.escape(item)
+                     for item in _evidence_items(text))
+
+
+def _evidence_items(text) -> list[str]:
+    """The comma-separated items of an evidence string; a comma inside brackets does not split."""
+    return [item.strip() for item in re.split(r",(?![^()]*\))", str(text)) if item.strip()]
 
 
 def _cell(text: str) -> str:
@@ -787,7 +792,7 @@ def _evidence(text: str, labels: set[str], section: str) -> str:
     """Each comma-separated item of ``evidence`` as a link: a cross-reference to the figure when it
     is a known figure label, else a link to the section's page under the item's own words (a
     table or a part of the page); no evidence at all links the page as "the chapter"."""
-    items = [item.strip() for item in re.split(r",(?![^()]*\))", str(text)) if item.strip()] or ["the chapter"]
+    items = _evidence_items(text) or ["the chapter"]
     words = lambda item: " ".join(item.replace("<", " ").replace(">", " ").replace("`", "'").split()) or "the chapter"
     page = lambda item: "{doc}`" + words(item) + f" </sections/{section}>`"
     return ", ".join(f"{{numref}}`{item}`" if item in labels else page(item) for item in items)

@@ -102,6 +102,11 @@ def map_colour_bar(fig, axes, label: str = "map value", cmap: str = MAP_COLOURS)
     return bar
 
 
+def _scaled_label(percentile: float | None) -> str:
+    """The colour bar's label for maps shown as given (None) or scaled by :func:`display_scale`."""
+    return "map value" + ("" if percentile is None else f" (each map over its {percentile:g}th percentile, display only)")
+
+
 def display_scale(saliency: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
     """Divide a map by its ``percentile``-th value and clip to [0, 1] (display only)."""
     top = torch.quantile(saliency.detach().float().flatten(), percentile / 100.0)
@@ -165,8 +170,7 @@ def method_grid(
             for ax in row[1 + len(block):]:
                 ax.set_axis_off()
     fig.tight_layout()
-    scaled = "" if percentile is None else f" (each map over its {percentile:g}th percentile, display only)"
-    map_colour_bar(fig, axes[:, 1:], label="map value" + scaled)
+    map_colour_bar(fig, axes[:, 1:], label=_scaled_label(percentile))
     return fig
 
 
@@ -431,8 +435,7 @@ def framework_grid(pixels: torch.Tensor, maps: Mapping[str, Mapping[str, torch.T
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    scaled = "" if percentile is None else f" (each map over its {percentile:g}th percentile, display only)"
-    map_colour_bar(fig, axes, label="map value" + scaled)
+    map_colour_bar(fig, axes, label=_scaled_label(percentile))
     return fig
 
 

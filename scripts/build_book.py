@@ -114,10 +114,7 @@ def write_claims_page(src: Path, notebooks: list[Path]) -> bool:
     sys.path.insert(0, str(REPO))
     from lib import claims
 
-    found = []
-    for directory in sorted({nb.parent / "claims" for nb in notebooks}):
-        if directory.is_dir():
-            found += [c for c in claims.load_all(directory) if any(nb.stem == c.section for nb in notebooks)]
+    found = readme_script().saved_claims(notebooks)
     if found:
         labels = set().union(*(claims.figure_labels(nb) for nb in notebooks))
         (src / "claims.md").write_text(claims.markdown(found, labels, {nb.stem: chapter_title(nb) for nb in notebooks}))
@@ -139,18 +136,23 @@ def chapter_title(notebook: Path) -> str:
 FINDINGS = "<!-- findings -->"
 
 
+def readme_script():
+    """``scripts/update_readme.py`` as a module: the README headline and the introduction share its text."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_findings(intro: Path, notebooks: list[Path]) -> None:
     """Replace the introduction's ``<!-- findings -->`` marker with what this build finds (the
     README's headline, ``scripts/update_readme.py``), or with a line saying no section saved claims."""
-    import importlib.util
-
     text = intro.read_text()
     if FINDINGS not in text:
         return
-    spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
-    readme = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme)
-    found = readme.findings(notebooks[0].parent, notebooks) if notebooks else None
+    found = readme_script().findings(notebooks[0].parent, notebooks) if notebooks else None
     body = found if found else "No section of this build saved claims."
     intro.write_text(text.replace(FINDINGS, "## What this build finds\n\n" + body))
 

@@ -31,8 +31,10 @@ exits with status 1 and a one-line message naming the notebook.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -309,9 +311,6 @@ def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: fl
         rest_on = (f"; the tested reproductions rest on n = {min(c.n for c in tested)} to {max(c.n for c in tested)} "
                    f"({', '.join(units)})" if tested else "; no reproduction could be tested in this run")
         lines += [f"**Verdicts** ({{doc}}`/claims`): " + " and ".join(parts) + rest_on + ".", ""]
-    import json
-    import shlex
-
     command = ["python", "scripts/execute_notebook.py", rel(src), rel(dst), "--profile", profile]
     for name, value in (overrides or {}).items():  # JSON is YAML, which -p reads
         command += ["-p", f"{name}={json.dumps(value)}"]

@@ -69,6 +69,15 @@ def build_commits(sections: Path, notebooks: list[Path] | None = None) -> list[s
     return list(dict.fromkeys(found))
 
 
+def saved_claims(notebooks: list[Path]) -> list:
+    """The claims the given executed sections saved beside them (``<folder>/claims/``), theirs only."""
+    from lib import claims
+
+    stems = {Path(nb).stem for nb in notebooks}
+    folders = dict.fromkeys(Path(nb).parent / "claims" for nb in notebooks)
+    return [c for folder in folders if folder.is_dir() for c in claims.load_all(folder) if c.section in stems]
+
+
 def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
     """What a build finds, in a few lines and a table: the verdict counts per section, the build
     they come from (commits, profile, images) and the units the tested verdicts rest on; the same
@@ -86,9 +95,7 @@ def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
 
     if notebooks is not None:  # only the sections being built, wherever they lie
         notebooks = [Path(nb) for nb in notebooks]
-        folders = list(dict.fromkeys(nb.parent / "claims" for nb in notebooks))
-        stems = {nb.stem for nb in notebooks}
-        found = [c for folder in folders if folder.is_dir() for c in claims.load_all(folder) if c.section in stems]
+        found = saved_claims(notebooks)
     else:
         found = claims.load_all(sections / "claims") if (sections / "claims").is_dir() else []
         notebooks = sorted(sections.glob("*.ipynb"))
