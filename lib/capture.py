@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import itertools
 import warnings
 import weakref
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Capture", "capture", "prepared", "unwrap", "resolve_layer", "check_images", "check_targets", "least_likely_labels"]
+__all__ = ["Capture", "capture", "prepared", "unwrap", "resolve_layer", "layer_name", "check_model_input", "check_images", "check_targets", "least_likely_labels"]
 
 
 def unwrap(model) -> tuple[nn.Module, dict[str, str]]:
@@ -47,15 +48,21 @@ def resolve_layer(model, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """Find a layer by alias (``"last"``), module name (``"blocks.3"``) or the module itself.
 
     Raises:
-        ValueError: the name is unknown; the message lists the closest existing names.
+        ValueError: the name is unknown (the message lists the closest existing names), or
+            the module is not one of the model's.
+        TypeError: ``layer`` is neither a string nor an ``nn.Module``.
     """
     module, aliases = unwrap(model)
     named = dict(module.named_modules())
     if isinstance(layer, nn.Module):
         for name, candidate in named.items():
-            if candidate is layer:
+            if candidate is layer and name:
                 return name, candidate
-        raise ValueError("the given layer module is not part of the model")
+        raise ValueError(f"the given layer module {type(layer).__name__} is not part of the model (or is the whole "
+                         "model); give one of its submodules, or a layer name")
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (an alias such as 'last', or a module name such as 'blocks.3') "
+                        f"or a submodule of the model, got {type(layer).__name__} {layer!r}")
     name = aliases.get(layer, layer)
     if name in named and name != "":
         return name, named[name]
@@ -63,6 +70,13 @@ def resolve_layer(model, layer: str | nn.Module) -> tuple[str, nn.Module]:
     close = difflib.get_close_matches(str(layer), choices, n=6, cutoff=0.4)
     hint = ", ".join(close) if close else ", ".join(choices[:12]) + ", ..."
     raise ValueError(f"unknown layer {layer!r}; closest names: {hint}")
+
+
+def layer_name(model, layer: str | nn.Module) -> str:
+    """The name under which ``layer`` is recorded: a string as given (after checking it
+    resolves), a submodule by its module name.  Raises as :func:`resolve_layer`."""
+    name, _ = resolve_layer(model, layer)
+    return layer if isinstance(layer, str) else name
 
 
 def check_images(images) -> torch.Tensor:
@@ -157,6 +171,11 @@ def prepared(model, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[
     warning, since dropout and batch statistics would make the map random) and switched
     back afterwards.
 
+    Inside the block every forward pass of the module first checks its input against the
+    model (:func:`check_model_input`: dtype and device) and hands the network a copy of it,
+    so a model whose first operation works in place (``x.sub_(mean)``) cannot change the
+    caller's images.
+
     Yields:
         The ``nn.Module`` (unwrapped from a ``Classifier``).
     """
@@ -168,6 +187,15 @@ def prepared(model, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[
             "the model is in training mode; the saliency map is computed in eval mode and the mode is restored afterwards",
             stacklevel=3,
         )
+    reference = next((t for t in itertools.chain(module.parameters(), module.buffers()) if t.is_floating_point()), None)
+
+    def guard(_module, inputs):
+        if inputs and isinstance(inputs[0], torch.Tensor):
+            check_model_input(inputs[0], reference)
+            return (inputs[0].clone(), *inputs[1:])
+        return None
+
+    handle = module.register_forward_pre_hook(guard)
     try:
         if eval_mode:
             module.eval()
@@ -175,10 +203,28 @@ def prepared(model, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[
             module.requires_grad_(False)
         yield module
     finally:
+        handle.remove()
         for m, mode in modes:
             m.training = mode
         for p, flag in grads:
             p.requires_grad_(flag)
+
+
+def check_model_input(images: torch.Tensor, reference: torch.Tensor | None) -> None:
+    """Images must have the dtype and device of the model's floating-point weights (``reference``).
+
+    Raises:
+        TypeError: a floating-point dtype other than the model's.
+        ValueError: a device other than the model's.
+    """
+    if reference is None:
+        return
+    if images.device != reference.device:
+        raise ValueError(f"images are on {images.device} but the model is on {reference.device}; "
+                         f"move them with images.to({str(reference.device)!r})")
+    if reference.is_floating_point() and images.is_floating_point() and images.dtype != reference.dtype:
+        raise TypeError(f"images are {images.dtype} but the model's weights are {reference.dtype}; "
+                        f"convert them with images.to({reference.dtype})")
 
 
 class _CopyForward(torch.autograd.Function):
@@ -207,9 +253,20 @@ class Capture:
     names: dict[str, str]
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict, repr=False)  # uses of each layer in the running forward pass
+    running: bool = field(default=False, repr=False)  # a forward pass of the whole model is under way
 
     def __getitem__(self, layer: str) -> torch.Tensor:
-        return self.activations[self.names.get(layer, layer)]
+        """The recorded output of ``layer``.
+
+        Raises:
+            ValueError: the layer did not run in the forward pass (no output was recorded).
+        """
+        name = self.names.get(layer, layer)
+        if name not in self.activations:
+            raise ValueError(f"layer {layer!r} did not run in the forward pass, so it has no activations; "
+                             "choose a layer that the model's forward uses")
+        return self.activations[name]
 
     def gradient(self, layer: str) -> torch.Tensor:
         return self.gradients[self.names.get(layer, layer)]
@@ -240,6 +297,11 @@ def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool =
     Yields:
         A :class:`Capture`; its tensors are overwritten by each forward pass inside the
         block.  All hooks are removed when the block exits, exceptions included.
+
+    Raises:
+        ValueError: an unknown layer; during a forward pass of the model, a captured layer
+            that runs more than once (its record would explain only its last use).
+        TypeError: a layer that is neither a name nor a submodule, or whose output is not a tensor.
     """
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
@@ -254,9 +316,18 @@ def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool =
         def hook(_module, _inputs, output):
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returns {type(output).__name__}; only tensor outputs can be captured")
+            if record.running:
+                record.calls[name] = record.calls.get(name, 0) + 1
+                if record.calls[name] > 1:
+                    raise ValueError(
+                        f"layer {name!r} runs {record.calls[name]} times in one forward pass (one module used at several "
+                        "places, like the ReLU of torchvision's BasicBlock); its record would hold only its last use. "
+                        "Choose a layer that runs once, such as the block that contains it")
             if not gradients:
+                # A copy for the rest of the network: an in-place op downstream (ReLU(inplace=True),
+                # a residual +=) would otherwise overwrite the recorded output.
                 record.activations[name] = output
-                return None
+                return output.clone()
             if not output.requires_grad:
                 # Nothing before this layer needs a gradient: make its output a leaf so the
                 # backward pass stops here.
@@ -267,7 +338,17 @@ def capture(model, layers: Iterable[str | nn.Module] | str, *, gradients: bool =
 
         return hook
 
+    def start(_module, _inputs):
+        record.calls.clear()
+        record.running = True
+
+    def stop(_module, _inputs, _output):
+        record.running = False
+
     try:
+        root, _ = unwrap(model)
+        handles.append(root.register_forward_pre_hook(start))
+        handles.append(root.register_forward_hook(stop))
         seen = set()
         for name, module in resolved.values():
             if name not in seen:

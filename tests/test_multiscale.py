@@ -96,7 +96,8 @@ def test_batched_equals_one_by_one_and_the_model_comes_back_untouched():
     together = cameras(model, x, layer="features.3", scales=(16, 24, 32), batch_size=None)
     chunked = cameras(model, x, layer="features.3", scales=(16, 24, 32), batch_size=2)
     alone = torch.cat([cameras(model, x[i : i + 1], layer="features.3", scales=(16, 24, 32)) for i in range(5)])
-    assert torch.allclose(together, alone, atol=1e-6) and torch.allclose(chunked, alone, atol=1e-6)
+    # 1e-6 is float32 noise between batched and single convolutions with one thread (1.04e-6 seen)
+    assert torch.allclose(together, alone, atol=1e-5) and torch.allclose(chunked, alone, atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert no_hooks_left(model) and all(p.requires_grad for p in model.parameters())
 

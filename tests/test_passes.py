@@ -123,8 +123,8 @@ def _state(model):
 
 
 @pytest.mark.parametrize("arguments, error, message", [
-    (dict(layers=None), TypeError, "layers must be a layer name or a list"),
-    (dict(layers=[nn.ReLU()]), TypeError, "layers must be a layer name or a list"),
+    (dict(layers=None), TypeError, "layers must be a layer \\(a name, alias or submodule\\) or a list"),
+    (dict(layers=[nn.ReLU()]), ValueError, "module ReLU is not part of the model"),
     (dict(batch_size=0), ValueError, "batch_size must be a positive integer"),
     (dict(batch_size=2.0), TypeError, "batch_size must be a positive integer"),
     (dict(batch_size=True), TypeError, "batch_size must be a positive integer"),
@@ -169,7 +169,7 @@ def test_auto_batch_size_and_a_single_layer_name():
     whole = layer_pass(model, x, targets, "features.3")
     auto = layer_pass(model, x, targets, "features.3", batch_size="auto")
     assert torch.equal(auto.gradients, whole.gradients) and torch.equal(auto.activations, whole.activations)
-    with pytest.raises(TypeError, match="one layer name"):
+    with pytest.raises(TypeError, match="layer must be one layer"):
         layer_pass(model, x, targets, ["features.3"])
 
 

@@ -19,8 +19,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..capture import capture, check_images, prepared
-from .passes import AUTO, auto_batch_size, chunks, finish, layer_pass, normalise_maps, resolve_targets, upsample
+from ..capture import capture, check_images, layer_name, prepared
+from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_feature_map, check_flag, chunks, finish,
+                     layer_pass, normalise_maps, resolve_targets, upsample)
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum", "gradcam_weights", "gradcam_pp_weights",
            "layercam_weights", "REDUCTIONS"]
@@ -76,7 +77,9 @@ method's weights: the one statement of each CAM that :func:`gradcam`, :func:`gra
 
 
 def _cam(name: str, model, images, targets, layer: str, raw: bool, batch_size: int | None) -> torch.Tensor:
+    check_flag(raw, "raw")
     record = layer_pass(model, images, targets, layer, batch_size=batch_size)
+    check_feature_map(record.activations, layer, name)
     return finish(REDUCTIONS[name](record.activations, record.gradients), images, raw)
 
 
@@ -99,6 +102,13 @@ def gradcam(model, images, targets=None, *, layer: str = "last", raw: bool = Fal
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
+
+    Raises:
+        ValueError: bad images (shape, empty, NaN, another device than the model), targets
+            outside the classes, an unknown layer, one that does not run, runs twice or is not
+            a feature map (B, C, h, w), logits or maps that are not finite.
+        TypeError: images, targets, layer, ``raw`` or ``batch_size`` of the wrong type (images of
+            another dtype than the model's weights included).
     """
     return _cam("gradcam", model, images, targets, layer, raw, batch_size)
 
@@ -110,7 +120,7 @@ def gradcam_pp(model, images, targets=None, *, layer: str = "last", raw: bool = 
     Deep Convolutional Networks", WACV 2018, Eq. 19 (the score passed through
     :math:`\exp`, so higher derivatives are powers of the first; :func:`gradcam_pp_weights`).
     Same convention as pytorch-grad-cam, against which it is tested.
-    Arguments and returns as :func:`gradcam`.
+    Arguments, returns and errors as :func:`gradcam`.
     """
     return _cam("gradcam_pp", model, images, targets, layer, raw, batch_size)
 
@@ -122,7 +132,7 @@ def layercam(model, images, targets=None, *, layer: str = "last", raw: bool = Fa
     Localization", IEEE TIP 2021, Eqs. 5-6: every location keeps its own weight,
     :math:`L = \mathrm{ReLU}(\sum_k \mathrm{ReLU}(\partial y^c / \partial A^k) \odot A^k)`,
     which stays faithful at shallow layers where Grad-CAM's spatial average fails.
-    Arguments and returns as :func:`gradcam`.
+    Arguments, returns and errors as :func:`gradcam`.
     """
     return _cam("layercam", model, images, targets, layer, raw, batch_size)
 
@@ -154,19 +164,20 @@ def scorecam(
     Args:
         batch_size: masked images per forward pass, K per image in all (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         weighting: ``channel_softmax`` or ``probability``.
-    Other arguments as :func:`gradcam`.
+    Other arguments, returns and errors as :func:`gradcam`.
     """
-    if weighting not in ("channel_softmax", "probability"):
-        raise ValueError(f"unknown weighting {weighting!r}; accepted: channel_softmax, probability")
+    check_choice(weighting, "weighting", ("channel_softmax", "probability"))
+    check_flag(raw, "raw")
     check_images(images)
-    batch_size = auto_batch_size(batch_size, images)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    layer = layer_name(model, layer)
     chosen = resolve_targets(model, images, targets)
     maps = []
     with prepared(model) as module, torch.no_grad():
         for b in range(images.shape[0]):
             with capture(model, [layer], gradients=False) as record:
                 module(images[b : b + 1])
-                activation = record[layer][0]
+                activation = check_feature_map(record[layer], layer, "scorecam")[0]
             masks = normalise_maps(upsample(activation.unsqueeze(0), tuple(images.shape[-2:]))[0])
             scores = []
             for piece in chunks(masks.shape[0], batch_size):

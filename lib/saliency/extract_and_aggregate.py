@@ -90,7 +90,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, resolve_layer, unwrap
-from .passes import LayerPass, finish, layer_passes
+from .passes import LayerPass, check_choice, check_feature_map, check_flag, finish, layer_passes
 
 __all__ = [
     "EXTRACTIONS",
@@ -145,7 +145,7 @@ _CONV = re.compile(r"^(dw)?conv(\d+)x(\d+)$")
 
 
 def _check_aggregate(how: str) -> None:
-    if how not in AGGREGATIONS:
+    if not isinstance(how, str) or how not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {how!r}; accepted: {', '.join(AGGREGATIONS)}")
 
 
@@ -336,6 +336,8 @@ def _conv_kernel(extract: str) -> int | None:
 
 
 def _check_extract(extract: str) -> None:
+    if not isinstance(extract, str):
+        raise TypeError(f"extract must be the name of an extraction ({', '.join(EXTRACTIONS)}), got {extract!r}")
     if extract in EXTRACTIONS and extract not in ("convNxN", "dwconvNxN"):
         return
     if _conv_kernel(extract) is not None:
@@ -371,8 +373,9 @@ def _average(g: torch.Tensor) -> torch.Tensor:
     return g.mean(dim=(2, 3), keepdim=True).expand_as(g)
 
 
-def _maps(extract: str, how: str, module: nn.Module, record: LayerPass, average_gradient: bool) -> torch.Tensor:
+def _maps(extract: str, how: str, module: nn.Module, record: LayerPass, average_gradient: bool, layer: str = "") -> torch.Tensor:
     """Aggregated summands for one chunk's pass at the layer, (B, h, w)."""
+    check_feature_map(record.activations, layer, "Extract & Aggregate")
     g = _average(record.gradients) if average_gradient else record.gradients
     if extract == "real_scaling":
         return aggregate_vector(g * _scaling_input(module, record.inputs), how)
@@ -460,6 +463,8 @@ def extract_aggregate(
     _check_extract(extract)
     _check_aggregate(aggregate)
     check_images(images)
+    check_flag(raw, "raw")
+    check_flag(average_gradient, "average_gradient")
     if extract == "real_conv":
         name, module = conv_for(model, layer)
     else:
@@ -467,7 +472,7 @@ def extract_aggregate(
         if extract == "real_bias" and getattr(module, "bias", None) is None:
             raise TypeError(f"layer {name!r} ({type(module).__name__}) has no bias; use extract='bias' for a virtual bias identity")
     maps = layer_passes(model, images, targets, [name], inputs=extract in ("real_conv", "real_scaling"), batch_size=batch_size,
-                        reduce=lambda passes: _maps(extract, aggregate, module, passes[name], average_gradient))
+                        reduce=lambda passes: _maps(extract, aggregate, module, passes[name], average_gradient, name))
     return finish(maps, images, raw)
 
 
@@ -517,7 +522,8 @@ def framework_maps(
     names = list(dict.fromkeys(name for name, *_ in plan.values()))
 
     def reduce(passes: dict[str, LayerPass]) -> dict:
-        return {key: _maps(extract, how, module, passes[name], average) for key, (name, module, extract, how, average) in plan.items()}
+        return {key: _maps(extract, how, module, passes[name], average, name)
+                for key, (name, module, extract, how, average) in plan.items()}
 
     inputs = any(extract in ("real_conv", "real_scaling") for _, _, extract, *_ in plan.values())
     maps = layer_passes(model, images, targets, names, inputs=inputs, batch_size=batch_size, reduce=reduce)
@@ -573,8 +579,7 @@ def selective_normgrad(
     Other arguments and returns as :func:`normgrad`.
     """
     definitions = {"scaling": TABLE_2["selective_normgrad"], "outer": {"extract": "conv1x1", "aggregate": "filter_norm"}}
-    if definition not in definitions:
-        raise ValueError(f"unknown selective NormGrad definition {definition!r}; accepted: scaling, outer")
+    check_choice(definition, "definition (of selective NormGrad)", definitions)
     return extract_aggregate(model, images, targets, layer=layer, raw=raw, batch_size=batch_size, **definitions[definition])
 
 

@@ -9,11 +9,14 @@ network input, ``with_input(model)``'s layer ``INPUT``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from ..capture import check_images, prepared, unwrap
-from .passes import AUTO, INPUT, aggregate_channels, auto_batch_size, chunks, finish, layer_pass, resolve_targets, with_input
+from .passes import (AUTO, INPUT, aggregate_channels, auto_batch_size, check_batch_size, check_choice, check_count, check_flag,
+                     check_randomness, check_real, chunks, finish, layer_pass, resolve_targets, with_input)
 
 __all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop"]
 
@@ -23,19 +26,25 @@ def _input_gradients(tapped, images: torch.Tensor, targets, batch_size: int | No
     return layer_pass(tapped, images, targets, INPUT, batch_size=batch_size).gradients
 
 
-def _reduce(attributions: torch.Tensor, images: torch.Tensor, aggregate: str | None, raw: bool) -> torch.Tensor:
+AGGREGATIONS = ("max_abs", "sum_abs", "sum", "l2")
+
+
+def _check_output(aggregate: str | None, raw: bool) -> None:
+    """The settings of the output, checked before any pass is spent."""
+    check_flag(raw, "raw")
     if aggregate is None:
         if not raw:
             raise ValueError("aggregate=None returns (B, 3, H, W) attributions and needs raw=True")
+        return
+    check_choice(aggregate, "aggregate", AGGREGATIONS)
+
+
+def _reduce(attributions: torch.Tensor, images: torch.Tensor, aggregate: str | None, raw: bool) -> torch.Tensor:
+    _check_output(aggregate, raw)
+    if aggregate is None:
+        finish(attributions.flatten(1, 2), images, raw=True)  # the finite check
         return attributions.detach()
     return finish(aggregate_channels(attributions, aggregate), images, raw)
-
-
-def _generator(images: torch.Tensor, seed: int, generator: torch.Generator | None) -> torch.Generator:
-    """The caller's generator, or a fresh one from ``seed`` (so every image gets the same draws)."""
-    if generator is not None:
-        return generator
-    return torch.Generator(device=images.device).manual_seed(seed)
 
 
 def gradient(model, images, targets=None, *, aggregate: str | None = "max_abs", raw: bool = False, batch_size: int | None = None):
@@ -57,7 +66,13 @@ def gradient(model, images, targets=None, *, aggregate: str | None = "max_abs", 
 
     Returns:
         (B, H, W) maps in [0, 1] (or raw).
+
+    Raises:
+        ValueError: bad images or targets (as :func:`lib.saliency.gradcam`), an unknown
+            ``aggregate``, ``aggregate=None`` without ``raw``, logits or maps that are not finite.
+        TypeError: arguments of the wrong type.
     """
+    _check_output(aggregate, raw)
     return _reduce(_input_gradients(with_input(model), images, targets, batch_size), images, aggregate, raw)
 
 
@@ -89,18 +104,21 @@ def smoothgrad(
         seed, generator: the noise's randomness.  With ``seed`` every image gets the same
             noise draws, so a map does not depend on the batch it was computed in or on
             ``batch_size``; a ``generator`` is consumed image after image.
-    Other arguments as :func:`gradient`.
+    Other arguments, returns and errors as :func:`gradient`; also ValueError for ``n_samples < 1``
+    or a ``noise_level`` that is negative, NaN or infinite.
     """
     check_images(images)
-    batch_size = auto_batch_size(batch_size, images)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    _check_output(aggregate, raw)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    n_samples = check_count(n_samples, "n_samples")
+    noise_level = check_real(noise_level, "noise_level", low=0.0)
+    check_randomness(seed, generator, images.device)
     targets = resolve_targets(model, images, targets)
     total = torch.zeros_like(images)
     with prepared(model) as module:  # once: each pass below finds it prepared
         tapped = with_input(module)
         for b in range(images.shape[0]):
-            rng = _generator(images, seed, generator)
+            rng = check_randomness(seed, generator, images.device)  # with a seed: the same draws for every image
             noise = torch.randn((n_samples, *images.shape[1:]), generator=rng, device=images.device, dtype=images.dtype)
             sigma = noise_level * (images[b].max() - images[b].min())
             for piece in chunks(n_samples, batch_size):
@@ -136,14 +154,15 @@ def integrated_gradients(
         aggregate: channel reduction; ``sum_abs`` (default, as the paper's figures sum
             over colour channels) or ``sum`` to keep completeness in the map.
         batch_size: interpolated images per pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
-    Other arguments as :func:`gradient`.
+    Other arguments, returns and errors as :func:`gradient`; also ValueError for ``steps < 2`` or a
+    baseline that is not finite or does not broadcast to the images.
     """
     check_images(images)
-    batch_size = auto_batch_size(batch_size, images)
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2 for the trapezoidal rule, got {steps}")
+    _check_output(aggregate, raw)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    steps = check_count(steps, "steps (the trapezoidal rule's points)", 2)
+    reference = _baseline(baseline, images)
     targets = resolve_targets(model, images, targets)
-    reference = torch.as_tensor(baseline, dtype=images.dtype, device=images.device).expand_as(images)
     alphas = torch.linspace(0.0, 1.0, steps, device=images.device, dtype=images.dtype)
     weights = torch.full_like(alphas, 1.0 / (steps - 1))
     weights[0] = weights[-1] = 0.5 / (steps - 1)
@@ -161,6 +180,29 @@ def integrated_gradients(
     return _reduce((images - reference) * total, images, aggregate, raw)
 
 
+def _baseline(baseline, images: torch.Tensor) -> torch.Tensor:
+    """IG's x' broadcast to the images.
+
+    Raises:
+        TypeError: neither a real number nor a tensor.
+        ValueError: NaN or infinite values, or a shape that does not broadcast to the images'.
+    """
+    if isinstance(baseline, torch.Tensor):
+        if not (baseline.is_floating_point() or baseline.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"baseline must be a real number or a real tensor, got dtype {baseline.dtype}")
+        reference = baseline.to(dtype=images.dtype, device=images.device)
+        try:
+            reference = reference.expand_as(images)
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' "
+                             f"{tuple(images.shape)}; give a number, (3, 1, 1), (1, 3, H, W) or (B, 3, H, W)") from None
+    else:
+        reference = torch.full_like(images, check_real(baseline, "baseline"))
+    if not torch.isfinite(reference).all():
+        raise ValueError("baseline has NaN or infinite values; it must be a finite image in the model's input space")
+    return reference
+
+
 class _PositiveGradient(torch.autograd.Function):
     """Identity forward; backward passes only positive gradients (the "guided" rule)."""
 
@@ -174,6 +216,9 @@ class _PositiveGradient(torch.autograd.Function):
 
 
 _GUIDED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+#: Activations the guided rule does not cover (warned about when the model has them).
+_OTHER_ACTIVATIONS = (nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Mish, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU,
+                      nn.PReLU, nn.RReLU, nn.Softplus, nn.Sigmoid, nn.Tanh, nn.Hardtanh)
 
 
 def guided_backprop(model, images, targets=None, *, aggregate: str | None = "max_abs", raw: bool = False, batch_size: int | None = None):
@@ -193,12 +238,20 @@ def guided_backprop(model, images, targets=None, *, aggregate: str | None = "max
 
     Raises:
         ValueError: the model has no ReLU modules (a functional ``F.relu`` cannot be guided).
+    Warns:
+        UserWarning: the model also has other activation modules (Hardswish, SiLU, GELU...),
+            which the rule does not guide.
     Other arguments and returns as :func:`gradient`.
     """
     module, _ = unwrap(model)
+    _check_output(aggregate, raw)
     relus = [m for m in module.modules() if isinstance(m, _GUIDED_ACTIVATIONS)]
     if not relus:
         raise ValueError("guided_backprop needs nn.ReLU or nn.ReLU6 modules in the model; functional activations cannot be guided")
+    unguided = sorted({type(m).__name__ for m in module.modules() if isinstance(m, _OTHER_ACTIVATIONS)})
+    if unguided:
+        warnings.warn(f"guided_backprop guides only the model's ReLU and ReLU6 modules; its {', '.join(unguided)} "
+                      "activations pass the plain gradient, so the map is only partly guided", stacklevel=2)
     handles = [m.register_forward_hook(lambda _m, _i, out: _PositiveGradient.apply(out)) for m in relus]
     try:
         return gradient(model, images, targets, aggregate=aggregate, raw=raw, batch_size=batch_size)

@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from .passes import AUTO, auto_batch_size, chunks, finish, layer_pass, normalise_maps, upsample
+from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_count, check_feature_map, check_flag,
+                     check_real, chunks, finish, layer_pass, normalise_maps, upsample)
 
 __all__ = ["groupcam", "gaussian_blur", "gaussian_kernel", "percentile_filter", "group_maps", "VARIANTS"]
 
@@ -70,10 +71,10 @@ CODE_BLUR = (51, 50.0)
 
 def gaussian_kernel(size: int, sigma: float, *, device=None, dtype=torch.float32) -> torch.Tensor:
     """A 1-D Gaussian of ``size`` taps centred on ``size // 2``, summing to one (kornia's)."""
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"blur kernel size must be a positive odd integer, got {size}")
-    if sigma <= 0:
-        raise ValueError(f"blur sigma must be positive, got {sigma}")
+    size = check_count(size, "blur_kernel (the blur's kernel size)")
+    if size % 2 == 0:
+        raise ValueError(f"blur_kernel (the blur's kernel size) must be a positive odd integer, got {size}")
+    sigma = check_real(sigma, "blur_sigma", low=0.0, low_open=True)
     x = torch.arange(size, device=device, dtype=dtype) - size // 2
     kernel = torch.exp(-(x**2) / (2 * float(sigma) ** 2))
     return kernel / kernel.sum()
@@ -107,10 +108,10 @@ def percentile_filter(maps: torch.Tensor, theta: float) -> torch.Tensor:
     Returns:
         Same shape; a strict ``>`` as in Eq. 3, so θ = 0 zeroes each map's minimum.
     """
-    if not 0 <= theta <= 100:
-        raise ValueError(f"theta must be a percentile in [0, 100], got {theta}")
+    theta = check_real(theta, "theta (a percentile)", low=0.0, high=100.0)
     flat = maps.reshape(-1, maps.shape[-2] * maps.shape[-1])
-    threshold = torch.quantile(flat, float(theta) / 100.0, dim=1, keepdim=True)
+    # torch.quantile takes float32 and float64 only: a half-precision map's threshold is taken in float32
+    threshold = torch.quantile(flat.float(), theta / 100.0, dim=1, keepdim=True).to(flat.dtype)
     return torch.where(flat > threshold, flat, torch.zeros_like(flat)).reshape(maps.shape)
 
 
@@ -174,13 +175,18 @@ def groupcam(
     Raises:
         ValueError: unknown variant, groups outside [1, K], θ outside [0, 100].
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; accepted: {', '.join(VARIANTS)}")
+    check_choice(variant, "variant", VARIANTS)
     if theta is _DEFAULT:
         theta = PAPER_THETA if variant == "paper" else None
+    elif theta is not None:
+        theta = check_real(theta, "theta (a percentile)", low=0.0, high=100.0)
     check_images(images)
-    batch_size = auto_batch_size(batch_size, images)
+    check_flag(raw, "raw")
+    groups = check_count(groups, "groups")
+    gaussian_kernel(blur_kernel, blur_sigma)  # checks both before any pass
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     record = layer_pass(model, images, targets, layer, batch_size=batch_size)
+    check_feature_map(record.activations, layer, "groupcam")
     maps = group_maps(record.activations, record.gradients.mean(dim=(2, 3)), groups)  # (B, G, h, w)
     if theta is not None:
         maps = percentile_filter(maps, theta)
@@ -203,7 +209,8 @@ def _confidence_gains(model, images, targets, masks, blur_kernel, blur_sigma, ba
     count, groups = masks.shape[:2]
     blurred = gaussian_blur(images, blur_kernel, blur_sigma)
     with prepared(model) as module, torch.no_grad():
-        baseline = torch.cat([module(blurred[p]).softmax(dim=1) for p in chunks(count, batch_size)])
+        # probabilities in float32 at least: Eq. 6's gains are small differences that half precision rounds away
+        baseline = torch.cat([module(blurred[p]).float().softmax(dim=1) for p in chunks(count, batch_size)])
         baseline = baseline.gather(1, targets.view(-1, 1))  # (B, 1)
         flat_masks = masks.flatten(0, 1).unsqueeze(1)  # (B G, 1, H, W)
         owner = torch.arange(count, device=images.device).repeat_interleave(groups)
@@ -211,5 +218,5 @@ def _confidence_gains(model, images, targets, masks, blur_kernel, blur_sigma, ba
         for piece in chunks(count * groups, batch_size):
             b, m = owner[piece], flat_masks[piece]
             perturbed = images[b] * m + blurred[b] * (1 - m)  # Eq. 5
-            scores.append(module(perturbed).softmax(dim=1).gather(1, targets[b].view(-1, 1)).squeeze(1))
-    return torch.cat(scores).view(count, groups) - baseline
+            scores.append(module(perturbed).float().softmax(dim=1).gather(1, targets[b].view(-1, 1)).squeeze(1))
+    return (torch.cat(scores).view(count, groups) - baseline).to(masks.dtype)

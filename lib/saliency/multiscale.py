@@ -67,13 +67,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..capture import check_images, prepared, resolve_layer
-from .passes import chunks, finish, layer_pass, predict, slice_targets
+from ..capture import check_images, layer_name, prepared, resolve_layer
+from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_count, check_feature_map, check_flag, chunks, finish, layer_pass,
+                     predict, slice_targets)
 
 __all__ = ["cameras", "cameras_scales", "GateFallbackWarning", "fuse", "scale_sizes", "ScaleRecord", "PUBLIC_CODE", "interpolation_matrix", "interpolation_error", "subset_weights",
            "pooled_gradients", "multiscale_gradcam", "cameras_variants", "VARIANTS"]
@@ -92,6 +93,7 @@ class GateFallbackWarning(UserWarning):
         self.count = count
 
 _UPSAMPLINGS = ("bilinear", "bicubic")
+_FUSIONS = ("auto", "gram", "direct")
 
 
 def scale_sizes(input_size: tuple[int, int], *, scales=None, steps: int = 7, max_scale: int = 1000) -> list[tuple[int, int]]:
@@ -104,18 +106,16 @@ def scale_sizes(input_size: tuple[int, int], *, scales=None, steps: int = 7, max
         ValueError: no scale, a non-positive size or ``steps < 1``.
     """
     h, w = input_size
+    steps = check_count(steps, "steps (N, the number of scales)")
+    max_scale = check_count(max_scale, "max_scale (the largest height)")
     if scales is None:
-        if steps < 1:
-            raise ValueError(f"steps (N) must be at least 1, got {steps}")
-        if max_scale < 1:
-            raise ValueError(f"max_scale must be a positive size, got {max_scale}")
         heights = [h] if steps == 1 else [int(round(h + (max_scale - h) * t / (steps - 1))) for t in range(steps)]
     else:
-        heights = [int(s) for s in scales]
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Iterable):
+            raise TypeError(f"scales must be a sequence of heights (positive integers) or None, got {scales!r}")
+        heights = [check_count(s, "each of scales (a height)") for s in scales]
         if not heights:
             raise ValueError("scales is empty; give at least one input size")
-    if min(heights) < 1:
-        raise ValueError(f"scale sizes must be positive, got {heights}")
     return [(s, max(1, int(round(s * w / h)))) for s in heights]
 
 
@@ -198,11 +198,9 @@ def cameras_scales(
     Arguments as :func:`cameras`; the whole batch is processed at once.
     """
     check_images(images)
-    resolve_layer(model, layer)
-    if gating not in _GATINGS:
-        raise ValueError(f"unknown gating {gating!r}; accepted: {', '.join(_GATINGS)}")
-    if upsample not in _UPSAMPLINGS:
-        raise ValueError(f"unknown upsample {upsample!r}; accepted: {', '.join(_UPSAMPLINGS)}")
+    layer = layer_name(model, layer)
+    check_choice(gating, "gating", _GATINGS)
+    check_choice(upsample, "upsample", _UPSAMPLINGS)
     size = tuple(images.shape[-2:])
     sizes = scale_sizes(size, scales=scales, steps=steps, max_scale=max_scale)
     given = targets is not None
@@ -215,6 +213,7 @@ def cameras_scales(
         for t in order:
             x = images if sizes[t] == size else F.interpolate(images, size=sizes[t], mode=upsample, align_corners=False)
             passes[t] = layer_pass(model, x, chosen, layer)
+            check_feature_map(passes[t].activations, layer, "cameras")
             if label is None:
                 label = passes[t].logits.argmax(dim=1)
             chosen = passes[t].targets
@@ -247,8 +246,7 @@ def fuse(record: ScaleRecord, weights: torch.Tensor | None = None, *, fusion: st
     Returns:
         (B, h, w) maps on the input grid :math:`\zeta_o`, unnormalised.
     """
-    if fusion not in ("auto", "gram", "direct"):
-        raise ValueError(f"unknown fusion {fusion!r}; accepted: auto, gram, direct")
+    check_choice(fusion, "fusion", _FUSIONS)
     c = record.weights() if weights is None else weights.to(record.activations[0])
     active = (c != 0).any(dim=0).tolist()
     if not all(active):  # scales no image uses cost nothing (e.g. one extraction serving several scale sets)
@@ -314,7 +312,7 @@ def cameras(
     gating: str = "label",
     fusion: str = "auto",
     raw: bool = False,
-    batch_size: int | None = 8,
+    batch_size: int | str | None = 8,
 ) -> torch.Tensor:
     r"""CAMERAS saliency maps (Jalwana et al., CVPR 2021, Eqs. 5.2-5.3, Algorithm 6).
 
@@ -334,7 +332,9 @@ def cameras(
         fusion: ``"auto"``, ``"gram"`` or ``"direct"`` (same result, different cost).
         raw: return the unnormalised :math:`\mathrm{ReLU}(\sum_k \overset{*}{W}_k \odot
             \overset{*}{A}_k)` on the input grid (CAMERAS's native resolution).
-        batch_size: images per forward/backward pass (None: all); memory grows with it.
+        batch_size: images per forward/backward pass (None: all; ``"auto"``: the device's chunk
+            at the input size, :func:`lib.saliency.passes.auto_batch_size`, shrunk by the ratio
+            of the input's area to the largest scale's); memory grows with it.
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
@@ -420,7 +420,7 @@ def cameras_variants(
     gating: str = "label",
     fusion: str = "auto",
     raw: bool = False,
-    batch_size: int | None = 8,
+    batch_size: int | str | None = 8,
 ) -> dict[str, torch.Tensor]:
     r"""CAMERAS and its multi-scale Grad-CAM ablation from ONE extraction per batch.
 
@@ -446,7 +446,16 @@ def cameras_variants(
     if unknown or not variants:
         raise ValueError(f"unknown CAMERAS variant(s) {unknown or variants!r}; accepted: {', '.join(VARIANTS)}")
     check_images(images)
-    resolve_layer(model, layer)
+    check_flag(raw, "raw")
+    check_choice(fusion, "fusion", _FUSIONS)
+    layer = layer_name(model, layer)
+    check_choice(gating, "gating", _GATINGS)
+    check_choice(upsample, "upsample", _UPSAMPLINGS)
+    sizes = scale_sizes(tuple(images.shape[-2:]), scales=scales, steps=steps, max_scale=max_scale)  # checked before any pass
+    if batch_size == AUTO:  # the device's chunk at the input size, shrunk by the largest scale's area
+        largest = max(h * w for h, w in sizes)
+        batch_size = max(1, auto_batch_size(AUTO, images) * images.shape[-2] * images.shape[-1] // largest)
+    batch_size = check_batch_size(batch_size)
     options = dict(layer=layer, scales=scales, steps=steps, max_scale=max_scale, upsample=upsample, gating=gating)
     maps: dict[str, list[torch.Tensor]] = {v: [] for v in variants}
     for piece in chunks(images.shape[0], batch_size):
@@ -471,7 +480,7 @@ def multiscale_gradcam(
     gating: str = "label",
     fusion: str = "auto",
     raw: bool = False,
-    batch_size: int | None = 8,
+    batch_size: int | str | None = 8,
 ) -> torch.Tensor:
     r"""Multi-scale Grad-CAM: CAMERAS's accumulation over scales with Grad-CAM's pooled gradients.
 

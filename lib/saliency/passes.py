@@ -14,15 +14,23 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import capture, check_images, check_targets, prepared, resolve_layer, unwrap
+from ..capture import capture, check_images, check_targets, layer_name, prepared, resolve_layer, unwrap
 
 __all__ = [
     "normalise_maps",
+    "CONSTANT_ULPS",
     "finish",
+    "check_flag",
+    "check_count",
+    "check_real",
+    "check_choice",
+    "check_randomness",
+    "check_feature_map",
     "upsample",
     "chunks",
     "check_batch_size",
@@ -31,6 +39,7 @@ __all__ = [
     "target_scores",
     "slice_targets",
     "predict",
+    "check_logits",
     "resolve_targets",
     "aggregate_channels",
     "LayerPass",
@@ -41,12 +50,39 @@ __all__ = [
 ]
 
 
+#: A map whose span (max - min) is at most this many units in the last place of its largest
+#: magnitude is constant: resizing a constant map leaves differences of up to 15 ulp
+#: (bilinear and bicubic, measured over 600 sizes and scales), which min-max normalisation
+#: would otherwise stretch into a 0/1 pattern of rounding noise.
+CONSTANT_ULPS = 16
+
+
+def _bad_maps(maps: torch.Tensor) -> list[int]:
+    return torch.nonzero(~torch.isfinite(maps.reshape(maps.shape[0], -1)).all(dim=1)).flatten().tolist()
+
+
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each map of a batch (B, ...) to [0, 1]; a constant map becomes zeros."""
+    """Min-max normalise each map of a batch (B, ...) to [0, 1]; a constant map becomes zeros.
+
+    A map is constant when its span is at most :data:`CONSTANT_ULPS` units in the last place
+    of its largest magnitude (``span <= 16 * eps * max|m|``), so rounding noise is not
+    stretched into a pattern.
+
+    Raises:
+        ValueError: a map with NaN or infinite values (normalising would hide them).
+    """
+    if not isinstance(maps, torch.Tensor) or maps.dim() < 1 or not maps.is_floating_point():
+        raise TypeError(f"normalise_maps: maps must be a floating-point tensor (B, ...), got {type(maps).__name__}")
+    bad = _bad_maps(maps)
+    if bad:
+        raise ValueError(f"normalise_maps: map(s) {bad[:8]} have NaN or infinite values; a saliency map must be finite")
     flat = maps.reshape(maps.shape[0], -1)
     low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    high = flat.max(dim=1, keepdim=True).values
+    span = high - low
+    scale = torch.maximum(low.abs(), high.abs())
+    varies = span > CONSTANT_ULPS * torch.finfo(flat.dtype).eps * scale
+    scaled = torch.where(varies, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
     return scaled.reshape(maps.shape)
 
 
@@ -60,11 +96,117 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
 
 
 def finish(maps: torch.Tensor, images: torch.Tensor, raw: bool) -> torch.Tensor:
-    """The calling convention's output: raw maps as they are, else upsampled to the input and normalised."""
+    """The calling convention's output: raw maps as they are, else upsampled to the input and normalised.
+
+    Half-precision maps are resized and normalised in float32 and returned in their dtype.
+
+    Raises:
+        ValueError: raw maps with NaN or infinite values (the model's scores or their gradients
+            overflowed), in either case.
+        TypeError: ``raw`` is not a bool.
+    """
+    raw = check_flag(raw, "raw")
     maps = maps.detach()
+    bad = _bad_maps(maps)
+    if bad:
+        raise ValueError(
+            f"the saliency maps of image(s) {bad[:8]} have NaN or infinite values: the model's scores or their gradients "
+            "overflowed; are the images normalised for the model (values of order 1)?")
     if raw:
         return maps
-    return normalise_maps(upsample(maps, tuple(images.shape[-2:])))
+    work = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
+    return normalise_maps(upsample(work, tuple(images.shape[-2:]))).to(maps.dtype)
+
+
+def check_flag(value, what: str) -> bool:
+    """``value`` as a bool: True, False (or numpy's); anything else, a truthy string included, is refused.
+
+    Raises:
+        TypeError: not a bool.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{what} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def check_count(value, what: str, low: int = 1) -> int:
+    """``value`` as an int >= ``low``; bools, floats and strings are refused (``2.0`` is not a count).
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: below ``low``.
+    """
+    return _whole(value, what, low)
+
+
+def check_real(value, what: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False) -> float:
+    """``value`` as a finite float in the interval from ``low`` to ``high`` (open ends where asked).
+
+    Raises:
+        TypeError: not a real number (strings, bools, tensors of several values).
+        ValueError: NaN, infinite, or outside the interval.
+    """
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}") from None
+    interval = f"{'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}{')' if high_open else ']'}"
+    if not np.isfinite(number):
+        raise ValueError(f"{what} must be a finite number in {interval}, got {number}")
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and (number >= high if high_open else number > high)
+    if below or above:
+        raise ValueError(f"{what} must be in {interval}, got {number}")
+    return number
+
+
+def check_choice(value, what: str, accepted) -> str:
+    """``value`` when it is one of the ``accepted`` names.
+
+    Raises:
+        TypeError: not a string.
+        ValueError: an unknown name (the message lists the accepted ones).
+    """
+    accepted = tuple(accepted)
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be one of {', '.join(map(repr, accepted))}, got {type(value).__name__} {value!r}")
+    if value not in accepted:
+        raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
+    return value
+
+
+def check_randomness(seed, generator, device: torch.device) -> torch.Generator:
+    """The caller's ``generator``, or a fresh one on ``device`` seeded with ``seed``.
+
+    Raises:
+        TypeError: a seed that is not an integer, or a generator that is not a ``torch.Generator``.
+        ValueError: a generator on another device than the images.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
+    if generator is None:
+        return torch.Generator(device=device).manual_seed(seed)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r}")
+    if generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator is on {generator.device} but the images are on {device}; create it with "
+                         f"torch.Generator(device={str(device)!r})")
+    return generator
+
+
+def check_feature_map(activations: torch.Tensor, layer, method: str) -> torch.Tensor:
+    """A layer's output must be a feature map (B, C, h, w) for the methods that weight its channels.
+
+    Raises:
+        ValueError: any other shape (a vector (B, C) of a linear layer, tokens (B, N, C)).
+    """
+    if activations.dim() != 4:
+        raise ValueError(f"{method} needs a layer whose output is a feature map (B, C, h, w); layer {layer!r} gives "
+                         f"shape {tuple(activations.shape)}. Choose a convolutional layer or block")
+    return activations
 
 
 #: ``batch_size="auto"``: a chunk that suits the device (see :func:`auto_batch_size`).
@@ -141,6 +283,8 @@ def slice_targets(targets, batch: int, piece: slice):
         targets = torch.as_tensor(targets)
     except (TypeError, ValueError, RuntimeError) as error:
         raise TypeError(f"targets must be integer class indices (an int, or one per image), got {targets!r} ({error})") from None
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices (an int, or one per image), got dtype {targets.dtype}")
     if targets.dim() == 0:
         return int(targets)
     if targets.numel() != batch:
@@ -157,8 +301,25 @@ def predict(model, images: torch.Tensor, targets=None) -> tuple[torch.Tensor, to
     """Logits without gradients and validated targets (None -> the predicted class)."""
     check_images(images)
     with prepared(model) as module, torch.no_grad():
-        logits = module(images)
+        logits = check_logits(module(images))
     return logits, check_targets(targets, logits, getattr(model, "categories", None))
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The model's output must be (B, classes) logits without NaN or +inf (-inf marks an unmapped category).
+
+    Raises:
+        ValueError: another shape, or logits that are not finite.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return (B, classes) logits, got {got}")
+    values = logits.detach()
+    bad = torch.nonzero((torch.isnan(values) | torch.isposinf(values)).any(dim=1)).flatten().tolist()
+    if bad:
+        raise ValueError(f"the model's logits are not finite (NaN or +inf) for image(s) {bad[:8]}; are the images "
+                         "normalised for the model (values of order 1)?")
+    return logits
 
 
 def resolve_targets(model, images: torch.Tensor, targets=None) -> torch.Tensor:
@@ -255,22 +416,22 @@ def _concatenate(parts: list):
 
 def _check_layers(model, layers) -> list[str]:
     """The layer names, once each, after checking that each resolves in ``model``."""
-    if isinstance(layers, str):
+    if isinstance(layers, (str, nn.Module)):
         layers = [layers]
-    elif not isinstance(layers, (list, tuple)) or any(not isinstance(layer, str) for layer in layers):
-        raise TypeError(f"layers must be a layer name or a list of layer names (aliases or module names), got {layers!r}")
-    layers = list(dict.fromkeys(layers))
+    elif not isinstance(layers, (list, tuple)) or any(not isinstance(layer, (str, nn.Module)) for layer in layers):
+        raise TypeError(f"layers must be a layer (a name, alias or submodule) or a list of layers, got {layers!r}")
     if not layers:
         raise ValueError("layer_passes needs at least one layer")
+    names = []
     for layer in layers:
         try:
-            resolve_layer(model, layer)
+            names.append(layer_name(model, layer))
         except ValueError:
             if layer == INPUT and not isinstance(model, _Tapped):
                 raise ValueError(f"layer {INPUT!r} (the network input) is a layer of with_input(model) only; "
                                  "pass with_input(model)") from None
             raise
-    return layers
+    return list(dict.fromkeys(names))
 
 
 def _recorded(record, layers: Sequence[str]) -> list[torch.Tensor]:
@@ -380,7 +541,7 @@ def layer_passes(
             with ExitStack() as hooks, torch.enable_grad():
                 record = hooks.enter_context(capture(model, layers))
                 seen = hooks.enter_context(_layer_inputs(model, layers)) if inputs else {}
-                logits = network(images[piece])
+                logits = check_logits(network(images[piece]))
                 chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, categories)
                 activations = _recorded(record, layers)
                 scores = _checked_scores(score(logits, chosen), logits, piece.stop - piece.start)
@@ -419,9 +580,10 @@ def layer_pass(
     batch_size: int | None = None,
 ) -> LayerPass:
     """:func:`layer_passes` at one layer: its activations and the gradient of the target score there."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be one layer name (an alias or a module name), got {layer!r}; "
-                        "for several layers use layer_passes")
+    if not isinstance(layer, (str, nn.Module)):
+        raise TypeError(f"layer must be one layer (a name, an alias such as 'last', or a submodule of the model), "
+                        f"got {type(layer).__name__} {layer!r}; for several layers use layer_passes")
+    layer = layer_name(model, layer)
     return layer_passes(model, images, targets, [layer], inputs=inputs, score=score, batch_size=batch_size)[layer]
 
 

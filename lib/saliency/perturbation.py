@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from .passes import AUTO, auto_batch_size, chunks, finish, resolve_targets
+from .passes import (AUTO, auto_batch_size, check_batch_size, check_count, check_flag, check_randomness, check_real, chunks,
+                     finish, resolve_targets)
 
 __all__ = ["rise", "rise_masks"]
 
@@ -49,6 +50,8 @@ def rise_masks(
     kept with probability p, is bilinearly upsampled to (cells + 1) * C pixels per side
     (C = ceil(H / cells)) and cropped at a random offset in [0, C) on each axis.
     """
+    count, cells = check_count(count, "count"), check_count(cells, "cells")
+    keep_probability = check_real(keep_probability, "keep_probability", low=0.0, high=1.0, low_open=True)
     return _build_masks(*_draw_mask_parameters(count, size, cells, keep_probability, generator, device), size)
 
 
@@ -82,17 +85,17 @@ def rise(
         keep_probability: p.
         batch_size: masks per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         seed, generator: the masks' randomness.
-    Other arguments and returns as :func:`lib.saliency.gradcam` (raw maps are at the
-    input's resolution).
+    Other arguments, returns and errors as :func:`lib.saliency.gradcam` (raw maps are at the
+    input's resolution); also ValueError for ``n_masks`` or ``cells`` below 1 and a
+    ``keep_probability`` outside (0, 1].
     """
     check_images(images)
-    batch_size = auto_batch_size(batch_size, images)
-    if n_masks < 1:
-        raise ValueError(f"n_masks must be >= 1, got {n_masks}")
-    if not 0 < keep_probability <= 1:
-        raise ValueError(f"keep_probability must be in (0, 1], got {keep_probability}")
+    check_flag(raw, "raw")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    n_masks, cells = check_count(n_masks, "n_masks"), check_count(cells, "cells")
+    keep_probability = check_real(keep_probability, "keep_probability", low=0.0, high=1.0, low_open=True)
+    rng = check_randomness(seed, generator, images.device)
     chosen = resolve_targets(model, images, targets)
-    rng = generator if generator is not None else torch.Generator(device=images.device).manual_seed(seed)
     size = tuple(images.shape[-2:])
     total = torch.zeros((images.shape[0], *size), device=images.device, dtype=images.dtype)
     with prepared(model) as module, torch.no_grad():
