@@ -170,3 +170,37 @@ def test_input_checks():
         cleaning_curve(model, x, x + 2, maps)
     with pytest.raises(ValueError, match="integration"):
         cleaning_curve(model, x, x, maps, steps=2).score("simpson")
+
+
+def test_options_and_maps_are_checked_before_the_attack_runs():
+    # integration, fraction and steps were read only after the attack and the whole curve.
+    model = sensitive_cnn()
+    x = pixels(2, SIZE)
+    maps = torch.rand(2, SIZE, SIZE)
+    ran = []
+
+    def attack(model, pixels, **_):
+        ran.append(True)
+        return pgd(model, pixels, epsilon=0.3, steps=2)
+
+    nan = maps.clone()
+    nan[1, 0, 0] = float("nan")
+    cases = [
+        (ValueError, "unknown integration 'simpson'; accepted: right, trapezoid", dict(integration="simpson")),
+        (ValueError, r"fraction .* must be a finite number in \(0, 1\], got nan", dict(fraction=float("nan"))),
+        (TypeError, r"steps .* must be an integer >= 1, got bool True", dict(steps=True)),  # was one step
+        (TypeError, r"steps .* must be an integer >= 1, got float 2.5", dict(steps=2.5)),
+        (TypeError, "seed must be an integer, got float 0.5", dict(seed=0.5)),  # int(0.5): seed 0
+        (TypeError, "batch_size must be a positive integer", dict(batch_size=8.0)),
+    ]
+    for error, message, kwargs in cases:
+        with pytest.raises(error, match=message):
+            adversarial_sanity(model, x, maps, attack=attack, **kwargs)
+    with pytest.raises(ValueError, match=r"adversarial_sanity: maps contain NaN or infinite values \(image 1 has 1 NaN "
+                                         r"value\); a saliency map must be finite"):
+        adversarial_sanity(model, x, nan, attack=attack)
+    with pytest.raises(TypeError, match=r"cleaning_curve: maps must be a torch.Tensor"):
+        cleaning_curve(model, x, x, maps.tolist())
+    assert not ran
+    signed = adversarial_sanity(model, x, maps - 0.5, attack=attack, steps=2, fraction=0.5)  # only the order counts
+    assert ran and torch.isfinite(signed.score).all()

@@ -74,3 +74,25 @@ def test_nested_results_and_records():
     assert torch.allclose(nested["linear_approx"]["features.1"].correlation, alone.correlation, atol=1e-5)
     rows = records(nested, keys=("method", "layer"), meta=False)
     assert len(rows) == 2 * len(nested) and set(rows[0]) == {"meta", "method", "layer", "image", "spearman"}
+
+
+def test_non_finite_maps_are_refused_not_ranked():
+    # NaN sorted as the largest value, so a NaN map still got a correlation.
+    a = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"max_min_correlation: the maps for the least likely class contain NaN or "
+                                         r"infinite values \(image 0 has 1 NaN value\); a saliency map must be finite"):
+        max_min_correlation(a, b)
+    with pytest.raises(TypeError, match="max_min_correlation: maps_max must be a torch.Tensor"):
+        max_min_correlation(a.tolist(), b)
+    model, x = tiny_cnn(), images(2, size=16)
+
+    def nan_for_the_top_class(model, images, targets, **_):
+        maps = images[:, 0].sigmoid()
+        return torch.where(targets.view(-1, 1, 1) == model(images).argmax(1).view(-1, 1, 1), maps * float("nan"), maps)
+
+    with pytest.raises(ValueError, match=r"class_sensitivity: the maps for the most likely class contain NaN"):
+        class_sensitivity(model, nan_for_the_top_class, x)
+    with pytest.raises(TypeError, match="class_sensitivity: the method's maps must be a torch.Tensor"):
+        class_sensitivity(model, lambda model, images, targets: images[:, 0].tolist(), x)

@@ -77,3 +77,61 @@ def test_relative_difference_is_eq_5_5():
     assert relative_difference(a, b).item() == pytest.approx(3 / 4.5)
     assert relative_difference(a, a).item() == 0
     assert relative_difference(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).item() == 0
+
+
+class Counting(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_nan_or_negative_maps_are_refused_naming_the_image():
+    # NaN passed "min < 0 or max > 1" (every comparison with NaN is False): rho came back NaN.
+    x = torch.randn(3, 3, 2, 2)
+    psi = torch.full((3, 2, 2), 0.5)
+    nan = psi.clone()
+    nan[2, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"map_density: maps contain NaN or infinite values \(image 2 has 1 NaN value\); "
+                                         r"a saliency map must be finite, in \[0, 1\]"):
+        map_density(MeanOfRed().eval(), x, nan, 0, space="input")
+    negative = psi.clone()
+    negative[1, 0, 0] = -0.25
+    with pytest.raises(ValueError, match=r"map_density: maps must lie in \[0, 1\] \(image 1 has values in \[-0.25, 0.5\]\)"):
+        map_density(MeanOfRed().eval(), x, negative, 0, space="input")
+    with pytest.raises(TypeError, match=r"map_density: maps must be a torch.Tensor \(B, H, W\)"):
+        map_density(MeanOfRed().eval(), x, psi.tolist(), 0, space="input")  # was an AttributeError
+
+
+def test_labels_and_batch_size_are_checked_before_any_pass():
+    model, x, psi = Counting(MeanOfRed()).eval(), torch.randn(3, 3, 2, 2), torch.full((3, 2, 2), 0.5)
+    with pytest.raises(ValueError, match="needs the true labels"):
+        map_density(model, x, psi, None, space="input")
+    with pytest.raises(ValueError, match="one class per image: got 2 for 3 images"):
+        map_density(model, x, psi, [0, 1], space="input")
+    with pytest.raises(TypeError, match="labels must be class indices"):
+        map_density(model, x, psi, True, space="input")  # was refused only after a forward pass
+    with pytest.raises(TypeError, match="batch_size must be a positive integer"):
+        map_density(model, x, psi, 0, space="input", batch_size=1.5)
+    assert model.calls == 0  # the labels were read only after the first forward pass
+    import numpy as np
+
+    assert map_density(model, x, psi, np.int64(1), space="input").p_full.shape == (3,)
+
+
+def test_relative_difference_refuses_nan_and_unbatched_maps_and_accepts_signed_ones():
+    from lib.metrics.density import relative_difference
+
+    a = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])
+    b = torch.tensor([[[0.0, 0.0], [0.0, float("nan")]]])
+    with pytest.raises(ValueError, match=r"relative_difference: the second maps contain NaN or infinite values \(image 0 has "
+                                         r"1 NaN value\)"):
+        relative_difference(a, b)  # was a NaN difference
+    with pytest.raises(ValueError, match=r"two \(B, H, W\) batches of one shape, got \(2, 2\) and \(2, 2\)"):
+        relative_difference(a[0], a[0])  # was read as two maps of two pixels
+    with pytest.raises(TypeError, match="relative_difference: first must be a torch.Tensor"):
+        relative_difference(a.tolist(), a)
+    assert relative_difference(-a, a).item() == pytest.approx(2.0)  # a norm is defined for signed maps

@@ -141,3 +141,83 @@ def test_an_image_scores_the_same_alone_or_in_a_batch():
     assert torch.allclose(together.insertion[2:3], alone.insertion, atol=1e-6)
     assert torch.allclose(together.deletion[2:3], alone.deletion, atol=1e-6)
     assert torch.allclose(together.overall[2:3], alone.overall, atol=1e-6)
+
+
+class Counting(nn.Module):
+    """A model that counts its forward passes (to show an argument is refused before any)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("bad,what", [(float("nan"), "1 NaN value"), (float("inf"), "1 infinite value")])
+def test_non_finite_maps_are_refused_naming_the_image(bad, what):
+    # A NaN sorted as the most salient pixel (argsort puts NaN first): curves were returned for it.
+    model, x = Revealed().eval(), torch.ones(3, 3, 8, 8)
+    maps = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(6))
+    maps[1, 2, 5] = bad
+    zeros = dict(step=8, insertion_substrate="zeros", deletion_substrate="zeros")
+    message = rf"insertion_deletion: maps contain NaN or infinite values \(image 1 has {what}\); a saliency map must be finite"
+    with pytest.raises(ValueError, match=message):
+        insertion_deletion(model, x, maps, 0, **zeros)
+    for curves in (causal_curves, causal_curves_reference):
+        with pytest.raises(ValueError, match=rf"{curves.__name__}: maps contain NaN or infinite values \(image 1"):
+            curves(model, x, maps, 0, step=8, substrate_kind="zeros")
+    with pytest.raises(ValueError, match=r"salient_order: maps contain NaN or infinite values \(image 1"):
+        salient_order(maps)
+
+
+def test_signed_maps_are_accepted_only_the_order_counts():
+    model, x = Revealed().eval(), torch.ones(2, 3, 8, 8)
+    maps = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(7))
+    zeros = dict(step=8, insertion_substrate="zeros", deletion_substrate="zeros")
+    positive = insertion_deletion(model, x, maps, 0, **zeros)
+    signed = insertion_deletion(model, x, 10 * maps - 5, 0, **zeros)  # negative values, the same order
+    assert torch.equal(positive.insertion, signed.insertion) and torch.equal(positive.deletion, signed.deletion)
+
+
+def test_auc_refuses_non_finite_curves_and_non_tensors():
+    with pytest.raises(ValueError, match=r"auc: curves contain NaN or infinite values \(curve 1 has 1 NaN value\)"):
+        auc(torch.tensor([[0.0, 1.0], [0.5, float("nan")]]))  # was a NaN area
+    with pytest.raises(TypeError, match=r"auc: curves must be a torch.Tensor"):
+        auc([0.0, 1.0])  # was an AttributeError
+    with pytest.raises(ValueError, match="at least two points"):
+        auc(torch.tensor(1.0))
+
+
+def test_step_blur_and_batch_size_are_checked_before_any_pass():
+    model, x = Counting(tiny_cnn()).eval(), images(1, size=16)
+    maps = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(8))
+    blur = dict(blur_kernel=7, blur_sigma=2.0)
+    cases = [
+        (TypeError, r"step \(pixels per step\) must be an integer >= 1, got bool True", dict(step=True, **blur)),  # was step 1
+        (TypeError, r"step \(pixels per step\) must be an integer >= 1, got float 8.0", dict(step=8.0, **blur)),
+        (ValueError, "step must be a positive number of pixels, got -8", dict(step=-8, **blur)),
+        (ValueError, r"blur_sigma must be a finite number > 0, got nan", dict(step=64, blur_kernel=7,
+                                                                                       blur_sigma=float("nan"))),
+        (ValueError, r"blur_kernel must be a positive odd integer \(pixels\), got 4", dict(step=64, blur_kernel=4)),
+        (TypeError, r"blur_kernel must be an integer >= 1, got float 7.0", dict(step=64, blur_kernel=7.0)),
+        (TypeError, "batch_size must be a positive integer", dict(step=64, batch_size=2.5, **blur)),
+        (ValueError, "unknown substrate 'noise'", dict(step=64, deletion_substrate="noise")),
+    ]
+    for error, message, kwargs in cases:
+        with pytest.raises(error, match=message):
+            insertion_deletion(model, x, maps, 0, **kwargs)
+    with pytest.raises(ValueError, match="unknown substrate 'noise'"):  # was refused after the targets' pass
+        causal_curves(model, x, maps, substrate_kind="noise")
+    with pytest.raises(ValueError, match=r"blur_sigma must be a finite number > 0, got nan"):
+        causal_curves(model, x, maps, step=64, blur_kernel=7, blur_sigma=float("nan"))  # was NaN curves
+    with pytest.raises(TypeError, match=r"causal_curves: maps must be a torch.Tensor \(B, H, W\)"):
+        causal_curves(model, x, maps.tolist())  # was a ValueError about its shape
+    assert model.calls == 0
+    # A NumPy integer is a whole number of pixels; the zeros substrate needs no blur settings.
+    import numpy as np
+
+    result = insertion_deletion(model, x, maps, 0, step=np.int64(64), insertion_substrate="zeros",
+                                deletion_substrate="zeros", blur_sigma=float("nan"))
+    assert result.step == 64 and type(result.step) is int and result.insertion.shape == (1, 5)

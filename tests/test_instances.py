@@ -123,3 +123,14 @@ def test_instance_counts_counts_each_pairs_boxes():
         instances.instance_counts(samples, [(3, 0)])
     with pytest.raises(ValueError, match="must be \\(sample index, category\\) ints"):
         instances.instance_counts(samples, [(0.5, 0)])
+
+
+def test_map_errors_name_the_score_and_the_accepted_input():
+    nan = corner_map()
+    nan[1, 1] = float("nan")
+    for score in (instances.weakest_instance_peak, instances.outside_share):
+        with pytest.raises(ValueError, match=rf"{score.__name__}: the map contains NaN or infinite values \(1 NaN value\); "
+                                             "a saliency map must be finite"):
+            score(nan, BOXES, SIZE)
+        with pytest.raises(TypeError, match=rf"{score.__name__}: the map must be a torch.Tensor \(H, W\), got list"):
+            score(corner_map().tolist(), BOXES, SIZE)  # was a ValueError about its shape

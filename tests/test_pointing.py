@@ -208,7 +208,8 @@ def test_accumulated_game_matches_single_game():
 def test_max_points_refuses_maps_whose_maximum_is_undefined():
     m = torch.zeros(4, 5)
     m[2, 3] = float("nan")
-    with pytest.raises(ValueError, match="map 0 has 1 NaN values"):  # argmax returned the NaN's position
+    # argmax returned the NaN's position
+    with pytest.raises(ValueError, match=r"max_points: maps contain NaN or infinite values \(map 0 has 1 NaN value\)"):
         pg.max_points([m])
     assert pg.max_points([torch.ones(4, 5, dtype=torch.int64)]).tolist() == [[0, 0]]  # integer maps still fine
 
@@ -324,3 +325,102 @@ def test_game_frame_names_copies_and_points_dtype():
     assert batch["a"].points.dtype == torch.int64 and results["a"].points.dtype == torch.int64  # was float64 once joined
     assert results["a"].points.tolist() == pg.pointing_game(a, samples, input_size=100).points.tolist()
     assert results["centre"].points.dtype == torch.float64 and results["centre"].points.tolist() == [[50.0, 40.0]] * 2
+
+
+def test_crop_geometry_is_checked_in_the_constructor():
+    # input_size and crop_fraction were read only at the first crop-protocol update.
+    for input_size in (224.0, "224", True):
+        with pytest.raises(TypeError, match=r"input_size must be None or an integer >= 1 \(the side of the network's centre crop"):
+            pg.PointingGame(input_size=input_size)
+    for input_size in (0, -224):
+        with pytest.raises(ValueError, match=rf"input_size \(the side of the network's centre crop, or None\) must be an "
+                                             rf"integer >= 1, got {input_size}"):
+            pg.PointingGame(input_size=input_size)
+    for crop_fraction in (0, 1.5, float("nan"), -0.875):
+        with pytest.raises(ValueError, match=r"PointingGame: crop_fraction .* must be a finite number in \(0, 1\]"):
+            pg.PointingGame(input_size=224, crop_fraction=crop_fraction)
+    for crop_fraction in ("0.875", None, True):
+        with pytest.raises(TypeError, match=r"PointingGame: crop_fraction .* must be a finite number in \(0, 1\]"):
+            pg.PointingGame(input_size=224, crop_fraction=crop_fraction)
+    with pytest.raises(ValueError, match="crop_fraction"):  # play builds its game before reading maps or samples
+        pg.play({"a": torch.zeros(1, 8, 8)}, [(0, 3)], [sample()], crop_fraction=2)
+    import numpy as np
+
+    game = pg.PointingGame(input_size=np.int64(100), crop_fraction=1)
+    assert game.input_size == 100 and type(game.input_size) is int and game.crop_fraction == 1.0
+    assert pg.PointingGame(protocol="torchray").input_size is None  # unused under torchray: None is fine
+
+
+def _coco_pair_samples():
+    return [sample(100, 80, source="coco128/val2017"), sample(100, 80, boxes=((50, 50, 60, 60),), source="coco128/val2017")]
+
+
+def test_play_reads_pairs_from_any_iterable():
+    two = _coco_pair_samples()
+    maps = torch.stack([peak(80, 100, 45, 35), peak(80, 100, 5, 5)])
+    listed = pg.play({"a": maps}, [(0, 3), (1, 3)], two, protocol="torchray")["a"]
+    assert listed.hits.tolist() == [True, False]
+    for pairs in (((i, 3) for i in range(2)), iter([(0, 3), (1, 3)]), torch.tensor([[0, 3], [1, 3]]),
+                  __import__("numpy").array([[0, 3], [1, 3]]), pg.pairs(two)):
+        # a generator was consumed by the check of its items: "maps['a']: 2 maps for 0 samples"
+        played = pg.play({"a": maps}, pairs, two, protocol="torchray")["a"]
+        assert torch.equal(played.hits, listed.hits) and torch.equal(played.labels, listed.labels)
+
+
+def test_play_refuses_pairs_and_samples_it_cannot_read():
+    two = _coco_pair_samples()
+    maps = torch.stack([peak(80, 100, 45, 35), peak(80, 100, 5, 5)])
+    for pairs in (5, "03", {0: 3}):
+        with pytest.raises(TypeError, match=r"play: pairs must be a Pairs \(from pairs\(\)\) or an iterable of "
+                                            rf"\(sample index, category\) tuples .*, got {type(pairs).__name__}"):
+            pg.play({"a": maps}, pairs, two, protocol="torchray")
+    with pytest.raises(ValueError, match=r"pairs must be a Pairs or \(sample index, category\) tuples; pair 0 is "
+                                         r"tensor\(0\)"):
+        pg.play({"a": maps}, torch.tensor([0, 1]), two, protocol="torchray")  # was a TypeError from len()
+    with pytest.raises(TypeError, match="play: samples must be the dataset the pairs index"):
+        pg.play({"a": maps}, [(0, 3), (1, 3)], iter(two), protocol="torchray")
+
+
+@pytest.mark.parametrize("bad,what", [(float("nan"), "1 NaN value"), (float("inf"), "1 infinite value"),
+                                      (-float("inf"), "1 infinite value")])
+def test_non_finite_maps_are_refused_under_both_protocols(bad, what):
+    # An infinite value was a "maximum" like any other; NaN was refused only after being carried back.
+    crop = [sample(100, 80, boxes=((10, 10, 30, 30),), label=0), sample(100, 80, label=0)]
+    maps = torch.rand(2, 100, 100, generator=torch.Generator().manual_seed(3))
+    maps[1, 4, 4] = bad
+    message = rf"pointing game: maps contain NaN or infinite values \(map 1 has {what}\); a saliency map must be finite"
+    with pytest.raises(ValueError, match=message):
+        pg.pointing_game(maps, crop, input_size=100)
+    with pytest.raises(ValueError, match=message.replace("maps contain", r"maps\['m'\] contain")):
+        pg.PointingGame(protocol="torchray").update({"m": list(maps)}, _coco_pair_samples())
+    with pytest.raises(ValueError, match=r"max_points: maps contain NaN or infinite values \(map 1 has"):
+        pg.max_points(maps)
+
+
+def test_hits_at_refuses_non_finite_points():
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"hits_at: points contain NaN or infinite values \(point 1 has 1 NaN value\)"):
+        pg.hits_at([[0, 0], [float("nan"), 1]], [mask, mask])  # was "cannot convert float NaN to integer"
+
+
+def test_grid_functions_check_their_grid_and_maps():
+    maps = torch.zeros(4, 8, 8)
+    for rows, cols in ((0, 2), (2, -1)):  # rows * cols = 0 was a ZeroDivisionError
+        with pytest.raises(ValueError, match=r"grid_pointing: (rows|cols) must be an integer >= 1"):
+            pg.grid_pointing(maps, rows=rows, cols=cols)
+        with pytest.raises(ValueError, match=r"grid_images: (rows|cols) must be an integer >= 1"):
+            pg.grid_images(torch.zeros(4, 3, 4, 4), rows=rows, cols=cols)
+    with pytest.raises(ValueError, match="grid_groups: tiles must be an integer >= 1, got 0"):
+        pg.grid_groups(torch.tensor([0, 1, 2]), 2, tiles=0)  # was a reshape error after grouping every image
+    with pytest.raises(TypeError, match="grid_groups: count must be an integer >= 0, got float 2.5"):
+        pg.grid_groups(torch.tensor([0, 1, 2, 3]), 2.5)  # three groups were drawn, then a reshape error
+    with pytest.raises(TypeError, match="grid_pointing: rows must be an integer >= 1, got float 2.0"):
+        pg.grid_pointing(maps, rows=2.0)
+    with pytest.raises(TypeError, match="grid_images: tile_size .* must be an integer >= 1, got float 8.5"):
+        pg.grid_images(torch.zeros(4, 3, 4, 4), tile_size=8.5)
+    maps[3, 0, 0] = float("nan")  # its localisation energy was NaN, and so the mean
+    with pytest.raises(ValueError, match=r"grid_pointing: maps contain NaN or infinite values \(map 3 has 1 NaN value\)"):
+        pg.grid_pointing(maps)
+    signed = torch.zeros(4, 8, 8) - 1.0
+    signed[0, 1, 1] = 2.0
+    assert pg.grid_pointing(signed).hits[0, 0]  # negative values are fine: argmax and positive mass

@@ -156,3 +156,47 @@ def test_grouped_cascading_steps_reach_the_layer_by_layer_states():
     independent = independent_randomization(model, "gradcam", x, seed=5, layers=[("fc", "features.2")],
                                             method_kwargs={"layer": "features.3"})
     assert independent.depths == [2] and torch.allclose(independent.maps[1], step_by_step.maps[2], atol=1e-6)
+
+
+def test_similarities_refuse_non_finite_maps_and_bad_windows():
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.rand(2, 12, 12, generator=g), torch.rand(2, 12, 12, generator=g)
+    nan = b.clone()
+    nan[1, 3, 3] = float("nan")  # NaN sorted as the largest value: a correlation came back
+    with pytest.raises(ValueError, match=r"spearman: maps b contain NaN or infinite values \(image 1 has 1 NaN value\); "
+                                         "a saliency map must be finite"):
+        spearman(a, nan)
+    with pytest.raises(ValueError, match=r"ssim: maps b contain NaN or infinite values \(image 1 has 1 NaN value\)"):
+        ssim(a, nan)  # was a NaN similarity
+    with pytest.raises(ValueError, match=r"spearman: maps must be a batch \(B, H, W\)"):
+        spearman(a[0, 0], b[0, 0])  # one row of pixels was read as 12 one-pixel maps, each scored 0
+    with pytest.raises(TypeError, match=r"spearman: a must be a torch.Tensor"):
+        spearman(a.tolist(), b)
+    with pytest.raises(ValueError, match=r"ssim: sigma must be a finite number > 0, got 0"):
+        ssim(a, b, sigma=0)  # a window of 0/0: NaN
+    with pytest.raises(ValueError, match=r"ssim: data_range .* must be a finite number > 0, got nan"):
+        ssim(a, b, data_range=float("nan"))
+    with pytest.raises(TypeError, match=r"ssim: window .* must be an integer >= 1, got float 7.0"):
+        ssim(a, b, window=7.0)
+    with pytest.raises(ValueError, match=r"ssim: window .* must be an integer >= 1, got 0"):
+        ssim(a, b, window=0)  # was a conv2d error on an empty window
+    assert torch.equal(spearman(a - 10, b), spearman(a, b))  # signed maps: only the ranks count
+
+
+def test_randomisation_names_the_step_whose_maps_are_not_finite():
+    model, x = tiny_cnn(), images(2, size=16)
+
+    def breaks_once_randomised(m, imgs, targets):
+        maps = imgs[:, 0].sigmoid()
+        if m is not model:  # the randomised copy
+            maps = maps.clone()
+            maps[1, 2, 2] = float("nan")
+        return maps
+
+    with pytest.raises(ValueError, match=r"cascading_randomization: the method's maps after step 'fc' contain NaN or "
+                                         r"infinite values \(image 1 has 1 NaN value\)"):
+        cascading_randomization(model, breaks_once_randomised, x, layers=["fc"])
+    with pytest.raises(ValueError, match=r"independent_randomization: the method's maps of the trained model contain NaN"):
+        independent_randomization(model, lambda m, imgs, t: torch.full((2, 16, 16), float("inf")), x, layers=["fc"])
+    with pytest.raises(TypeError, match="cascading_randomization: seed must be an integer, got float 1.5"):
+        cascading_randomization(model, "gradient", x, layers=["fc"], seed=1.5)  # was truncated to seed 1

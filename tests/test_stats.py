@@ -101,3 +101,23 @@ def test_sign_flip_refuses_inputs_it_used_to_flatten_truncate_or_overflow():
     assert sign_flip(d, np.full(40, 1e308)).value == pytest.approx(d.mean())
     with pytest.raises(ValueError, match="level must be a number"):
         sign_flip(d, level="0.95")
+
+
+def test_bootstrap_refuses_undefined_values_and_bad_resampling_settings():
+    # A NaN among the values made both ends of the interval NaN.
+    with pytest.raises(ValueError, match=r"bootstrap_ci: values contain NaN or infinite values \(value 1 is NaN\); "
+                                         "drop undefined units first and count them"):
+        bootstrap_ci([0.5, float("nan"), 0.25])
+    with pytest.raises(ValueError, match=r"\(value 0 is infinite; 2 of 3 values are not finite\)"):
+        bootstrap_ci(torch.tensor([float("inf"), 1.0, -float("inf")]))
+    with pytest.raises(ValueError, match="bootstrap_ci: resamples must be an integer >= 1, got 0"):
+        bootstrap_ci([1.0, 2.0], resamples=0)  # was a RuntimeError from torch.quantile
+    with pytest.raises(TypeError, match="bootstrap_ci: resamples must be an integer >= 1, got float 100.0"):
+        bootstrap_ci([1.0, 2.0], resamples=100.0)
+    with pytest.raises(TypeError, match="bootstrap_ci: seed must be an integer, got float 0.5"):
+        bootstrap_ci([1.0, 2.0], seed=0.5)
+    with pytest.raises(TypeError, match=r"bootstrap_ci: level must be a number in \(0, 1\), got str"):
+        bootstrap_ci([1.0, 2.0], level="0.9")
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_ci([1.0, 2.0], level=float("nan"))
+    assert bootstrap_ci([1.0, 2.0, 3.0], resamples=np.int64(50), seed=np.int64(1)).n == 3

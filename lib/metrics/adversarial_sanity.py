@@ -57,9 +57,18 @@ import torch
 
 from ..attacks import check_pixels, normaliser, pgd
 from ..capture import check_targets, prepared
-from ..saliency.passes import chunks
+from ..saliency.passes import check_batch_size, chunks
+from ._checks import check_finite, check_int, check_real, check_tensor
 
 __all__ = ["CleaningCurve", "SanityResult", "cleaning_curve", "sanity_score", "adversarial_sanity", "cleaning_order"]
+
+INTEGRATIONS = ("right", "trapezoid")
+"""How :meth:`CleaningCurve.area` integrates the curve (see the module docstring)."""
+
+
+def _check_integration(integration) -> None:
+    if integration not in INTEGRATIONS:
+        raise ValueError(f"unknown integration {integration!r}; accepted: {', '.join(INTEGRATIONS)}")
 
 
 @dataclass
@@ -100,13 +109,16 @@ class CleaningCurve:
                              self.clean_probability, self.labels)
 
     def area(self, integration: str = "right") -> torch.Tensor:
-        """(B,) :math:`\\text{Area}_\\Psi` in pixels (see the module docstring for ``integration``)."""
+        """(B,) :math:`\\text{Area}_\\Psi` in pixels (see the module docstring for ``integration``).
+
+        Raises:
+            ValueError: an ``integration`` other than ``"right"`` and ``"trapezoid"``.
+        """
+        _check_integration(integration)
         widths = (self.pixels_cleaned[1:] - self.pixels_cleaned[:-1]).to(self.probabilities.dtype)
         if integration == "right":
             return (self.probabilities[:, 1:] * widths).sum(dim=1)
-        if integration == "trapezoid":
-            return (0.5 * (self.probabilities[:, 1:] + self.probabilities[:, :-1]) * widths).sum(dim=1)
-        raise ValueError(f"unknown integration {integration!r}; accepted: right, trapezoid")
+        return (0.5 * (self.probabilities[:, 1:] + self.probabilities[:, :-1]) * widths).sum(dim=1)
 
     def ideal_area(self) -> torch.Tensor:
         """(B,) :math:`\\text{Area}_\\text{Ideal} = P_\\text{GT} N` (Eq. 5.7 with the pixel budget)."""
@@ -132,17 +144,23 @@ def cleaning_order(maps: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     return shuffle[order]
 
 
-def _check_maps(maps, pixels) -> torch.Tensor:
+def _check_maps(maps, pixels, what: str) -> torch.Tensor:
     batch, _, height, width = pixels.shape
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"maps must be a (B, H, W) tensor, got {type(maps).__name__}")
+    check_tensor(maps, f"{what}: maps", f"(B, H, W) = {(batch, height, width)}")
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if tuple(maps.shape) != (batch, height, width):
         raise ValueError(f"maps must have shape {(batch, height, width)} (B, H, W) like the pixels, got {tuple(maps.shape)}")
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps contain NaN or infinite values")
+    check_finite(maps, f"{what}: maps", hint="a saliency map must be finite (any sign and scale: only its order counts)")
     return maps.to(pixels.device)
+
+
+def _check_options(fraction, steps, seed, batch_size, what: str) -> tuple[float, int, int, int | None]:
+    """The cleaning's budget, steps, seed and batch size, checked (before any attack or pass)."""
+    fraction = check_real(fraction, f"{what}: fraction (the pixel budget N / (H W))", low=0, high=1, low_open=True)
+    steps = check_int(steps, f"{what}: steps (cleaning steps up to the budget)", 1)
+    seed = check_int(seed, f"{what}: seed")
+    return fraction, steps, seed, check_batch_size(batch_size)
 
 
 def cleaning_curve(
@@ -178,19 +196,24 @@ def cleaning_curve(
 
     Returns:
         :class:`CleaningCurve`.
+
+    Raises:
+        ValueError: pixels outside [0, 1] or of two shapes, maps that are not (B, H, W) like
+            the pixels or have NaN or infinite values (any sign and scale is accepted: only
+            the order counts), a fraction outside (0, 1] or NaN, steps or a batch size below 1,
+            labels out of range.
+        TypeError: maps that are not a real tensor, a fraction that is not a number, steps,
+            seed or batch size that is not an integer (``2.5``, ``True``).
     """
     check_pixels(pixels)
     check_pixels(adversarial)
     if adversarial.shape != pixels.shape:
         raise ValueError(f"adversarial must have the pixels' shape {tuple(pixels.shape)}, got {tuple(adversarial.shape)}")
-    maps = _check_maps(maps, pixels)
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
+    maps = _check_maps(maps, pixels, "cleaning_curve")
+    fraction, steps, seed, batch_size = _check_options(fraction, steps, seed, batch_size, "cleaning_curve")
     batch, _, height, width = pixels.shape
     budget = max(1, round(fraction * height * width))
-    steps = min(int(steps), budget)
+    steps = min(steps, budget)
     counts = torch.round(torch.linspace(0, budget, steps + 1, dtype=torch.float64)).long()
     normalize = normaliser(model, mean, std)
 
@@ -261,8 +284,15 @@ def adversarial_sanity(
 
     Returns:
         :class:`SanityResult`.
+
+    Raises:
+        ValueError, TypeError: as :func:`cleaning_curve`, and an unknown ``integration``; all
+            checked before the attack runs.
     """
     check_pixels(pixels)
+    _check_maps(maps, pixels, "adversarial_sanity")
+    _check_options(fraction, steps, seed, batch_size, "adversarial_sanity")
+    _check_integration(integration)
     if adversarial is None:
         kwargs = dict(attack_kwargs or {})
         if mean is not None:

@@ -23,6 +23,7 @@ import torch
 from ..capture import check_images, least_likely_labels
 from ..saliency.passes import predict
 from ..saliency.registry import resolve_method
+from ._checks import check_finite, check_tensor
 from .sanity import spearman
 
 __all__ = ["ClassSensitivity", "extreme_classes", "class_sensitivity", "max_min_correlation", "records"]
@@ -53,7 +54,27 @@ def extreme_classes(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def max_min_correlation(maps_max: torch.Tensor, maps_min: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation of paired maps (B, H, W) -> (B,) (Sec. 4.3); NaN where a map is constant."""
+    """Spearman correlation of paired maps (B, H, W) -> (B,) (Sec. 4.3); NaN where a map is constant.
+
+    Any real values are accepted (only the ranks count); NaN has no rank.
+
+    Raises:
+        TypeError: maps that are not real tensors.
+        ValueError: maps of two shapes or without a batch dimension ((B, H, W), or any
+            (B, ...)), or with NaN or infinite values.
+    """
+    return _correlation(maps_max, maps_min, "max_min_correlation")
+
+
+def _correlation(maps_max, maps_min, what: str) -> torch.Tensor:
+    """:func:`max_min_correlation`, its errors headed by ``what``."""
+    for name, maps in (("maps_max", maps_max), ("maps_min", maps_min)):
+        check_tensor(maps, f"{what}: {name}", "(B, H, W)")
+    if maps_max.shape != maps_min.shape or maps_max.dim() < 2:
+        raise ValueError(f"{what}: maps_max and maps_min must be batches (B, H, W) (or (B, ...)) of one shape, "
+                         f"got {tuple(maps_max.shape)} and {tuple(maps_min.shape)}")
+    check_finite(maps_max, f"{what}: the maps for the most likely class")
+    check_finite(maps_min, f"{what}: the maps for the least likely class")
     correlation = spearman(maps_max, maps_min)
     constant = lambda maps: maps.flatten(1).amax(1) == maps.flatten(1).amin(1)
     return correlation.masked_fill(constant(maps_max) | constant(maps_min), float("nan"))
@@ -63,8 +84,10 @@ def _pair(maps_max, maps_min, top, bottom):
     """ClassSensitivity leaf by leaf for (nested) dicts of maps."""
     if isinstance(maps_max, dict):
         return {key: _pair(maps_max[key], maps_min[key], top, bottom) for key in maps_max}
+    check_tensor(maps_max, "class_sensitivity: the method's maps", "(B, H, W), or a (nested) dict of them")
+    check_tensor(maps_min, "class_sensitivity: the method's maps", "(B, H, W), or a (nested) dict of them")
     maps_max, maps_min = maps_max.detach(), maps_min.detach()
-    return ClassSensitivity(max_min_correlation(maps_max, maps_min), top, bottom, maps_max, maps_min)
+    return ClassSensitivity(_correlation(maps_max, maps_min, "class_sensitivity"), top, bottom, maps_max, maps_min)
 
 
 def records(result, **labels) -> list[dict]:
@@ -103,6 +126,11 @@ def class_sensitivity(model, method, images: torch.Tensor, *, method_kwargs: dic
         returns a (nested) dict of maps, such as
         :func:`lib.saliency.extract_and_aggregate.framework_maps` (every method at every layer from one
         pass), gives the same dict with a :class:`ClassSensitivity` per entry.
+
+    Raises:
+        ValueError: bad images, an unknown method, maps that are not (B, H, W) or have NaN or
+            infinite values (the message names the class they explain).
+        TypeError: a method that returns something other than tensors or a (nested) dict of them.
     """
     check_images(images)
     explain = resolve_method(method)

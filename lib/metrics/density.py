@@ -19,6 +19,11 @@ removed pixel is black, then normalises for the network; ``space="input"`` multi
 normalised tensor as given (a removed pixel becomes the dataset's mean colour) and works
 for any ``nn.Module``.  A map with :math:`\sum \Psi = 0` (or :math:`\sum (1 - \Psi) = 0`)
 has an undefined density, reported as NaN.
+
+Inputs: :math:`\Psi` is a mask of mass in [0, 1] (the denominators are its mass and the mass
+of its complement), so :func:`map_density` refuses maps with NaN or infinite values and maps
+outside [0, 1] (normalise signed or unbounded maps first); :func:`relative_difference` is a
+ratio of Frobenius norms, defined for maps of any sign, and refuses only NaN or infinite values.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency.passes import chunks
+from ..saliency.passes import check_batch_size, chunks
+from ._checks import check_finite, check_range, check_tensor
 
 __all__ = ["DensityResult", "map_density", "relative_difference"]
 
@@ -76,17 +82,24 @@ def map_density(
         :class:`DensityResult`.
 
     Raises:
-        ValueError: shapes disagree, maps outside [0, 1], unknown ``space`` or labels out of range.
+        ValueError: shapes disagree, maps with NaN or infinite values or outside [0, 1] (the
+            densities divide by the mass of :math:`\Psi` and of :math:`1 - \Psi`), an unknown
+            ``space``, no labels or not one per image, labels out of range, a batch size below 1.
+        TypeError: maps that are not a real tensor, a batch size that is not an integer.
     """
     check_images(images)
-    if maps.shape != (images.shape[0], *images.shape[-2:]):
-        raise ValueError(f"maps must be (B, H, W) = {(images.shape[0], *images.shape[-2:])}, got {tuple(maps.shape)}")
-    if maps.min() < 0 or maps.max() > 1:
-        raise ValueError("maps must lie in [0, 1] (normalise them first)")
+    expected = (images.shape[0], *images.shape[-2:])
+    check_tensor(maps, "map_density: maps", f"(B, H, W) = {expected}")
+    if maps.shape != expected:
+        raise ValueError(f"map_density: maps must be (B, H, W) = {expected}, got {tuple(maps.shape)}")
+    check_finite(maps, "map_density: maps", hint="a saliency map must be finite, in [0, 1]")
+    check_range(maps, "map_density: maps", 0, 1, hint="the map is a mask of mass (normalise it first)")
     if space not in ("pixels", "input"):
-        raise ValueError(f"unknown space {space!r}; accepted: pixels, input")
+        raise ValueError(f"map_density: unknown space {space!r}; accepted: pixels, input")
     if space == "pixels" and isinstance(model, torch.nn.Module):
         raise ValueError("space='pixels' needs a lib.models.Classifier (its mean/std); use space='input' for a bare module")
+    _slice(labels, images.shape[0], slice(None))  # no labels, or not one per image: refused before any pass
+    batch_size = check_batch_size(batch_size)
     maps = maps.to(images)
     area = images.shape[-2] * images.shape[-1]
     parts = {"plus": [], "minus": [], "full": []}
@@ -116,9 +129,18 @@ def map_density(
 def _slice(labels, batch: int, piece: slice):
     if labels is None:
         raise ValueError("map density needs the true labels")
-    if isinstance(labels, int):
+    if isinstance(labels, int) and not isinstance(labels, bool):
         return labels
-    labels = torch.as_tensor(labels).reshape(-1)
+    if isinstance(labels, (bool, str, bytes)):
+        raise TypeError(f"map_density: labels must be class indices (an int, or one per image), got {labels!r}")
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"map_density: labels must be class indices (an int, or one per image), "
+                        f"got {type(labels).__name__}") from None
+    if labels.dim() == 0:  # one class for all (a NumPy or 0-d tensor integer); its dtype is checked with the logits
+        return labels
+    labels = labels.reshape(-1)
     if labels.numel() != batch:
         raise ValueError(f"labels must have one class per image: got {labels.numel()} for {batch} images")
     return labels[piece]
@@ -128,10 +150,21 @@ def relative_difference(first: torch.Tensor, second: torch.Tensor) -> torch.Tens
     r"""Eq. 5.5 of Jalwana et al. 2021 per pair of maps (B, H, W) -> (B,).
 
     :math:`\|\Psi_1 - \Psi_2\|_2 / \big((\|\Psi_1\|_2 + \|\Psi_2\|_2) / 2\big)` (Frobenius
-    norms); Table 5.4 reports its mean over images.  Two all-zero maps differ by 0.
+    norms); Table 5.4 reports its mean over images.  Two all-zero maps differ by 0.  The
+    norms are defined for maps of any sign, so signed maps are accepted as they are.
+
+    Raises:
+        TypeError: a map batch that is not a real tensor.
+        ValueError: batches of different shapes or not (B, H, W) (a single (H, W) map would be
+            read as H maps), or with NaN or infinite values.
     """
-    if first.shape != second.shape:
-        raise ValueError(f"maps must have one shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+    check_tensor(first, "relative_difference: first", "(B, H, W)")
+    check_tensor(second, "relative_difference: second", "(B, H, W)")
+    if first.shape != second.shape or first.dim() != 3:
+        raise ValueError(f"relative_difference: maps must be two (B, H, W) batches of one shape, "
+                         f"got {tuple(first.shape)} and {tuple(second.shape)}")
+    check_finite(first, "relative_difference: the first maps")
+    check_finite(second, "relative_difference: the second maps")
     a, b = first.flatten(1).double(), second.flatten(1).double()
     scale = (a.norm(dim=1) + b.norm(dim=1)) / 2
     diff = (a - b).norm(dim=1)

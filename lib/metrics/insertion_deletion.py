@@ -26,6 +26,10 @@ Protocols (all exposed):
 
 Ties in a map are broken by pixel index (a stable sort), the same in the batched and the
 reference implementation.
+
+Inputs: only the order of a map's values counts, so maps of any sign and scale are accepted
+(a signed gradient map ranks its most positive pixels first); a NaN or infinite value has no
+place in that order and is refused (:func:`insertion_deletion` names the image).
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency.passes import AUTO, auto_batch_size, chunks, slice_targets
+from ..saliency.passes import AUTO, auto_batch_size, check_batch_size, chunks, slice_targets
 from ..saliency.group_masking import gaussian_blur
+from ._checks import check_finite, check_int, check_real, check_tensor
 
 __all__ = [
     "RISE_STEP",
@@ -61,19 +66,44 @@ MODES = ("insertion", "deletion")
 
 
 def auc(curves: torch.Tensor) -> torch.Tensor:
-    """Trapezoid area under curves (..., n + 1) sampled uniformly on [0, 1] (RISE's ``auc``)."""
-    if curves.shape[-1] < 2:
-        raise ValueError("a curve needs at least two points")
+    """Trapezoid area under curves (..., n + 1) sampled uniformly on [0, 1] (RISE's ``auc``).
+
+    Raises:
+        TypeError: curves that are not a real tensor.
+        ValueError: curves of fewer than two points, or with NaN or infinite values (an area
+            over them would be NaN or infinite, not a score).
+    """
+    check_tensor(curves, "auc: curves", "(..., n + 1)")
+    if curves.dim() == 0 or curves.shape[-1] < 2:
+        raise ValueError(f"auc: a curve needs at least two points, got curves of shape {tuple(curves.shape)}")
+    check_finite(curves, "auc: curves", item="curve", hint="a probability curve must be finite")
     return (curves.sum(dim=-1) - (curves[..., 0] + curves[..., -1]) / 2) / (curves.shape[-1] - 1)
 
 
 def salient_order(maps: torch.Tensor) -> torch.Tensor:
-    """Pixel indices (B, H*W) by decreasing saliency; ties in index order (stable)."""
+    """Pixel indices (B, H*W) by decreasing saliency; ties in index order (stable).
+
+    Raises:
+        TypeError: maps that are not a real tensor.
+        ValueError: maps that are not (B, H, W), or with NaN or infinite values (NaN sorts as
+            the most salient pixel).
+    """
+    check_tensor(maps, "salient_order: maps", "(B, H, W)")
+    if maps.dim() != 3:
+        raise ValueError(f"salient_order: maps must be (B, H, W), got shape {tuple(maps.shape)}")
+    check_finite(maps, "salient_order: maps")
     return torch.argsort(maps.flatten(1), dim=1, descending=True, stable=True)
 
 
 def substrate(images: torch.Tensor, kind: str = "blur", *, blur_kernel: int = 51, blur_sigma: float = 50.0) -> torch.Tensor:
-    """The image the pixels are taken from (insertion) or replaced by (deletion)."""
+    """The image the pixels are taken from (insertion) or replaced by (deletion).
+
+    Raises:
+        ValueError: an unknown ``kind``, a ``blur_kernel`` that is not a positive odd
+            integer, a ``blur_sigma`` that is not a finite number > 0.
+        TypeError: a ``blur_kernel`` that is not an integer, a ``blur_sigma`` that is not a number.
+    """
+    _check_substrate(kind, blur_kernel, blur_sigma, "substrate")
     if kind == "blur":
         return gaussian_blur(images, blur_kernel, blur_sigma)
     if kind == "zeros":
@@ -81,15 +111,36 @@ def substrate(images: torch.Tensor, kind: str = "blur", *, blur_kernel: int = 51
     raise ValueError(f"unknown substrate {kind!r}; accepted: {', '.join(SUBSTRATES)}")
 
 
-def _check(images, maps, mode, step):
+def _check_substrate(kind, blur_kernel, blur_sigma, what: str) -> None:
+    """A known substrate and, for ``"blur"``, a usable Gaussian (a NaN sigma blurred every image to NaN)."""
+    if kind not in SUBSTRATES:
+        raise ValueError(f"{what}: unknown substrate {kind!r}; accepted: {', '.join(SUBSTRATES)}")
+    if kind == "blur":
+        if check_int(blur_kernel, f"{what}: blur_kernel", 1) % 2 == 0:
+            raise ValueError(f"{what}: blur_kernel must be a positive odd integer (pixels), got {blur_kernel}")
+        check_real(blur_sigma, f"{what}: blur_sigma", low=0, low_open=True)
+
+
+def _check(images, maps, mode, step, what: str) -> int:
+    """Check the arguments every game shares; ``step`` as an int.
+
+    Raises:
+        TypeError: maps that are not a real tensor, a step that is not an integer.
+        ValueError: an unknown mode, maps of another shape than (B, H, W) of the images or
+            with NaN or infinite values, a step below 1.
+    """
     check_images(images)
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; accepted: {', '.join(MODES)}")
-    if not isinstance(maps, torch.Tensor) or maps.shape != (images.shape[0], *images.shape[-2:]):
-        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
-        raise ValueError(f"maps must have shape (B, H, W) = {(images.shape[0], *images.shape[-2:])}, got {shape}")
-    if not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be a positive number of pixels, got {step!r}")
+        raise ValueError(f"{what}: unknown mode {mode!r}; accepted: {', '.join(MODES)}")
+    check_tensor(maps, f"{what}: maps", f"(B, H, W) = {(images.shape[0], *images.shape[-2:])}")
+    if maps.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(f"{what}: maps must have shape (B, H, W) = {(images.shape[0], *images.shape[-2:])}, "
+                         f"got {tuple(maps.shape)}")
+    check_finite(maps, f"{what}: maps", hint="a saliency map must be finite (any sign and scale: only its order counts)")
+    try:
+        return check_int(step, f"{what}: step (pixels per step)", 1)
+    except ValueError:
+        raise ValueError(f"{what}: step must be a positive number of pixels, got {step!r}") from None
 
 
 def _ends(images, mode, kind, blur_kernel, blur_sigma):
@@ -129,7 +180,7 @@ def causal_curves(
     Args:
         model: a ``lib.models.Classifier`` or ``nn.Module``.
         images: (B, 3, H, W) normalised for the model.
-        maps: (B, H, W) saliency maps (any scale; only the order counts).
+        maps: (B, H, W) saliency maps (any sign and scale, finite; only the order counts).
         targets: (B,) classes, an int, or None for the top-1 class of each image.
         mode: ``"insertion"`` or ``"deletion"``.
         step: pixels per step (RISE: 224; Group-CAM's script: 1,792).
@@ -139,9 +190,19 @@ def causal_curves(
 
     Returns:
         (B, n + 1) softmax probabilities of the target, n = ceil(H W / step).
+
+    Raises:
+        ValueError: bad images (``lib.capture.check_images``), maps that are not (B, H, W) on
+            the images' grid or have NaN or infinite values (any sign and scale is accepted:
+            only the order counts), a step below 1, an unknown mode or substrate, a blur
+            kernel that is not a positive odd integer, a blur sigma that is not a finite
+            number > 0, a batch size below 1, targets out of range.
+        TypeError: maps that are not a real tensor, a step, blur kernel or batch size that is
+            not an integer (``2.0``, ``True``), a blur sigma that is not a number.
     """
-    _check(images, maps, mode, step)
-    batch_size = auto_batch_size(batch_size, images)
+    step = _check(images, maps, mode, step, "causal_curves")
+    _check_substrate(substrate_kind, blur_kernel, blur_sigma, "causal_curves")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     with prepared(model) as module:
         chosen = _targets(module, images, targets, batch_size)
         return _curves(module, images, maps, chosen, mode, step, substrate_kind, blur_kernel, blur_sigma, batch_size)
@@ -183,8 +244,12 @@ def causal_curves_reference(
     A transcription of RISE's ``CausalMetric.evaluate`` loop (copy the next ``step``
     pixels of the order from the finish image into the running image, score, repeat),
     kept as the reference the batched version is tested against.  Slow; not for use.
+
+    Raises:
+        ValueError, TypeError: as :func:`causal_curves`.
     """
-    _check(images, maps, mode, step)
+    step = _check(images, maps, mode, step, "causal_curves_reference")
+    _check_substrate(substrate_kind, blur_kernel, blur_sigma, "causal_curves_reference")
     height, width = images.shape[-2:]
     steps = math.ceil(height * width / step)
     start, finish = _ends(images, mode, substrate_kind, blur_kernel, blur_sigma)
@@ -265,12 +330,21 @@ def insertion_deletion(
     Arguments as :func:`causal_curves`; ``insertion_substrate`` is where insertion starts,
     ``deletion_substrate`` what deletion ends at (the RISE and Group-CAM scripts: blur and
     zeros; Group-CAM's text: blur for both, the default here).
+
+    Raises:
+        ValueError: bad images (``lib.capture.check_images``), maps that are not (B, H, W) on
+            the images' grid or have NaN or infinite values (any sign and scale is accepted:
+            only the order counts), a step below 1, an unknown substrate, a blur kernel that
+            is not a positive odd integer, a blur sigma that is not a finite number > 0 (both
+            checked only when a substrate is ``"blur"``), a batch size below 1, targets out of
+            range.
+        TypeError: maps that are not a real tensor, a step, blur kernel or batch size that is
+            not an integer (``2.0``, ``True``), a blur sigma that is not a number.
     """
-    _check(images, maps, "insertion", step)
-    batch_size = auto_batch_size(batch_size, images)
+    step = _check(images, maps, "insertion", step, "insertion_deletion")
     for kind in (insertion_substrate, deletion_substrate):
-        if kind not in SUBSTRATES:
-            raise ValueError(f"unknown substrate {kind!r}; accepted: {', '.join(SUBSTRATES)}")
+        _check_substrate(kind, blur_kernel, blur_sigma, "insertion_deletion")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     with prepared(model) as module:
         chosen = _targets(module, images, targets, batch_size)
         blur = (blur_kernel, blur_sigma, batch_size)

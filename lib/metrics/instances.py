@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .. import data as _data
+from ._checks import check_finite, check_tensor
 
 __all__ = ["BOX_TOLERANCE", "box_masks", "normalise", "weakest_instance_peak", "outside_share", "instance_counts"]
 
@@ -110,17 +111,16 @@ def normalise(saliency_map: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(m) if high > 0 else torch.zeros_like(m)
 
 
-def _checked(saliency_map, boxes, size) -> tuple[torch.Tensor, torch.Tensor]:
+def _checked(saliency_map, boxes, size, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     width, height = _size(size)
-    if not isinstance(saliency_map, torch.Tensor) or saliency_map.dim() != 2:
-        shape = tuple(saliency_map.shape) if isinstance(saliency_map, torch.Tensor) else type(saliency_map).__name__
-        raise ValueError(f"the map must be a 2-D (H, W) tensor, got {shape}")
+    check_tensor(saliency_map, f"{what}: the map", "(H, W)")
+    if saliency_map.dim() != 2:
+        raise ValueError(f"the map must be a 2-D (H, W) tensor, got {tuple(saliency_map.shape)}")
     if tuple(saliency_map.shape) != (height, width):
         raise ValueError(
             f"the map is {tuple(saliency_map.shape)} but the image is {width}x{height} (expected ({height}, {width})): "
             "bring maps back to the image first (lib.data.whole_map_to_original)")
-    if not torch.isfinite(saliency_map).all():
-        raise ValueError("the map holds NaN or infinite values")
+    check_finite(saliency_map, f"{what}: the map", item=None)
     return normalise(saliency_map), box_masks(boxes, (width, height))
 
 
@@ -137,8 +137,9 @@ def weakest_instance_peak(saliency_map: torch.Tensor, boxes, size) -> float:
 
     Raises:
         ValueError: a map that is not ``(height, width)`` or not finite; bad boxes (:func:`box_masks`).
+        TypeError: a map that is not a real tensor.
     """
-    m, masks = _checked(saliency_map, boxes, size)
+    m, masks = _checked(saliency_map, boxes, size, "weakest_instance_peak")
     peaks = torch.where(masks, m[None], torch.zeros_like(m)[None]).flatten(1).max(dim=1).values
     return float(peaks.min())
 
@@ -153,7 +154,7 @@ def outside_share(saliency_map: torch.Tensor, boxes, size) -> float:
     Returns:
         A number in [0, 1]; lower: more localised on the instances.
     """
-    m, masks = _checked(saliency_map, boxes, size)
+    m, masks = _checked(saliency_map, boxes, size, "outside_share")
     total = float(m.sum())
     if total == 0.0:
         return 1.0

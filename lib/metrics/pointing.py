@@ -87,6 +87,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import data as _data
+from ._checks import check_finite, check_int, check_real, check_tensor
 from .stats import Interval, bootstrap_ci
 
 __all__ = [
@@ -197,20 +198,25 @@ def max_points(maps: Sequence[torch.Tensor]) -> torch.Tensor:
 
     Args:
         maps: ``N`` tensors ``(H_i, W_i)`` (sizes may differ) or one ``(N, H, W)`` tensor.
+
+    Raises:
+        ValueError: a map that is not a non-empty ``(H, W)`` tensor, is complex, or has NaN
+            or infinite values (its maximum would be undefined, or an infinity).
     """
-    return _max_points(maps, [f"map {k}" for k in range(len(maps))])
+    return _max_points(maps, [f"map {k}" for k in range(len(maps))], "max_points: maps")
 
 
-def _max_points(maps: Sequence[torch.Tensor], names: Sequence[str]) -> torch.Tensor:
+def _max_points(maps: Sequence[torch.Tensor], names: Sequence[str], what: str = "pointing game: maps") -> torch.Tensor:
     """:func:`max_points`, an undefined maximum named by ``names[k]`` (which map of which sample)."""
     points = []
     for name, m in zip(names, maps):
-        if m.dim() != 2 or m.numel() == 0:
-            raise ValueError(f"each map must be a non-empty (H, W) tensor, got {tuple(m.shape)}")
+        if not isinstance(m, torch.Tensor) or m.dim() != 2 or m.numel() == 0:
+            shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
+            raise ValueError(f"each map must be a non-empty (H, W) tensor, got {shape}")
         if m.is_complex():
             raise ValueError(f"{name} is complex ({m.dtype}); maps must be real")
-        if m.is_floating_point() and bool(torch.isnan(m).any()):  # argmax would pick the first NaN
-            raise ValueError(f"{name} has {int(torch.isnan(m).sum())} NaN values; its maximum is undefined")
+        check_finite([m], what, names=[name],
+                     hint="a saliency map must be finite (argmax would pick the first NaN)")
         index = int(torch.argmax(m.reshape(-1)))
         points.append((index % m.shape[1], index // m.shape[1]))
     return torch.tensor(points, dtype=torch.int64).reshape(-1, 2)
@@ -253,11 +259,13 @@ def hits_at(
             TorchRay's strict ``<``.
 
     Raises:
-        ValueError: mismatched lengths, a mask that is not 2-D, a negative or infinite tolerance.
+        ValueError: mismatched lengths, a mask that is not 2-D, a negative or infinite
+            tolerance, points with NaN or infinite coordinates.
         TypeError: a tolerance that is not a real number (or is a bool), an ``inclusive`` that
             is not a bool.
     """
     points = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    check_finite(points, "hits_at: points", item="point", hint="a point is (x, y) in pixels, finite")
     if len(masks) != points.shape[0]:
         raise ValueError(f"{points.shape[0]} points but {len(masks)} masks")
     _check_tolerance(tolerance)
@@ -502,7 +510,20 @@ def _map_list(maps, count: int, what: str) -> list[torch.Tensor]:
         raise ValueError(f"{what}: {len(items)} maps for {count} samples")
     if any(m.is_complex() for m in items):
         raise ValueError(f"{what}: complex maps; maps must be real")
+    check_finite(items, f"pointing game: {what}", item="map")
     return items
+
+
+def _check_crop(input_size, crop_fraction, what: str = "PointingGame") -> None:
+    """The crop protocol's geometry: ``input_size`` None or an int >= 1, ``crop_fraction`` in (0, 1]."""
+    if input_size is not None:
+        try:
+            check_int(input_size, f"{what}: input_size (the side of the network's centre crop, or None)", 1)
+        except TypeError:
+            raise TypeError(f"{what}: input_size must be None or an integer >= 1 (the side of the network's centre "
+                            f"crop, in pixels), got {type(input_size).__name__} {input_size!r}") from None
+    check_real(crop_fraction, f"{what}: crop_fraction (the centre crop's share of the resized image's side)",
+               low=0, high=1, low_open=True)
 
 
 def _crop_input_size(input_size) -> int:
@@ -520,6 +541,7 @@ def _crop_maps(maps, count: int, what: str) -> torch.Tensor:
         raise ValueError(f"{what}: {maps.shape[0]} maps for {count} samples")
     if maps.is_complex():
         raise ValueError(f"{what}: complex maps; maps must be real")
+    check_finite(maps, f"pointing game: {what}", item="map")
     return maps.detach()
 
 
@@ -557,9 +579,11 @@ class PointingGame:
 
     Raises:
         ValueError: an unknown option or protocol, an ``area_fraction`` outside (0, 1], a
-            negative or infinite ``tolerance``.
-        TypeError: a ``tolerance`` or ``area_fraction`` that is not a real number (or is a
-            bool), an ``inclusive`` that is not a bool.
+            negative or infinite ``tolerance``, an ``input_size`` below 1, a ``crop_fraction``
+            outside (0, 1] or NaN (all checked here, not at the first update).
+        TypeError: a ``tolerance``, ``area_fraction`` or ``crop_fraction`` that is not a real
+            number (or is a bool), an ``input_size`` that is neither None nor an integer
+            (``224.0``, ``"224"``), an ``inclusive`` that is not a bool.
 
     Example::
 
@@ -588,7 +612,9 @@ class PointingGame:
         _check_tolerance(tolerance)
         _check_inclusive(inclusive)
         _check_area_fraction(area_fraction)
-        self.input_size, self.crop_fraction = input_size, crop_fraction
+        _check_crop(input_size, crop_fraction)
+        self.input_size = None if input_size is None else operator.index(input_size)
+        self.crop_fraction = float(crop_fraction)
         self.tolerance, self.inclusive = tolerance, inclusive
         self.area_fraction, self.protocol = area_fraction, protocol
         self._parts: dict = {}
@@ -973,6 +999,13 @@ def pairs(
     )
 
 
+def _is_pair(p) -> bool:
+    """``p`` holds two entries: a tuple or list of two, or a 1-D array or tensor of two."""
+    if isinstance(p, (np.ndarray, torch.Tensor)):
+        return p.ndim == 1 and len(p) == 2
+    return isinstance(p, Sequence) and not isinstance(p, (str, bytes)) and len(p) == 2
+
+
 def play(
     maps: dict,
     pairs: Pairs | Sequence[tuple[int, int]],
@@ -998,8 +1031,10 @@ def play(
     Args:
         maps: ``{key: maps}``, each ``(P, h, w)`` or ``P`` tensors ``(h_i, w_i)`` aligned with
             ``pairs`` (whole-image maps under ``"torchray"``, crop maps under ``"crop"``).
-        pairs: from :func:`pairs`, or ``(sample index, category)`` tuples.
-        samples: the dataset the pairs index.
+        pairs: from :func:`pairs`, or any iterable of ``(sample index, category)`` pairs (a
+            list, a generator, a ``(P, 2)`` array or tensor; read once).
+        samples: the dataset the pairs index (a :class:`lib.data.Dataset` or a sequence of
+            :class:`lib.data.Sample`).
         centre: also score TorchRay's centre baseline (:func:`centre_baseline`), under the key
             ``"centre"`` (or the string given).
         protocol: ``"torchray"``, ``"crop"`` or None (by the data, :func:`pointing_game`).
@@ -1010,10 +1045,15 @@ def play(
         results of two keys can be compared pair by pair, :meth:`PointingResult.class_weights`).
 
     Raises:
-        ValueError: maps not aligned with the pairs, a pair index out of range, a key clash with
-            the centre baseline's, samples of two label spaces (ImageNet's, VOC's, COCO's).
+        ValueError: maps not aligned with the pairs, a pair that is not two integers, a pair
+            index out of range, a key clash with the centre baseline's, samples of two label
+            spaces (ImageNet's, VOC's, COCO's); bad options (:class:`PointingGame`).
+        TypeError: ``pairs`` that is not an iterable (an int, a string, a dict), ``samples``
+            that cannot be indexed (a generator); bad option types (:class:`PointingGame`).
     """
     _check_protocol(protocol)
+    game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
+                        inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)  # checks the options first
     if not isinstance(maps, Mapping):
         raise ValueError(f"maps must be a dict {{key: maps aligned with the pairs}}, got {type(maps).__name__}")
     if centre == "":
@@ -1021,10 +1061,19 @@ def play(
     if isinstance(pairs, Pairs):
         index, category = pairs.indices.tolist(), pairs.categories.tolist()
     else:
-        if not all(isinstance(p, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(p, str) and len(p) == 2 for p in pairs):
-            raise ValueError("pairs must be a Pairs or (sample index, category) tuples")
+        if isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, (Iterable, torch.Tensor)):
+            raise TypeError(f"play: pairs must be a Pairs (from pairs()) or an iterable of (sample index, category) "
+                            f"tuples (a list, a generator, a (P, 2) array), got {type(pairs).__name__}")
+        pairs = list(pairs)  # a generator is read once, here
+        wrong = next((k for k, p in enumerate(pairs) if not _is_pair(p)), None)
+        if wrong is not None:
+            raise ValueError(f"pairs must be a Pairs or (sample index, category) tuples; pair {wrong} is "
+                             f"{pairs[wrong]!r} ({type(pairs[wrong]).__name__})")
         index = [_category(p[0], "a pair's sample index") for p in pairs]
         category = [_category(p[1], "a pair's category") for p in pairs]
+    if isinstance(samples, (str, bytes, Mapping)) or not (hasattr(samples, "__len__") and hasattr(samples, "__getitem__")):
+        raise TypeError(f"play: samples must be the dataset the pairs index, a lib.data.Dataset or a sequence of "
+                        f"lib.data.Sample (indexable, with a length), got {type(samples).__name__}")
     count = len(index)
     centre_key = ("centre" if centre is True else centre) if centre else None
     if centre_key is not None and centre_key in maps:
@@ -1040,8 +1089,6 @@ def play(
     groups: dict[int, list[int]] = {}
     for position, i in enumerate(index):
         groups.setdefault(i, []).append(position)
-    game = PointingGame(input_size=input_size, crop_fraction=crop_fraction, tolerance=tolerance,
-                        inclusive=inclusive, area_fraction=area_fraction, protocol=protocol)
     order, resolved, first_sample = [], None, None
     for i, positions in groups.items():
         sample = samples[i]
@@ -1145,8 +1192,11 @@ def grid_groups(labels, count: int, *, tiles: int = 4, seed: int = 0) -> torch.T
     recur across groups when ``count * tiles`` exceeds the pool.
 
     Raises:
-        ValueError: fewer than ``tiles`` distinct classes.
+        ValueError: fewer than ``tiles`` distinct classes, a ``count`` below 0, ``tiles`` below 1.
+        TypeError: ``count``, ``tiles`` or ``seed`` that is not an integer (a float, a bool).
     """
+    count, tiles = check_int(count, "grid_groups: count", 0), check_int(tiles, "grid_groups: tiles", 1)
+    seed = check_int(seed, "grid_groups: seed")
     labels = torch.as_tensor(labels).reshape(-1)
     if len(torch.unique(labels)) < tiles:
         raise ValueError(f"need at least {tiles} distinct classes, got {len(torch.unique(labels))}")
@@ -1170,7 +1220,19 @@ def grid_images(images: torch.Tensor, *, rows: int = 2, cols: int = 2, tile_size
 
     Tile ``t`` of a grid sits at row ``t // cols``, column ``t % cols``. ``tile_size``
     resizes each image (bilinear) to ``s``; None keeps ``S`` (Böhle et al. tile full-size images).
+
+    Raises:
+        TypeError: images that are not a tensor, ``rows``, ``cols`` or ``tile_size`` that is
+            not an integer.
+        ValueError: images that are not ``(N, C, S, S)``, ``rows``, ``cols`` or ``tile_size``
+            below 1, a count of images that does not fill whole grids.
     """
+    check_tensor(images, "grid_images: images", "(G * rows * cols, 3, S, S)")
+    if images.dim() != 4:
+        raise ValueError(f"grid_images: images must be (G * rows * cols, 3, S, S), got shape {tuple(images.shape)}")
+    rows, cols = check_int(rows, "grid_images: rows", 1), check_int(cols, "grid_images: cols", 1)
+    if tile_size is not None:
+        tile_size = check_int(tile_size, "grid_images: tile_size (pixels, or None)", 1)
     n, channels, height, width = images.shape
     per = rows * cols
     if n % per:
@@ -1190,9 +1252,18 @@ def grid_pointing(maps: torch.Tensor, *, rows: int = 2, cols: int = 2) -> GridRe
 
     Returns:
         :class:`GridResult`.
+
+    Raises:
+        TypeError: maps that are not a real tensor, ``rows`` or ``cols`` that is not an integer.
+        ValueError: maps that are not ``(G * T, H, W)`` of whole grids, maps with NaN or
+            infinite values (any sign is accepted: the argmax and the positive mass are
+            defined for it), ``rows`` or ``cols`` below 1.
     """
+    check_tensor(maps, "grid_pointing: maps", "(G * T, H, W)")
+    rows, cols = check_int(rows, "grid_pointing: rows", 1), check_int(cols, "grid_pointing: cols", 1)
     if maps.dim() != 3:
-        raise ValueError("maps must be (G * T, H, W)")
+        raise ValueError(f"grid_pointing: maps must be (G * T, H, W), got shape {tuple(maps.shape)}")
+    check_finite(maps, "grid_pointing: maps", item="map")
     per = rows * cols
     n, height, width = maps.shape
     if n % per or height % rows or width % cols:

@@ -54,6 +54,7 @@ from torch import nn
 from ..capture import check_images, unwrap
 from ..saliency.passes import predict
 from ..saliency.registry import resolve_method
+from ._checks import check_finite, check_int, check_real, check_tensor
 
 __all__ = [
     "RandomizationResult",
@@ -88,10 +89,21 @@ def spearman(a: torch.Tensor, b: torch.Tensor, *, constant: float = 0.0) -> torc
     :math:`\rho = \mathrm{corr}(\mathrm{rank}(a), \mathrm{rank}(b))` with average ranks for
     ties.  A constant map carries no ranking: its pair gets ``constant``, 0 by default (no
     similarity); ``constant=float("nan")`` gives what ``scipy.stats.spearmanr`` gives, an
-    undefined correlation.
+    undefined correlation.  Any real values are accepted (only the ranks count).
+
+    Raises:
+        TypeError: maps that are not real tensors.
+        ValueError: maps of two shapes, or without a batch dimension (a single (H, W) map
+            would be read as H maps), or with NaN or infinite values (NaN has no rank).
     """
+    check_tensor(a, "spearman: a", "(B, ...)")
+    check_tensor(b, "spearman: b", "(B, ...)")
     if a.shape != b.shape:
         raise ValueError(f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dim() < 2:
+        raise ValueError(f"spearman: maps must be a batch (B, H, W) (or (B, ...)), got shape {tuple(a.shape)}")
+    check_finite(a, "spearman: maps a")
+    check_finite(b, "spearman: maps b")
     a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
     out = torch.full((a.shape[0],), float(constant), dtype=torch.float64, device=a.device)
     for i in range(a.shape[0]):
@@ -119,12 +131,23 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 11, sigma: float = 1
     averaged over the positions where the window fits inside the map.
 
     Raises:
-        ValueError: shapes differ or the maps are smaller than the window.
+        ValueError: shapes differ, the maps are smaller than the window, maps with NaN or
+            infinite values, a window below 1, a sigma or data range that is not a finite
+            number > 0.
+        TypeError: maps that are not real tensors, a window that is not an integer, a sigma
+            or data range that is not a number.
     """
+    check_tensor(a, "ssim: a", "(B, H, W)")
+    check_tensor(b, "ssim: b", "(B, H, W)")
+    window = check_int(window, "ssim: window (the Gaussian window's side)", 1)
+    sigma = check_real(sigma, "ssim: sigma", low=0, low_open=True)
+    data_range = check_real(data_range, "ssim: data_range (L, the maps' value range)", low=0, low_open=True)
     if a.shape != b.shape or a.dim() != 3:
         raise ValueError(f"ssim compares two (B, H, W) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[-2:]) < window:
         raise ValueError(f"maps of size {tuple(a.shape[-2:])} are smaller than the {window}x{window} SSIM window")
+    check_finite(a, "ssim: maps a")
+    check_finite(b, "ssim: maps b")
     a, b = a.double().unsqueeze(1), b.double().unsqueeze(1)
     w = _gaussian_window(window, sigma, a.dtype, a.device)
     mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
@@ -291,7 +314,9 @@ def _result(names, depths, maps: list[torch.Tensor], chosen, cascading: bool, me
 
 
 def _run(model, method, images, targets, layers, seed, method_kwargs, cascading: bool, measures=_MEASURES):
+    test = "cascading_randomization" if cascading else "independent_randomization"
     check_images(images)
+    seed = check_int(seed, f"{test}: seed")
     if "spearman" not in measures or set(measures) - set(_MEASURES):
         raise ValueError(f"measures must include 'spearman' and may add 'ssim', got {tuple(measures)}")
     explain = resolve_method(method)
@@ -307,7 +332,8 @@ def _run(model, method, images, targets, layers, seed, method_kwargs, cascading:
     if unknown:
         raise ValueError(f"unknown layer(s) {unknown}; module names look like {default_layers(model)[:6]}")
     grouped = any(len(step) > 1 for step in steps)
-    original = {path: m.detach() for path, m in _leaves(explain(model, images, chosen, **kwargs))}
+    original = {path: _checked_map(m, test, path, "of the trained model") for path, m in
+                _leaves(explain(model, images, chosen, **kwargs))}
     maps = {path: [m] for path, m in original.items()}
     position = 0
     for step in steps:
@@ -317,7 +343,7 @@ def _run(model, method, images, targets, layers, seed, method_kwargs, cascading:
             _reinitialise(layer, seed * 100_003 + position)
             position += 1
         for path, m in _leaves(explain(twin, images, chosen, **kwargs)):
-            maps[path].append(m.detach())
+            maps[path].append(_checked_map(m, test, path, f"after step {' + '.join(step)!r}"))
         if saved is not None:
             for layer, state in zip(layers_now, saved):
                 layer.load_state_dict(state)
@@ -325,6 +351,14 @@ def _run(model, method, images, targets, layers, seed, method_kwargs, cascading:
     sizes = [len(step) for step in steps]
     depths = (list(itertools.accumulate(sizes)) if cascading else sizes) if grouped else None
     return _nest({path: _result(names, depths, series, chosen, cascading, measures) for path, series in maps.items()})
+
+
+def _checked_map(m, test: str, path: tuple, when: str) -> torch.Tensor:
+    """One of the method's maps, detached; a map with NaN or infinite values named by its step (and key)."""
+    key = f" {'/'.join(map(str, path))!r}" if path else ""
+    check_tensor(m, f"{test}: the method's maps{key}", "(B, H, W), or a (nested) dict of them")
+    check_finite(m, f"{test}: the method's maps{key} {when}")
+    return m.detach()
 
 
 def cascading_randomization(
@@ -363,7 +397,10 @@ def cascading_randomization(
         maps, the same dict of results.
 
     Raises:
-        ValueError: unknown method, layer names or measures; bad images or targets.
+        ValueError: unknown method, layer names or measures; bad images or targets; a map of
+            the method with NaN or infinite values (named by its step: its correlation would
+            be a number made from NaN's sorting place).
+        TypeError: a seed that is not an integer (``1.5`` was truncated), maps that are not tensors.
     """
     return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=True, measures=measures)
 
@@ -383,7 +420,7 @@ def independent_randomization(
 
     Like :func:`cascading_randomization`, but only one layer (or one tuple of layers) is
     random at each step; the others keep their trained parameters (and buffers).  Same
-    arguments and result.
+    arguments, result and errors.
     """
     return _run(model, method, images, targets, layers, seed, method_kwargs, cascading=False, measures=measures)
 

@@ -15,6 +15,8 @@ import numbers
 import numpy as np
 import torch
 
+from ._checks import check_finite, check_int
+
 __all__ = ["Interval", "bootstrap_ci", "SignFlip", "sign_flip", "EXACT_LIMIT"]
 
 
@@ -49,13 +51,22 @@ def bootstrap_ci(
         seed: the resampling's randomness.
 
     Raises:
-        ValueError: empty sample or a level outside (0, 1).
+        ValueError: empty sample, a sample with NaN or infinite values (the interval would be
+            NaN; drop undefined units first and count them), a level outside (0, 1) or NaN,
+            fewer than 1 resample.
+        TypeError: a level that is not a number, ``resamples`` or ``seed`` that is not an
+            integer (a float, a bool).
     """
     sample = _float64(values, "bootstrap_ci").flatten()
     if sample.numel() == 0:
         raise ValueError("bootstrap_ci needs at least one value")
+    check_finite(sample, "bootstrap_ci: values", item="value", hint="drop undefined units first and count them")
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, numbers.Real):
+        raise TypeError(f"bootstrap_ci: level must be a number in (0, 1), got {type(level).__name__} {level!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    resamples = check_int(resamples, "bootstrap_ci: resamples", 1)
+    seed = check_int(seed, "bootstrap_ci: seed")
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(0, sample.numel(), (resamples, sample.numel()), generator=generator)
     replicates = torch.stack([statistic(row) for row in sample[index]]) if statistic is not torch.mean else sample[index].mean(dim=1)
