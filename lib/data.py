@@ -52,6 +52,8 @@ import json
 import math
 import operator
 import os
+import stat
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +63,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from . import paths
 
@@ -71,6 +73,8 @@ __all__ = [
     "image_set",
     "find_imagenet",
     "image_source",
+    "rgb_image",
+    "open_image",
     "concat",
     "Batch",
     "CropGeometry",
@@ -128,9 +132,9 @@ class Sample:
     """One image and its annotation.
 
     Attributes:
-        image: PIL image, RGB, at its original size (greyscale, palette and CMYK files are
-            converted to RGB; EXIF orientation is *not* applied, as the annotations refer to
-            the stored pixels).
+        image: PIL image, RGB, at its original size (greyscale, palette, CMYK, 16-bit and
+            float files are converted to 8-bit RGB by :func:`rgb_image`; EXIF orientation is
+            *not* applied, as the annotations refer to the stored pixels).
         label: class index (ImageNet 0..999 for ImageNet and embedded; the dataset's own class
             list for COCO/VOC, the class of the largest object), ``-1`` if there is no object.
         boxes: float32 ``(K, 4)``, ``x0 y0 x1 y1`` in original pixel coordinates.
@@ -205,17 +209,179 @@ class _Record:
         return self._annotation
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        if image.mode == "RGB":
-            image.load()
-            return image.copy()
-        if image.mode in ("P", "LA", "PA") or (image.mode == "RGBA"):
-            # Composite transparency on white rather than black (matters only for clip art).
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
+#: Pillow modes :func:`rgb_image` reads, by how it reads them (see its docstring).
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA", "P")
+_EIGHT_BIT_MODES = ("1", "L", "RGB", "RGBX", "CMYK", "YCbCr")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_ACCEPTED_IMAGES = (
+    "accepted: 8-bit images (Pillow modes 1, L, P, RGB, RGBA, LA, PA, CMYK, YCbCr), 16-bit greyscale "
+    "(modes I;16, I;16L, I;16B, or I with values in [0, 65535], scaled by 255/65535) and float greyscale "
+    "(mode F, finite values in [0, 1] (times 255) or in [0, 255] (as is))"
+)
+
+
+def _value_range(image: Image.Image) -> str:
+    """``"values in [lo, hi]"`` of a single-band image (or ``"values unknown"``)."""
+    try:
+        array = np.asarray(image)
+        if array.size == 0:
+            return "no pixels"
+        if array.dtype.kind == "f":
+            finite = np.isfinite(array)
+            if not finite.all():
+                bad = array[~finite]
+                kinds = sorted({"NaN" if np.isnan(v) else ("+inf" if v > 0 else "-inf") for v in bad[:1000].tolist()})
+                shown = f"[{array[finite].min():g}, {array[finite].max():g}]" if finite.any() else "none finite"
+                return f"{int((~finite).sum())} non-finite values ({', '.join(kinds)}), finite values {shown}"
+            return f"values in [{array.min():g}, {array.max():g}]"
+        return f"values in [{array.min()}, {array.max()}]"
+    except Exception:  # a mode numpy cannot view: the range is only a hint in a message
+        return "values unknown"
+
+
+def rgb_image(image: Image.Image, source: str | os.PathLike = "image") -> Image.Image:
+    """An image as 8-bit RGB, without clipping the wide modes Pillow's ``convert("RGB")`` clips.
+
+    Every place that turns a user's image into RGB goes through this function (the loaders of
+    this module, :class:`WholeImagePreprocess`, ``python -m lib explain``, :func:`lib.plot.overlay`).
+
+    - RGB: returned as is (the same object).
+    - 8-bit modes (``1``, ``L``, ``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``): Pillow's conversion.
+    - With transparency (``RGBA``, ``LA``, ``PA``, ``P``): composited on white.
+    - 16-bit greyscale (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``; ``I`` when every value is in
+      ``[0, 65535]``): scaled by the full 16-bit range, ``round(v * 255 / 65535)`` (``v / 257``).
+      Pillow reads a 16-bit greyscale PNG as ``I;16`` (older versions as ``I``); its own
+      ``convert("RGB")`` clips every value above 255 to white.
+    - Float greyscale (``F``, e.g. a float TIFF): finite values all in ``[0, 1]`` are multiplied
+      by 255, else finite values all in ``[0, 255]`` are taken as they are (rounded); Pillow's
+      own conversion turns a [0, 1] image black.
+
+    Args:
+        image: a PIL image, any size.
+        source: what the image is (a file path, ``"overlay image"``), named in errors.
+
+    Returns:
+        An ``RGB`` image of the same size.
+
+    Raises:
+        TypeError: ``image`` is not a PIL image.
+        ValueError: a mode outside those above, ``I`` values outside ``[0, 65535]``, ``F``
+            values that are NaN, infinite or outside both ranges; the message names ``source``,
+            the mode, the values found and what is accepted.
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"{source}: expected a PIL image, got {type(image).__name__}")
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _ALPHA_MODES:
+        # Composite transparency on white rather than black (matters only for clip art).
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in _EIGHT_BIT_MODES:
         return image.convert("RGB")
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(f"{source}: {why} (Pillow mode {mode!r}, {_value_range(image)}); {_ACCEPTED_IMAGES}")
+
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise refuse("integer values outside the 16-bit range [0, 65535]")
+        grey = np.round(values * (255.0 / 65535.0))
+    elif mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise refuse("NaN or infinite pixel values")
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if low >= 0 and high <= 1:
+            grey = np.round(values * 255.0)
+        elif low >= 0 and high <= 255:
+            grey = np.round(values)
+        else:
+            raise refuse("float values outside [0, 1] and outside [0, 255]")
+    else:
+        raise refuse("an image mode this library does not read")
+    return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as 8-bit RGB (:func:`rgb_image`), at its stored size and orientation.
+
+    The file must be a regular file (a FIFO would block, a folder is not an image), Pillow must
+    identify and fully decode it (a truncated file is refused, not padded with grey) and it must
+    have at most ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb guard; Pillow
+    only warns between that limit and twice it, this function refuses). EXIF orientation is
+    *not* applied (annotations refer to the stored pixels).
+
+    Args:
+        path: the image file (JPEG, PNG, TIFF, BMP, GIF, WebP, ... anything Pillow reads).
+
+    Returns:
+        An ``RGB`` image, loaded (the file is closed).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: not a regular file, not readable, not an image Pillow identifies, truncated
+            or corrupt, too many pixels, or a mode :func:`rgb_image` refuses; the message names
+            the file.
+    """
+    path = Path(path)
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such image file") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the image file: {error.strerror or error}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(f"{path} is {_kind_of(status.st_mode)}; expected an image file (JPEG, PNG, TIFF, ...)")
+    image = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        if image is not None:
+            image.close()
+        raise ValueError(
+            f"{path}: too many pixels: {error} (accepted: at most PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS} pixels; raise that limit only for a file you trust)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"{path}: not an image file Pillow can identify (accepted: JPEG, PNG, TIFF, BMP, GIF, WebP and "
+            "the other formats Pillow reads)"
+        ) from None
+    except PermissionError as error:
+        raise ValueError(f"{path}: cannot read the image file: {error.strerror or error}") from None
+    except MemoryError:
+        raise
+    except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+        if image is not None:
+            image.close()
+        raise ValueError(
+            f"{path}: the image file is truncated or corrupt ({error.__class__.__name__}: {error}); "
+            "accepted: a complete image file Pillow decodes (re-download or re-export it)"
+        ) from None
+    with image:
+        rgb = rgb_image(image, path)
+        return image.copy() if rgb is image else rgb
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """The image of a dataset record: :func:`open_image`."""
+    return open_image(path)
 
 
 def _largest(boxes: np.ndarray, flags: np.ndarray | None) -> int:
@@ -411,6 +577,52 @@ def _require(dataset: str, path: Path, expected: str, root_arg: Any, directory: 
 def _check_split(dataset: str, split: str) -> None:
     if not isinstance(split, str) or not split or "/" in split or "\\" in split or split.startswith("."):
         raise ValueError(f"{dataset}: split must be a plain name such as 'val2017', not {split!r}")
+
+
+def _text_number(value: str | None, where: str, field: str, accepted: str = "a finite number") -> float:
+    """A number read from a text annotation (CSV, XML, YOLO ``.txt``), or one clear error.
+
+    Args:
+        value: the field's text (None: the field is absent).
+        where: the file and the object, for the message.
+        field: the field's name (``xmin``, ``cx``, ...).
+        accepted: what a valid value is, in words.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        ValueError: a missing field, a value that is not a number, NaN or infinite; the message
+            names ``where`` (the file and the object), the field, the value and what is accepted.
+    """
+    if value is None or not str(value).strip():
+        raise ValueError(f"{where}: box field {field} is missing; expected {accepted}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: box field {field} is {str(value).strip()!r}; expected {accepted}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: box field {field} is {str(value).strip()!r}; expected {accepted}")
+    return number
+
+
+def _json_number(value: Any, where: str, field: str, accepted: str = "a finite JSON number") -> float:
+    """A number of a JSON annotation (an int or a float, not a string or a bool), or one clear error.
+
+    Args:
+        value: the parsed JSON value.
+        where, field, accepted: as in :func:`_text_number`.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        ValueError: as :func:`_text_number`; a string such as ``"12"`` is refused too (Python would
+            concatenate it with another string instead of adding).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: {field} is {value!r}; expected {accepted}")
+    return float(value)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -631,7 +843,15 @@ def imagenet_val(
         except KeyError as error:
             raise ValueError(f"imagenet_val: {image_id}: synset {error.args[0]} is not in {mapping}") from None
         boxes = np.array(
-            [[float(v) for v in tokens[k + 1:k + 5]] for k in range(0, len(tokens), 5)], dtype=np.float64
+            [
+                [
+                    _text_number(value, f"imagenet_val: {solution}, {image_id}, box {k // 5}", field,
+                                 "a finite number (0-based pixel index)")
+                    for field, value in zip(("xmin", "ymin", "xmax", "ymax"), tokens[k + 1:k + 5])
+                ]
+                for k in range(0, len(tokens), 5)
+            ],
+            dtype=np.float64,
         )
         records.append(
             _Record(image_id, images_dir / name, _Annotation(int(box_labels[0]), boxes, box_labels))
@@ -685,20 +905,33 @@ def _read_names_yaml(path: Path) -> list[str]:
 
 
 def _read_yolo(path: Path, what: str) -> list[list[float]]:
+    """The lines of a YOLO label file as numbers.
+
+    Raises:
+        ValueError: a line with the wrong number of fields, a field that is not a finite number,
+            a class that is not a whole number; the message names the file, the line, the field
+            and its value.
+    """
     rows = []
+    expected = "'class cx cy w h'" if what == "detection" else "'class x1 y1 x2 y2 ...'"
     with open(path, encoding="utf-8") as file:
         for number, line in enumerate(file, 1):
             values = line.split()
             if not values:
                 continue
-            try:
-                rows.append([float(v) for v in values])
-            except ValueError:
-                raise ValueError(f"{path}:{number}: not numbers: {line.strip()!r}") from None
             if what == "detection" and len(values) != 5:
-                raise ValueError(f"{path}:{number}: expected 'class cx cy w h', got {line.strip()!r}")
+                raise ValueError(f"{path}:{number}: expected {expected}, got {line.strip()!r}")
             if what == "segmentation" and (len(values) < 7 or len(values) % 2 == 0):
-                raise ValueError(f"{path}:{number}: expected 'class x1 y1 x2 y2 ...', got {line.strip()!r}")
+                raise ValueError(f"{path}:{number}: expected {expected}, got {line.strip()!r}")
+            names = ("class", "cx", "cy", "w", "h") if what == "detection" else (
+                "class", *(f"{axis}{k // 2 + 1}" for k, axis in enumerate("xy" * ((len(values) - 1) // 2))))
+            row = [
+                _text_number(value, f"{path}:{number}", field, f"a finite number (lines {expected}, normalised)")
+                for field, value in zip(names, values)
+            ]
+            if not row[0].is_integer():
+                raise ValueError(f"{path}:{number}: class is {values[0]!r}; expected a whole class index")
+            rows.append(row)
     return rows
 
 
@@ -807,7 +1040,10 @@ _VOC_EXPECTED = "Annotations/<id>.xml, ImageSets/Main/<split>.txt and JPEGImages
 def _voc_annotation(xml_path: Path) -> _Annotation:
     if not xml_path.is_file():
         raise FileNotFoundError(f"voc2007: annotation not found: {xml_path}")
-    tree = ET.parse(xml_path).getroot()
+    try:
+        tree = ET.parse(xml_path).getroot()
+    except ET.ParseError as error:
+        raise ValueError(f"voc2007: {xml_path} is not well-formed XML ({error}); expected a VOC annotation") from None
     boxes, labels, difficult = [], [], []
     for obj in tree.iter("object"):
         name = (obj.findtext("name") or "").strip()
@@ -817,9 +1053,20 @@ def _voc_annotation(xml_path: Path) -> _Annotation:
         if bb is None:
             raise ValueError(f"{xml_path}: object {name!r} has no bndbox")
         # 1-based pixel indices in the XML -> 0-based (TorchRay's voc_as_mask does the same).
-        boxes.append([float(bb.findtext(k)) - 1.0 for k in ("xmin", "ymin", "xmax", "ymax")])
+        where = f"voc2007: {xml_path}, object {len(boxes)} ({name})"
+        boxes.append([
+            _text_number(bb.findtext(k), where, k, "a finite number (1-based pixel index)") - 1.0
+            for k in ("xmin", "ymin", "xmax", "ymax")
+        ])
         labels.append(VOC_CLASSES.index(name))
-        difficult.append(bool(int(float(obj.findtext("difficult") or 0))))
+        flag = (obj.findtext("difficult") or "0").strip()
+        try:
+            value = float(flag)
+        except ValueError:
+            value = None
+        if value not in (0.0, 1.0):
+            raise ValueError(f"{where}: difficult is {flag!r}; expected 0 or 1")
+        difficult.append(value == 1.0)
     boxes_a = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels_a = np.asarray(labels, dtype=np.int64)
     difficult_a = np.asarray(difficult, dtype=bool)
@@ -827,7 +1074,13 @@ def _voc_annotation(xml_path: Path) -> _Annotation:
     size = tree.find("size")
     extra = {}
     if size is not None and size.findtext("width") and size.findtext("height"):
-        extra["annotated_size"] = (int(size.findtext("width")), int(size.findtext("height")))
+        sides = []
+        for key in ("width", "height"):
+            text = size.findtext(key).strip()
+            if not text.isascii() or not text.isdigit():
+                raise ValueError(f"voc2007: {xml_path}, size: {key} is {text!r}; expected a whole number of pixels")
+            sides.append(int(text))
+        extra["annotated_size"] = tuple(sides)
     return _Annotation(
         label=-1 if largest < 0 else int(labels_a[largest]),
         boxes=boxes_a,
@@ -877,12 +1130,43 @@ def voc2007(root: str | os.PathLike | None = None, split: str = "test") -> Datas
 _COCO2014_EXPECTED = "annotations/instances_<split>.json and <split>/*.jpg (the official COCO layout)"
 
 
-def _coco2014_annotation(image_id: int, anns: list[dict], contiguous: dict[int, int]) -> _Annotation:
-    boxes = np.array(
-        [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
-        dtype=np.float64,
-    ).reshape(-1, 4)
-    labels = np.array([contiguous[int(a["category_id"])] for a in anns], dtype=np.int64)
+def _coco2014_box(ann: Any, where: str) -> list[float]:
+    """``x0 y0 x1 y1`` of one COCO annotation's ``bbox [x, y, w, h]``, or one clear error.
+
+    Raises:
+        ValueError: a bbox that is not four finite JSON numbers, or of negative size; the message
+            names ``where`` (file, annotation id, image id) and the field.
+    """
+    bbox = ann.get("bbox") if isinstance(ann, dict) else None
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise ValueError(f"{where}: bbox is {bbox!r}; expected [x, y, width, height], four finite numbers")
+    x, y, w, h = (_json_number(v, where, f"bbox[{k}] ({field})", "a finite number ([x, y, width, height])")
+                  for k, (field, v) in enumerate(zip(("x", "y", "width", "height"), bbox)))
+    if w < 0 or h < 0:
+        raise ValueError(f"{where}: bbox {bbox!r} has a negative width or height; expected [x, y, width, height]")
+    return [x, y, x + w, y + h]
+
+
+def _coco2014_label(ann: dict, where: str, contiguous: dict[int, int]) -> int:
+    """The contiguous class of one COCO annotation.
+
+    Raises:
+        ValueError: a ``category_id`` that is not one of the file's integer category ids.
+    """
+    category = ann.get("category_id")
+    if isinstance(category, bool) or not isinstance(category, int) or category not in contiguous:
+        raise ValueError(f"{where}: category_id is {category!r}; expected one of the file's category ids "
+                         f"({min(contiguous)}..{max(contiguous)})" if contiguous else f"{where}: the file lists no categories")
+    return contiguous[category]
+
+
+def _coco2014_annotation(
+    image_id: int, anns: list[dict], contiguous: dict[int, int], source: str = "coco2014"
+) -> _Annotation:
+    wheres = [f"{source}, annotation {a.get('id', k) if isinstance(a, dict) else k} (image {image_id})"
+              for k, a in enumerate(anns)]
+    boxes = np.array([_coco2014_box(a, where) for a, where in zip(anns, wheres)], dtype=np.float64).reshape(-1, 4)
+    labels = np.array([_coco2014_label(a, where, contiguous) for a, where in zip(anns, wheres)], dtype=np.int64)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     segments, segment_labels, crowd_rle = [], [], []
     for a, label in zip(anns, labels):
@@ -928,36 +1212,52 @@ def coco2014(root: str | os.PathLike | None = None, split: str = "val2014") -> D
         "coco2014", root_path / "annotations" / f"instances_{split}.json", _COCO2014_EXPECTED, root, False
     )
     images_dir = _require("coco2014", root_path / split, _COCO2014_EXPECTED, root)
-    with open(ann_file, encoding="utf-8") as file:
-        content = json.load(file)
+    try:
+        with open(ann_file, encoding="utf-8") as file:
+            content = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"coco2014: {ann_file} is not valid JSON ({error}); expected a COCO instances file") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"coco2014: {ann_file} holds a {type(content).__name__}; expected a COCO instances object")
     for key in ("images", "annotations", "categories"):
-        if key not in content:
+        if not isinstance(content.get(key), list):
             raise ValueError(f"coco2014: {ann_file} has no {key!r} list")
-    cats = sorted(content["categories"], key=lambda c: int(c["id"]))
-    contiguous = {int(c["id"]): i for i, c in enumerate(cats)}
-    per_image: dict[int, list[dict]] = {}
-    for ann in content["annotations"]:
-        per_image.setdefault(int(ann["image_id"]), []).append(ann)
+    try:
+        cats = sorted(content["categories"], key=lambda c: int(c["id"]))
+        contiguous = {int(c["id"]): i for i, c in enumerate(cats)}
+        names = [str(c["name"]) for c in cats]
+        category_ids = [int(c["id"]) for c in cats]
+        per_image: dict[int, list[dict]] = {}
+        for ann in content["annotations"]:
+            per_image.setdefault(int(ann["image_id"]), []).append(ann)
 
-    images = sorted(content["images"], key=lambda im: im["file_name"])
-    records = [
-        _Record(
-            Path(image["file_name"]).stem,
-            images_dir / image["file_name"],
-            functools.partial(
-                _coco2014_annotation, int(image["id"]), per_image.get(int(image["id"]), []), contiguous
-            ),
-            size=(int(image["width"]), int(image["height"])) if "width" in image and "height" in image else None,
-        )
-        for image in images
-    ]
+        images = sorted(content["images"], key=lambda im: im["file_name"])
+        records = [
+            _Record(
+                Path(image["file_name"]).stem,
+                images_dir / image["file_name"],
+                functools.partial(
+                    _coco2014_annotation, int(image["id"]), per_image.get(int(image["id"]), []), contiguous,
+                    f"coco2014: {ann_file}",
+                ),
+                size=(int(image["width"]), int(image["height"])) if "width" in image and "height" in image else None,
+            )
+            for image in images
+        ]
+    except (KeyError, TypeError, ValueError) as error:  # a field missing, or not a number where one is needed
+        what = f"field {error.args[0]!r} missing" if isinstance(error, KeyError) else f"{error.__class__.__name__}: {error}"
+        raise ValueError(
+            f"coco2014: {ann_file}: malformed entry ({what}); expected categories with an integer 'id' and a "
+            "'name', images with an integer 'id', a 'file_name' and integer 'width'/'height', annotations with "
+            "an integer 'image_id'"
+        ) from None
     return Dataset(
         f"coco2014/{split}",
         records,
-        [str(c["name"]) for c in cats],
+        names,
         root_path,
         split=split,
-        category_ids=[int(c["id"]) for c in cats],
+        category_ids=category_ids,
     )
 
 
@@ -1270,7 +1570,7 @@ class WholeImagePreprocess:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if not isinstance(image, Image.Image):
             raise ValueError(f"whole-image preprocess: expected a PIL image, got {type(image).__name__}")
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb = rgb_image(image, "whole-image preprocess input")
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).div_(255)
         g = whole_geometry(rgb.width, rgb.height, self.input_size, self.keep_aspect)
         x = F.interpolate(x[None], size=(g.input_height, g.input_width), mode="bilinear",
@@ -1537,16 +1837,32 @@ def batches(
 def find_imagenet(data_root: str | os.PathLike | None = None) -> Path | None:
     """The ``imagenet-val/`` folder of a data root, or None when it has none.
 
+    A data root chosen on purpose (``data_root``, or a non-empty ``$SALIENCY_DATA``) must be
+    usable (:func:`lib.paths.usable_data_root`): a missing folder, a file or a folder holding no
+    dataset is an error, not a silent fallback to the embedded photographs. A usable root
+    without ``imagenet-val/`` (COCO128 only, say) gives None.
+
     Args:
         data_root: a data root (same meaning as ``$SALIENCY_DATA``); None: :func:`lib.paths.data_root`,
-            that is ``$SALIENCY_DATA`` when set, else ``./data``.
+            that is ``$SALIENCY_DATA`` when set and not empty, else ``./data`` (which may be absent).
+
+    Returns:
+        ``<data root>/imagenet-val`` when it is a folder, else None.
+
+    Raises:
+        FileNotFoundError: the data root chosen is not usable (the message names it, what it
+            holds and the layout expected).
     """
-    candidate = paths.imagenet_val_root() if data_root is None else Path(data_root).expanduser() / "imagenet-val"
+    candidate = paths.usable_data_root(data_root) / "imagenet-val"
     return candidate if candidate.is_dir() else None
 
 
 def image_source(data_root: str | os.PathLike | None = None) -> str:
-    """Where :func:`image_set` takes its images from, in words (for a section's provenance cell)."""
+    """Where :func:`image_set` takes its images from, in words (for a section's provenance cell).
+
+    Raises:
+        FileNotFoundError: as :func:`find_imagenet`.
+    """
     found = find_imagenet(data_root)
     return f"ImageNet val at {found}" if found is not None else "the embedded photographs"
 
@@ -1578,8 +1894,12 @@ def image_set(data_root: str | os.PathLike | None = None, limit: int | None = No
             :func:`embedded` (no data folder needed).
         limit: at most this many images (None: all).
 
+    Returns:
+        A :class:`Dataset` (``imagenet-val`` or ``embedded``).
+
     Raises:
-        FileNotFoundError: an explicit ``data_root`` without ``imagenet-val/``.
+        FileNotFoundError: an explicit ``data_root`` without ``imagenet-val/``; a non-empty
+            ``$SALIENCY_DATA`` that is not a usable data root (:func:`find_imagenet`).
     """
     _check_limit(limit)
     if data_root is None:
@@ -1588,4 +1908,4 @@ def image_set(data_root: str | os.PathLike | None = None, limit: int | None = No
             return imagenet_val(found, limit=limit)
         images = embedded()
         return images if limit is None else images[:limit]
-    return imagenet_val(Path(data_root).expanduser() / "imagenet-val", limit=limit)
+    return imagenet_val(paths.usable_data_root(data_root) / "imagenet-val", limit=limit)

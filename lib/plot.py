@@ -70,13 +70,19 @@ def significant(value, digits: int = 3) -> str:
 
 
 def to_numpy_image(image) -> np.ndarray:
-    """A PIL image or a (3, H, W) tensor of pixels in [0, 1] -> (H, W, 3) float array."""
+    """A PIL image or a (3, H, W) tensor of pixels in [0, 1] -> (H, W, 3) float array.
+
+    A PIL image goes through :func:`lib.data.rgb_image` (16-bit and float images are scaled, not
+    clipped; a mode it cannot read raises ``ValueError``).
+    """
     if isinstance(image, torch.Tensor):
         array = image.detach().cpu().float()
         if array.dim() == 3 and array.shape[0] == 3:
             array = array.permute(1, 2, 0)
         return array.clamp(0, 1).numpy()
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    from .data import rgb_image
+
+    return np.asarray(rgb_image(image, "overlay image"), dtype=np.float32) / 255.0
 
 
 def overlay(ax, image, saliency: torch.Tensor | None = None, *, alpha: float = 0.5, cmap: str = MAP_COLOURS,

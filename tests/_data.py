@@ -12,6 +12,8 @@ import pytest
 
 from lib import paths
 
+if paths.data_root_is_set():  # a mistyped $SALIENCY_DATA fails the session instead of skipping every data test
+    paths.usable_data_root()
 DATA_ROOT = paths.data_root()
 IMAGENET = paths.imagenet_val_root()
 COCO128 = paths.coco128_root()

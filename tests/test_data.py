@@ -120,11 +120,25 @@ def test_datasets_are_lazy(monkeypatch, empty_data_root):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_image_set_falls_back_to_the_embedded_images(empty_data_root):
+@pytest.mark.parametrize("value", [None, ""])
+def test_image_set_falls_back_to_the_embedded_images(tmp_path, monkeypatch, value):
+    # Only the default data root (SALIENCY_DATA unset or empty, as the Makefile passes it) falls back.
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)  # ./data absent, as in a clean clone
+    if value is None:
+        monkeypatch.delenv("SALIENCY_DATA", raising=False)
+    else:
+        monkeypatch.setenv("SALIENCY_DATA", value)
     assert data.find_imagenet() is None and data.image_source() == "the embedded photographs"
     images = data.image_set(limit=2)
     assert images.name == "embedded" and images.ids == ["chelsea", "coffee"]
-    with pytest.raises(FileNotFoundError, match="imagenet"):
+
+
+def test_an_empty_saliency_data_folder_is_an_error_not_a_fallback(empty_data_root):
+    # A data root chosen on purpose that holds nothing: one clear error, not the embedded photographs.
+    for call in (data.find_imagenet, data.image_source, data.image_set):
+        with pytest.raises(FileNotFoundError, match=r"SALIENCY_DATA=.* is not a usable data root: .*the folder is empty"):
+            call()
+    with pytest.raises(FileNotFoundError, match="not a usable data root"):
         data.image_set(empty_data_root)
 
 
