@@ -7,8 +7,12 @@ What the key must hold is the caller's business: everything the value depends on
 :func:`tensor_digest`.
 
 An entry is published whole or not at all (:func:`write` writes a temporary file beside it and
-renames it into place), and an entry that cannot be read back (truncated, not JSON, another
-key) is a miss, overwritten by the next write.
+renames it into place; a write that fails or is interrupted leaves the old entry and no
+temporary file). The cache is only a cache: an entry that cannot be read back (truncated, not
+JSON, not ``{"key": ..., "value": ...}``, another key) is a miss, recomputed by the caller and
+overwritten by the next write, and :func:`read` warns once per file (:class:`CacheWarning`,
+naming it) so that a damaged cache does not go unnoticed. A value of the wrong shape for its
+caller (``lib.saliency.combine.layer_weights``) is the caller's miss in the same way.
 
 Example::
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,7 +35,24 @@ import torch
 
 from . import paths
 
-__all__ = ["tensor_digest", "entry_path", "read", "write"]
+__all__ = ["tensor_digest", "entry_path", "read", "write", "CacheWarning"]
+
+
+class CacheWarning(UserWarning):
+    """A cache entry that exists but cannot be used; it is recomputed and overwritten."""
+
+
+_WARNED: set[Path] = set()
+"""The unusable entries already warned about in this process (one warning per file)."""
+
+
+def _unusable(path: Path, why: str) -> None:
+    """Warn once per process that the entry at ``path`` cannot be used (a miss: it will be overwritten)."""
+    if path in _WARNED:
+        return
+    _WARNED.add(path)
+    warnings.warn(f"the cache entry {path} {why}; it is ignored and recomputed, and the next write replaces it "
+                  "(deleting the file does the same)", CacheWarning, stacklevel=3)
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -93,17 +114,29 @@ def read(folder: str, name: str, key: Mapping):
     """The value stored for ``key``, or None on a miss: no entry, an unusable cache folder, or an
     entry that cannot be read back (not UTF-8 JSON, not ``{"key": ..., "value": ...}``, another key).
 
+    Warns:
+        CacheWarning: once per file and process, an entry that exists but cannot be read back
+            (named; it is a miss, and the next :func:`write` replaces it).
+
     Raises:
         TypeError, ValueError: as :func:`entry_path` (a refused key, folder or name is an error, not a miss).
     """
     folder, file_name = _location(folder, name, key)
     try:
-        entry = json.loads((paths.cache_dir() / folder / file_name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no entry or no usable cache folder; not UTF-8 or not JSON (both ValueErrors)
+        path = paths.cache_dir() / folder / file_name
+        text = path.read_bytes()
+    except OSError:  # no entry, or no usable cache folder
+        return None
+    try:
+        entry = json.loads(text.decode("utf-8"))
+    except ValueError as error:  # not UTF-8 or not JSON (both ValueErrors): truncated, or damaged
+        _unusable(path, f"is not UTF-8 JSON ({type(error).__name__}: {error})")
         return None
     if not isinstance(entry, dict) or set(entry) != {"key", "value"} or not isinstance(entry["key"], dict):
+        _unusable(path, 'is not a cache entry ({"key": {...}, "value": ...})')
         return None
     if json.dumps(entry["key"], sort_keys=True) != _canonical(key):
+        _unusable(path, "holds the value of another key")
         return None
     return entry["value"]
 
@@ -112,7 +145,8 @@ def write(folder: str, name: str, key: Mapping, value):
     """Store ``value`` (JSON-serialisable) for ``key``, beside the key; returns ``value``.
 
     The entry is written to a temporary file in its folder and renamed into place, so a reader
-    sees the old entry, no entry or the whole new one, never a part.
+    sees the old entry, no entry or the whole new one, never a part; a write that fails or is
+    interrupted (KeyboardInterrupt) removes its temporary file and leaves the old entry.
 
     Raises:
         TypeError, ValueError: as :func:`entry_path`; a value JSON cannot serialise (nothing is written).
@@ -126,14 +160,9 @@ def write(folder: str, name: str, key: Mapping, value):
     except OSError as error:
         raise OSError(f"cannot write the cache entry {folder}/{file_name}: the cache folder is unusable ({error}); "
                       f"set {paths.CACHE_ENV} to a writable folder") from error
-    temporary = path.with_name(f"{file_name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+    try:  # an OSError, or an interruption midway: the old entry stays, no temporary file
+        paths.write_text_atomically(path, text)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise OSError(f"cannot write the cache entry {path}: {error}") from error
+    _WARNED.discard(path)  # a new entry: should it break again, say so again
     return value

