@@ -371,3 +371,15 @@ def test_a_model_that_ignores_the_image_gives_zero_maps_at_every_size(name, size
     kwargs = dict(entry.light, **({"layer": LAYER} if entry.takes_layer else {}))
     maps = entry.function(_Constant().eval(), images(2, size=size), None, **kwargs)
     assert maps.shape == (2, size, size) and maps.abs().max() == 0
+
+
+def test_guided_backprop_warns_about_unguided_activations_only():
+    """ReLU6 is a subclass of Hardtanh: it is guided and must not be reported as unguided."""
+    relu6 = tiny_cnn()
+    relu6.features[1] = nn.ReLU6()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry.get("guided_backprop").function(relu6, images(1, size=16))
+    relu6.features[3] = nn.Hardtanh()
+    with pytest.warns(UserWarning, match="its Hardtanh activations pass the plain gradient"):
+        registry.get("guided_backprop").function(relu6, images(1, size=16))

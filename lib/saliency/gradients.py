@@ -248,7 +248,8 @@ def guided_backprop(model, images, targets=None, *, aggregate: str | None = "max
     relus = [m for m in module.modules() if isinstance(m, _GUIDED_ACTIVATIONS)]
     if not relus:
         raise ValueError("guided_backprop needs nn.ReLU or nn.ReLU6 modules in the model; functional activations cannot be guided")
-    unguided = sorted({type(m).__name__ for m in module.modules() if isinstance(m, _OTHER_ACTIVATIONS)})
+    unguided = sorted({type(m).__name__ for m in module.modules()  # ReLU6 is a Hardtanh: guided, not other
+                       if isinstance(m, _OTHER_ACTIVATIONS) and not isinstance(m, _GUIDED_ACTIVATIONS)})
     if unguided:
         warnings.warn(f"guided_backprop guides only the model's ReLU and ReLU6 modules; its {', '.join(unguided)} "
                       "activations pass the plain gradient, so the map is only partly guided", stacklevel=2)
