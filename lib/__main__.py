@@ -71,7 +71,10 @@ def _target(value: str | None, categories: list[str]) -> int | None:
         return None
     text = value.strip()
     if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII only: "²".isdigit() is true, int("²") fails
-        index = int(text)
+        try:
+            index = int(text)
+        except ValueError:  # more digits than Python converts
+            raise UsageError(f"target {text[:20]}... has {len(text)} digits; give a class index 0..{len(categories) - 1}") from None
         if not 0 <= index < len(categories):
             raise UsageError(f"target {index} is outside [0, {len(categories)})")
         return index
@@ -164,7 +167,10 @@ def explain(args: argparse.Namespace) -> int:
     Raises:
         UsageError: any bad input, as one line.
     """
-    out = _output_path(args.out, args.image)  # before any work: a bad --out fails at once
+    try:
+        out = _output_path(args.out, args.image)  # before any work: a bad --out fails at once
+    except (OSError, RuntimeError) as error:  # a name too long for the file system, a symlink loop
+        raise UsageError(f"--out {args.out}: {_one_line(error)}") from error
 
     import matplotlib
 
@@ -189,7 +195,7 @@ def explain(args: argparse.Namespace) -> int:
         raise UsageError(str(error).splitlines()[0]) from error
     target = _target(args.target, classifier.categories)
     x = classifier.preprocess(image).unsqueeze(0)
-    if args.layer:
+    if args.layer is not None:
         _check_layer(method, args.method, classifier, args.layer)
     with torch.no_grad():
         probabilities = classifier(x).softmax(dim=1)[0]
@@ -197,7 +203,7 @@ def explain(args: argparse.Namespace) -> int:
     for p, i in zip(top.values.tolist(), top.indices.tolist()):
         print(f"{p:7.2%}  {i:4d}  {classifier.categories[i]}")
     chosen = int(top.indices[0]) if target is None else target
-    kwargs = {"layer": args.layer} if args.layer else {}
+    kwargs = {"layer": args.layer} if args.layer is not None else {}
     try:
         saliency = method(classifier, x, torch.tensor([chosen]), **kwargs)[0]
     except (TypeError, ValueError) as error:

@@ -87,6 +87,8 @@ def check_images(images) -> torch.Tensor:
         raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0); pass at least one image")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images have no pixels (H x W = {images.shape[2]} x {images.shape[3]}); pass images of at least 1 x 1")
     if not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor normalised for the model, got dtype {images.dtype}")
     if not torch.isfinite(images).all():
@@ -114,13 +116,18 @@ def check_targets(targets, logits: torch.Tensor, categories=None) -> torch.Tenso
     if isinstance(targets, (bool, np.bool_)) or isinstance(targets, (str, bytes)):
         raise TypeError(f"targets must be integer class indices, got {targets!r}")
     if isinstance(targets, (int, np.integer)):
+        if not -(2**63) <= int(targets) < 2**63:
+            raise ValueError(f"target {int(targets)} is outside [0, {classes}) for this model")
         targets = torch.full((batch,), int(targets), dtype=torch.long)
-    elif isinstance(targets, torch.Tensor) and targets.dim() == 0 and not targets.is_floating_point() \
-            and targets.dtype != torch.bool:
-        targets = targets.expand(batch)
-    targets = torch.as_tensor(targets, device=logits.device)
-    if targets.is_floating_point() or targets.dtype == torch.bool:
+    try:
+        targets = torch.as_tensor(targets, device=logits.device)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise TypeError(f"targets must be integer class indices (an int, or one per image), got "
+                        f"{type(targets).__name__} {targets!r} ({error})") from None
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+    if targets.dim() == 0:  # one class for every image
+        targets = targets.expand(batch)
     targets = targets.long().reshape(-1)
     if targets.numel() != batch:
         raise ValueError(f"targets must have one class index per image: got {targets.numel()} for a batch of {batch}")

@@ -383,3 +383,75 @@ def test_guided_backprop_warns_about_unguided_activations_only():
     relu6.features[3] = nn.Hardtanh()
     with pytest.warns(UserWarning, match="its Hardtanh activations pass the plain gradient"):
         registry.get("guided_backprop").function(relu6, images(1, size=16))
+
+
+class _FewerRows(nn.Module):
+    """Returns logits for the first image only, whatever the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_cnn()
+
+    def forward(self, x):
+        return self.net(x)[:1]
+
+
+class _IntegerLogits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_cnn()
+
+    def forward(self, x):
+        return (self.net(x) * 100).long()
+
+
+def _raises(call, error, mentions):
+    with pytest.raises(error) as caught:
+        call()
+    assert mentions.lower() in str(caught.value).lower(), str(caught.value)
+    assert traceback.extract_tb(caught.value.__traceback__)[-1].filename.startswith(LIB)
+
+
+def test_what_a_second_probe_found_gets_a_clear_error_or_the_right_result():
+    """A reviewer's probe of the first fixes: each case failed before this test was written."""
+    from lib.metrics.density import relative_difference
+    from lib.saliency import passes
+    from lib.saliency.group_masking import gaussian_kernel
+
+    gradient, smoothgrad, rise, cameras = (registry.get(n).function for n in ("gradient", "smoothgrad", "rise", "cameras"))
+    model, x = tiny_cnn(), images(3, size=16)
+    # a finite map whose span overflows the dtype: normalised, not NaN
+    assert torch.equal(passes.normalise_maps(torch.tensor([[-3e38, 0.0, 3e38]])), torch.tensor([[0.0, 0.5, 1.0]]))
+    _raises(lambda: smoothgrad(model, x, torch.tensor([1j, 0j, 0j]), n_samples=2), TypeError, "integer")
+    _raises(lambda: smoothgrad(model, x, {1: 2}, n_samples=2), TypeError, "integer class indices")
+    _raises(lambda: gradient(model, x, 2**70), ValueError, "outside")
+    assert torch.equal(smoothgrad(model, x, np.array(1), n_samples=2), smoothgrad(model, x, 1, n_samples=2))
+    assert torch.equal(smoothgrad(model, x, 1, n_samples=2, seed=np.int64(3)), smoothgrad(model, x, 1, n_samples=2, seed=3))
+    _raises(lambda: rise(model, x, 1, n_masks=torch.tensor(True)), TypeError, "n_masks")
+    _raises(lambda: passes.check_real(torch.tensor(True), "noise_level"), TypeError, "noise_level")
+    _raises(lambda: passes.check_real(10**400, "noise_level"), ValueError, "noise_level")
+    _raises(lambda: cameras(model, x, 1, layer=LAYER, scales=iter([16, 24])), TypeError, "sequence")
+    _raises(lambda: gradient(model, torch.zeros(2, 3, 16, 0)), ValueError, "no pixels")
+    _raises(lambda: gradient(_FewerRows(), x, 1), ValueError, "one row per image")
+    _raises(lambda: gradient(_IntegerLogits(), x, 1), TypeError, "floating-point logits")
+    _raises(lambda: passes.finish(torch.rand(3, 4, 4), x[:2], False), ValueError, "one map per image")
+    _raises(lambda: passes.layer_passes(model, x, 1, ["features.3"], score=lambda logits, t: logits[:, 0] * math.nan),
+            ValueError, "finite")
+    _raises(lambda: gaussian_kernel(5, 1e-200), ValueError, "blur_sigma")
+    assert torch.allclose(relative_difference(torch.tensor([[[2]]]), torch.tensor([[[1]]])), torch.tensor([2 / 3]))
+
+
+@pytest.mark.parametrize("arguments", [["--layer", ""], ["--target", "9" * 5000], ["--out", "x" * 300 + ".png"]])
+def test_the_cli_refuses_what_a_second_probe_found_in_one_line(tmp_path, capsys, arguments):
+    from PIL import Image
+
+    from lib.__main__ import main
+
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(picture)
+    given = dict(zip(arguments[::2], arguments[1::2]))
+    out = given.pop("--out", str(tmp_path / "m.png"))
+    extra = [item for pair in given.items() for item in pair]
+    assert main(["explain", str(picture), "--method", "gradcam", *extra, "--out", out]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error and "\n" not in error and "Traceback" not in error

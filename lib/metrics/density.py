@@ -168,4 +168,5 @@ def relative_difference(first: torch.Tensor, second: torch.Tensor) -> torch.Tens
     a, b = first.flatten(1).double(), second.flatten(1).double()
     scale = (a.norm(dim=1) + b.norm(dim=1)) / 2
     diff = (a - b).norm(dim=1)
-    return torch.where(scale > 0, diff / scale.clamp_min(1e-300), torch.zeros_like(diff)).to(first.dtype)
+    out = first.dtype if first.is_floating_point() else torch.get_default_dtype()  # integer or bool maps: a real ratio
+    return torch.where(scale > 0, diff / scale.clamp_min(1e-300), torch.zeros_like(diff)).to(out)

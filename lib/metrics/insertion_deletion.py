@@ -224,7 +224,10 @@ def _curves(module, images, maps, chosen, mode, step, substrate_kind, blur_kerne
             keep = (rank[b] < revealed[piece, None]).view(-1, 1, *images.shape[-2:])
             perturbed = torch.where(keep, finish[b], start[b])
             scores.append(module(perturbed).softmax(dim=1).gather(1, chosen[b].view(-1, 1)).squeeze(1))
-    return torch.cat(scores).view(count, steps + 1)
+    curves = torch.cat(scores).view(count, steps + 1)
+    check_finite(curves, "insertion/deletion: the model's probabilities on the perturbed images",
+                 hint="the model returned NaN or infinite logits for some perturbed image")
+    return curves
 
 
 def causal_curves_reference(

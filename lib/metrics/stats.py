@@ -70,6 +70,8 @@ def bootstrap_ci(
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(0, sample.numel(), (resamples, sample.numel()), generator=generator)
     replicates = torch.stack([statistic(row) for row in sample[index]]) if statistic is not torch.mean else sample[index].mean(dim=1)
+    check_finite(replicates, "bootstrap_ci: the statistic of the resamples", item="resample",
+                 hint="the statistic must give a finite number for every resample")
     tail = (1 - level) / 2
     low, high = torch.quantile(replicates, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     return Interval(float(statistic(sample)), low, high, sample.numel())

@@ -75,9 +75,12 @@ def gaussian_kernel(size: int, sigma: float, *, device=None, dtype=torch.float32
     if size % 2 == 0:
         raise ValueError(f"blur_kernel (the blur's kernel size) must be a positive odd integer, got {size}")
     sigma = check_real(sigma, "blur_sigma", low=0.0, low_open=True)
-    x = torch.arange(size, device=device, dtype=dtype) - size // 2
+    x = torch.arange(size, device=device, dtype=torch.float64) - size // 2
     kernel = torch.exp(-(x**2) / (2 * float(sigma) ** 2))
-    return kernel / kernel.sum()
+    if not torch.isfinite(kernel).all() or kernel.sum() <= 0:
+        raise ValueError(f"blur_sigma {sigma} is too small or too large for a Gaussian kernel (its values are not finite); "
+                         "give a sigma of order one pixel or more")
+    return (kernel / kernel.sum()).to(dtype)
 
 
 def gaussian_blur(images: torch.Tensor, kernel_size: int = 51, sigma: float = 50.0) -> torch.Tensor:

@@ -111,8 +111,9 @@ def scale_sizes(input_size: tuple[int, int], *, scales=None, steps: int = 7, max
     if scales is None:
         heights = [h] if steps == 1 else [int(round(h + (max_scale - h) * t / (steps - 1))) for t in range(steps)]
     else:
-        if isinstance(scales, (str, bytes)) or not isinstance(scales, Iterable):
-            raise TypeError(f"scales must be a sequence of heights (positive integers) or None, got {scales!r}")
+        if isinstance(scales, (str, bytes)) or not isinstance(scales, Sequence):
+            raise TypeError(f"scales must be a sequence of heights (a list, tuple or range of positive integers) or None, "
+                            f"got {type(scales).__name__} {scales!r}")
         heights = [check_count(s, "each of scales (a height)") for s in scales]
         if not heights:
             raise ValueError("scales is empty; give at least one input size")

@@ -73,15 +73,17 @@ def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(maps, torch.Tensor) or maps.dim() < 1 or not maps.is_floating_point():
         raise TypeError(f"normalise_maps: maps must be a floating-point tensor (B, ...), got {type(maps).__name__}")
+    if maps.shape[0] == 0 or maps[0].numel() == 0:
+        return maps.clone()
     bad = _bad_maps(maps)
     if bad:
         raise ValueError(f"normalise_maps: map(s) {bad[:8]} have NaN or infinite values; a saliency map must be finite")
     flat = maps.reshape(maps.shape[0], -1)
+    scale = flat.abs().amax(dim=1, keepdim=True)
+    flat = flat / scale.clamp_min(torch.finfo(flat.dtype).tiny)  # in [-1, 1] first: max - min cannot overflow
     low = flat.min(dim=1, keepdim=True).values
-    high = flat.max(dim=1, keepdim=True).values
-    span = high - low
-    scale = torch.maximum(low.abs(), high.abs())
-    varies = span > CONSTANT_ULPS * torch.finfo(flat.dtype).eps * scale
+    span = flat.max(dim=1, keepdim=True).values - low
+    varies = (span > CONSTANT_ULPS * torch.finfo(flat.dtype).eps) & (scale > 0)
     scaled = torch.where(varies, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
     return scaled.reshape(maps.shape)
 
@@ -107,6 +109,8 @@ def finish(maps: torch.Tensor, images: torch.Tensor, raw: bool) -> torch.Tensor:
     """
     raw = check_flag(raw, "raw")
     maps = maps.detach()
+    if maps.dim() < 1 or maps.shape[0] != images.shape[0]:
+        raise ValueError(f"finish: {tuple(maps.shape)} maps for {images.shape[0]} images; a method returns one map per image")
     bad = _bad_maps(maps)
     if bad:
         raise ValueError(
@@ -147,10 +151,13 @@ def check_real(value, what: str, *, low: float | None = None, high: float | None
         TypeError: not a real number (strings, bools, tensors of several values).
         ValueError: NaN, infinite, or outside the interval.
     """
-    if isinstance(value, (bool, np.bool_, str, bytes)):
+    if isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating)) or (
+            isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.is_complex())):
         raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}")
     try:
         number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} must be a finite number, got {value!r} (beyond a float's range)") from None
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{what} must be a real number, got {type(value).__name__} {value!r}") from None
     interval = f"{'(' if low_open else '['}{'-inf' if low is None else low}, {'inf' if high is None else high}{')' if high_open else ']'}"
@@ -187,6 +194,9 @@ def check_randomness(seed, generator, device: torch.device) -> torch.Generator:
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed}")
     if generator is None:
         return torch.Generator(device=device).manual_seed(seed)
     if not isinstance(generator, torch.Generator):
@@ -231,7 +241,7 @@ def auto_batch_size(batch_size: int | str | None, images: torch.Tensor) -> int |
 def _whole(value, what: str, low: int) -> int:
     """``value`` as an int >= ``low``; bools, floats and strings are refused (``2.0`` is not a count)."""
     try:
-        if isinstance(value, bool):
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
             raise TypeError
         number = operator.index(value)
     except TypeError:
@@ -301,19 +311,24 @@ def predict(model, images: torch.Tensor, targets=None) -> tuple[torch.Tensor, to
     """Logits without gradients and validated targets (None -> the predicted class)."""
     check_images(images)
     with prepared(model) as module, torch.no_grad():
-        logits = check_logits(module(images))
+        logits = check_logits(module(images), images.shape[0])
     return logits, check_targets(targets, logits, getattr(model, "categories", None))
 
 
-def check_logits(logits: torch.Tensor) -> torch.Tensor:
-    """The model's output must be (B, classes) logits without NaN or +inf (-inf marks an unmapped category).
+def check_logits(logits: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    """The model's output must be (B, classes) floating-point logits without NaN or +inf (-inf marks
+    an unmapped category), one row per image when ``batch`` is given.
 
     Raises:
-        ValueError: another shape, or logits that are not finite.
+        ValueError: another shape or batch, or logits that are not finite.
+        TypeError: logits that are not floating-point.
     """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or (batch is not None and logits.shape[0] != batch):
         got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"the model must return (B, classes) logits, got {got}")
+        raise ValueError(f"the model must return (B, classes) logits, one row per image"
+                         f"{f' ({batch})' if batch is not None else ''}, got {got}")
+    if not logits.is_floating_point():
+        raise TypeError(f"the model must return floating-point logits, got dtype {logits.dtype}")
     values = logits.detach()
     bad = torch.nonzero((torch.isnan(values) | torch.isposinf(values)).any(dim=1)).flatten().tolist()
     if bad:
@@ -449,6 +464,8 @@ def _checked_scores(scores, logits: torch.Tensor, batch: int) -> torch.Tensor:
         raise ValueError(f"score must return one score per image, shape ({batch},), got {tuple(scores.shape)}")
     if not scores.is_floating_point():
         raise TypeError(f"score must return floating-point scores, got dtype {scores.dtype}")
+    if not torch.isfinite(scores.detach()).all():
+        raise ValueError("score returned NaN or infinite scores; the scores to differentiate must be finite")
     if not logits.requires_grad:
         raise ValueError("no requested layer lies before the logits (the logits have no gradient); choose layers "
                          "on the path from the input to the logits")
@@ -541,7 +558,7 @@ def layer_passes(
             with ExitStack() as hooks, torch.enable_grad():
                 record = hooks.enter_context(capture(model, layers))
                 seen = hooks.enter_context(_layer_inputs(model, layers)) if inputs else {}
-                logits = check_logits(network(images[piece]))
+                logits = check_logits(network(images[piece]), piece.stop - piece.start)
                 chosen = check_targets(slice_targets(targets, images.shape[0], piece), logits, categories)
                 activations = _recorded(record, layers)
                 scores = _checked_scores(score(logits, chosen), logits, piece.stop - piece.start)
