@@ -227,11 +227,12 @@ def _pytorch_grad_cam(name: str, module, layer_name: str | None, images, targets
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    cls, layer = getattr(pytorch_grad_cam, name), dict(module.named_modules())[layer_name]
+    cls = getattr(pytorch_grad_cam, name)
+    layers = [] if layer_name is None else [dict(module.named_modules())[layer_name]]  # FullGrad takes no layer
 
     def run():
         quiet = contextlib.redirect_stderr(io.StringIO())  # its Score-CAM draws a progress bar per image
-        with quiet, cls(model=module, target_layers=[layer]) as cam:
+        with quiet, cls(model=module, target_layers=layers) as cam:
             cam.batch_size = chunk  # Score-CAM's masked images per pass, as ours
             cam(input_tensor=images, targets=[ClassifierOutputTarget(int(t)) for t in targets])
 
@@ -265,9 +266,18 @@ def _captum(name: str, module, layer_name: str | None, images, targets, settings
         return lambda: attr.IntegratedGradients(module).attribute(
             images.clone(), baselines=0.0, target=targets, n_steps=settings["steps"], method="riemann_trapezoid",
             internal_batch_size=chunk)
-    if name == "GuidedBackprop":
-        return lambda: attr.GuidedBackprop(module).attribute(with_grad(), target=targets)
-    raise ValueError(f"no runner for captum's {name!r}; known: Saliency, NoiseTunnel(Saliency), IntegratedGradients, GuidedBackprop")
+    if name in ("GuidedBackprop", "InputXGradient", "Deconvolution"):
+        return lambda: getattr(attr, name)(module).attribute(with_grad(), target=targets)
+    if name == "GuidedGradCam":
+        layer = dict(module.named_modules())[layer_name]
+        return lambda: attr.GuidedGradCam(module, layer).attribute(with_grad(), target=targets, interpolate_mode="bilinear")
+    if name == "Occlusion":
+        window, stride = settings["window"], settings["stride"]
+        return lambda: attr.Occlusion(module).attribute(images.clone(), sliding_window_shapes=(3, window, window),
+                                                        strides=(3, stride, stride), baselines=settings["baseline"],
+                                                        target=targets, perturbations_per_eval=chunk)
+    raise ValueError(f"no runner for captum's {name!r}; known: Saliency, NoiseTunnel(Saliency), IntegratedGradients, "
+                     "GuidedBackprop, InputXGradient, Deconvolution, GuidedGradCam, Occlusion")
 
 
 #: Library -> ``(name, module, layer_name, images, targets, settings, chunk) -> run``.

@@ -137,8 +137,10 @@ def test_the_views_and_the_entries_are_read_only():
 def test_the_old_names_keep_their_meaning():
     assert tuple(saliency.BASELINES) == ("gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
                                          "gradcam_pp", "scorecam", "layercam", "rise")
-    assert list(saliency.METHODS)[len(saliency.BASELINES):] == ["cameras", "groupcam", "layer_gradient", "linear_approx",
-                                                                 "selective_normgrad", "normgrad", "normgrad_conv"]
+    assert [name for name in saliency.METHODS if name not in saliency.BASELINES] == [
+        "gradient_x_input", "deconvnet", "guided_gradcam", "fullgrad", "hirescam", "xgradcam", "eigencam", "ablationcam",
+        "excitation_backprop", "contrastive_excitation_backprop", "occlusion", "cameras", "groupcam", "layer_gradient", "linear_approx", "selective_normgrad", "normgrad",
+        "normgrad_conv"]
     assert all(getattr(saliency, name) is function for name, function in saliency.METHODS.items())
 
 

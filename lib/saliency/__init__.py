@@ -18,9 +18,11 @@ function), ``BASELINES`` (the classical methods the papers compare against) and
 
 from .._submodules import lazy_submodules
 
-from .cam import gradcam, gradcam_pp, layercam, scorecam
-from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
-from .perturbation import rise
+from .cam import ablationcam, eigencam, gradcam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
+from .gradients import (deconvnet, fullgrad, fullgrad_terms, gradient, gradient_x_input, guided_backprop, guided_gradcam,
+                        integrated_gradients, smoothgrad)
+from .perturbation import occlusion, rise
+from .excitation import contrastive_excitation_backprop, excitation_backprop
 from .group_masking import groupcam
 from .multiscale import cameras
 from .extract_and_aggregate import extract_aggregate, layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
@@ -33,4 +35,4 @@ __getattr__, __dir__ = lazy_submodules(__name__, __path__, globals())  # ``lib.s
 
 
 __all__ = ["METHODS", "BASELINES", "REGISTRY", "register", "unregister", "resolve_method", "registry", "extract_aggregate",
-           "meta_saliency", *METHODS]
+           "meta_saliency", "fullgrad_terms", *METHODS]

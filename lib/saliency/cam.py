@@ -1,4 +1,4 @@
-r"""Class activation maps: Grad-CAM, Grad-CAM++, Layer-CAM, Score-CAM.
+r"""Class activation maps: Grad-CAM, Grad-CAM++, Layer-CAM, HiResCAM, XGrad-CAM, Eigen-CAM, Ablation-CAM, Score-CAM.
 
 Every CAM is :math:`L = \mathrm{ReLU}(\sum_k w_k \odot A_k)` for the activations
 :math:`A` (K channels) of one layer; the methods differ only in the weights
@@ -19,12 +19,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..capture import capture, check_images, layer_name, prepared
-from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_feature_map, check_flag, chunks, finish,
-                     layer_pass, normalise_maps, resolve_targets, upsample)
+from ..capture import capture, check_images, layer_name, prepared, resolve_layer
+from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_feature_map, check_flag, check_logits, chunks,
+                     finish, layer_pass, normalise_maps, resolve_targets, upsample)
 
-__all__ = ["gradcam", "gradcam_pp", "layercam", "scorecam", "weighted_sum", "gradcam_weights", "gradcam_pp_weights",
-           "layercam_weights", "REDUCTIONS"]
+__all__ = ["gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "eigencam", "ablationcam", "scorecam", "weighted_sum",
+           "gradcam_weights", "gradcam_pp_weights", "layercam_weights", "hirescam_weights", "xgradcam_weights",
+           "eigencam_projection", "REDUCTIONS"]
 
 
 def weighted_sum(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -59,6 +60,28 @@ def layercam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torc
     return F.relu(gradients)
 
 
+def hirescam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    r"""HiResCAM's weights (Draelos & Carin 2020, Eq. 5): the gradient itself at every location,
+    :math:`L = \mathrm{ReLU}(\sum_k \partial y^c / \partial A^k \odot A^k)`, (B, K, h, w).
+
+    No averaging, so the map is the layer's exact contribution to the score when the layer is
+    followed by global average pooling and a linear classifier; it is Rebuffi et al.'s linear
+    approximation with a ReLU.
+    """
+    return gradients
+
+
+#: XGrad-CAM's guard against a channel whose activations sum to zero (pytorch-grad-cam's value).
+XGRADCAM_EPS = 1e-7
+
+
+def xgradcam_weights(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    r"""XGrad-CAM's channel weights (Fu et al. 2020, Eq. 11), (B, K):
+    :math:`w_k = \sum_{ij} \frac{A^k_{ij}}{\sum_{ab} A^k_{ab}} \frac{\partial y^c}{\partial A^k_{ij}}`,
+    the gradient averaged with the activations as weights (the denominator plus :data:`XGRADCAM_EPS`)."""
+    return (gradients * activations).sum(dim=(2, 3)) / (activations.sum(dim=(2, 3)) + XGRADCAM_EPS)
+
+
 def _class_activation_map(weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
     def reduction(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         return weighted_sum(activations, weights(activations, gradients))
@@ -70,6 +93,8 @@ REDUCTIONS = {
     "gradcam": _class_activation_map(gradcam_weights),
     "gradcam_pp": _class_activation_map(gradcam_pp_weights),
     "layercam": _class_activation_map(layercam_weights),
+    "hirescam": _class_activation_map(hirescam_weights),
+    "xgradcam": _class_activation_map(xgradcam_weights),
 }
 """CAM name -> ``(activations, gradients) -> (B, h, w)`` raw map, :func:`weighted_sum` with the
 method's weights: the one statement of each CAM that :func:`gradcam`, :func:`gradcam_pp`,
@@ -135,6 +160,129 @@ def layercam(model, images, targets=None, *, layer: str = "last", raw: bool = Fa
     Arguments, returns and errors as :func:`gradcam`.
     """
     return _cam("layercam", model, images, targets, layer, raw, batch_size)
+
+
+def hirescam(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
+    r"""HiResCAM.
+
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", arXiv 2020, Eq. 5:
+    :math:`L = \mathrm{ReLU}(\sum_k \partial y^c / \partial A^k \odot A^k)` (:func:`hirescam_weights`).
+    Arguments, returns and errors as :func:`gradcam`.
+    """
+    return _cam("hirescam", model, images, targets, layer, raw, batch_size)
+
+
+def xgradcam(model, images, targets=None, *, layer: str = "last", raw: bool = False, batch_size: int | None = None):
+    r"""XGrad-CAM.
+
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of CNNs",
+    BMVC 2020, Eq. 11: Grad-CAM with each channel's gradient averaged with its activations as
+    weights (:func:`xgradcam_weights`), :math:`L = \mathrm{ReLU}(\sum_k w_k A^k)`.
+    Arguments, returns and errors as :func:`gradcam`.
+    """
+    return _cam("xgradcam", model, images, targets, layer, raw, batch_size)
+
+
+def _layer_output(model, images: torch.Tensor, layer: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass without gradient: the layer's feature map (B, K, h, w) and the logits."""
+    with prepared(model) as module, torch.no_grad(), capture(model, [layer], gradients=False) as record:
+        logits = check_logits(module(images))
+        activations = check_feature_map(record[layer], layer, method)
+    return activations, logits
+
+
+def eigencam_projection(activations: torch.Tensor, *, centre: bool = True) -> torch.Tensor:
+    r"""Eigen-CAM's map (Muhammad & Yeasin 2020, Eqs. 5-6): each location's activations
+    projected on the first right singular vector of the (h w, K) activation matrix, (B, h, w).
+
+    ``centre`` subtracts each channel's spatial mean before the decomposition, as
+    pytorch-grad-cam does (the paper decomposes the activations as they are).  A singular
+    vector's sign is arbitrary; it is chosen so that the projection's largest magnitude is
+    positive (the sign correction of Chung & Ying 2025, Eq. 13), and the map is then
+    :math:`\mathrm{ReLU}` of the projection.
+    """
+    batch, channels, height, width = activations.shape
+    matrix = activations.reshape(batch, channels, height * width).transpose(1, 2).double()  # (B, hw, K)
+    if centre:
+        matrix = matrix - matrix.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    projection = (matrix @ vh[:, 0, :, None]).squeeze(-1)  # (B, hw)
+    flip = projection.amin(dim=1).abs() > projection.amax(dim=1).abs()
+    projection = torch.where(flip[:, None], -projection, projection)
+    return F.relu(projection).reshape(batch, height, width).to(activations.dtype)
+
+
+def eigencam(model, images, targets=None, *, layer: str = "last", centre: bool = True, raw: bool = False,
+             batch_size: int | str | None = AUTO):
+    r"""Eigen-CAM.
+
+    Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
+    IJCNN 2020, Eqs. 5-6: the layer's activations projected on their first principal
+    component (:func:`eigencam_projection`).  It uses no gradient and no class: ``targets``
+    are checked and otherwise ignored, so the map is the same for every class.
+
+    Args:
+        centre: subtract each channel's spatial mean first (pytorch-grad-cam; the paper does not).
+        batch_size: images per forward pass (``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
+    Other arguments, returns and errors as :func:`gradcam`.
+    """
+    check_images(images)
+    check_flag(raw, "raw")
+    check_flag(centre, "centre")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    layer = layer_name(model, layer)
+    resolve_targets(model, images, targets)
+    maps = [eigencam_projection(_layer_output(model, images[piece], layer, "eigencam")[0], centre=centre)
+            for piece in chunks(images.shape[0], batch_size)]
+    return finish(torch.cat(maps), images, raw)
+
+
+def ablationcam(model, images, targets=None, *, layer: str = "last", raw: bool = False,
+                batch_size: int | str | None = AUTO):
+    r"""Ablation-CAM.
+
+    Desai & Ramaswamy, "Ablation-CAM: Visual Explanations for Deep Convolutional Network via
+    Gradient-free Localization", WACV 2020, Eq. 3: channel k's weight is the relative drop of
+    the target's score when its feature map is set to zero,
+    :math:`w_k = (y^c - y^c_k) / y^c`, and :math:`L = \mathrm{ReLU}(\sum_k w_k A^k)`.  One
+    forward pass per channel and image: the layer's output is replaced by the recorded one with
+    channel k zeroed (pytorch-grad-cam zeroes it too when the layer's minimum is 0, as after a
+    ReLU, and otherwise sets it to its minimum minus 1e7).  A target score of exactly 0 has no
+    relative drop; its weights are 0.
+
+    Args:
+        batch_size: ablated copies per forward pass (``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
+    Other arguments, returns and errors as :func:`gradcam`.
+    """
+    check_images(images)
+    check_flag(raw, "raw")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    layer = layer_name(model, layer)
+    chosen = resolve_targets(model, images, targets)
+    activations, logits = _layer_output(model, images, layer, "ablationcam")
+    score = logits.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
+    _, module = resolve_layer(model, layer)
+    channels = activations.shape[1]
+    replacement = {}
+    handle = module.register_forward_hook(lambda _m, _i, _o: replacement["output"])
+    try:
+        with prepared(model) as network, torch.no_grad():
+            dropped = []
+            for b in range(images.shape[0]):
+                scores = []
+                for piece in chunks(channels, batch_size):
+                    ablated = activations[b : b + 1].repeat(piece.stop - piece.start, 1, 1, 1)
+                    ablated[torch.arange(ablated.shape[0]), torch.arange(piece.start, piece.stop)] = 0
+                    replacement["output"] = ablated
+                    out = network(images[b : b + 1].expand(ablated.shape[0], -1, -1, -1))
+                    scores.append(out[:, chosen[b]])
+                dropped.append(torch.cat(scores))
+    finally:
+        handle.remove()
+    dropped = torch.stack(dropped)  # (B, K): y^c with channel k ablated
+    weights = torch.where(score[:, None] != 0, (score[:, None] - dropped) / score[:, None], torch.zeros_like(dropped))
+    return finish(weighted_sum(activations, weights), images, raw)
 
 
 def scorecam(

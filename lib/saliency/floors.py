@@ -20,7 +20,8 @@ from ..capture import prepared
 from .passes import _whole, auto_batch_size, chunks, layer_pass, resolve_targets
 from .multiscale import scale_sizes
 
-__all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "scorecam_passes", "cameras_passes",
+__all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "one_forward", "input_and_layer_passes", "two_layer_passes", "occlusion_passes",
+           "scorecam_passes", "cameras_passes",
            "groupcam_passes"]
 
 #: ``(model, images, targets, settings) -> run``: see the module docstring.
@@ -101,8 +102,35 @@ def one_layer_pass(model, images, targets, settings) -> Callable[[], object]:
     return lambda: layer_pass(model, images, targets, layer, batch_size=batch_size)
 
 
+def input_and_layer_passes(model, images, targets, settings) -> Callable[[], object]:
+    """One pass to the input and back plus one to ``settings["layer"]`` (Guided Grad-CAM: guided
+    backprop and Grad-CAM)."""
+    to_input, to_layer = input_passes()(model, images, targets, settings), one_layer_pass(model, images, targets, settings)
+    return lambda: (to_input(), to_layer())
+
+
+def two_layer_passes(model, images, targets, settings) -> Callable[[], object]:
+    """Two passes to ``settings["layer"]`` and back (contrastive Excitation Backprop: the dual's, then the target's)."""
+    once = one_layer_pass(model, images, targets, settings)
+    return lambda: (once(), once())
+
+
+def occlusion_passes(model, images, targets, settings) -> Callable[[], object]:
+    """Occlusion: the clean image and one occluded copy per position of the square."""
+    height, width = images.shape[-2:]
+    window, stride = _count(settings, "window"), _count(settings, "stride")
+    positions = len(range(0, height - window + 1, stride)) * len(range(0, width - window + 1, stride))
+    return _counted_forwards(model, images, positions + 1, _chunk(settings, images))
+
+
+def one_forward(model, images, targets, settings) -> Callable[[], object]:
+    """One forward pass per image without gradient (Eigen-CAM)."""
+    return _counted_forwards(model, images, 1, _chunk(settings, images))
+
+
 def scorecam_passes(model, images, targets, settings) -> Callable[[], object]:
-    """Score-CAM: the pass that gives the activations, then one masked image per channel of the layer."""
+    """The pass that gives the activations, then one forward per channel of the layer: Score-CAM
+    (one masked image per channel) and Ablation-CAM (one ablated channel per pass)."""
     targets = resolve_targets(model, images, targets)
     channels = layer_pass(model, images[:1], targets[:1], _setting(settings, "layer")).activations.shape[1]
     return _counted_forwards(model, images, channels + 1, _chunk(settings, images))

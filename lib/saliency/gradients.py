@@ -1,6 +1,7 @@
-"""Input-gradient methods: Gradient, SmoothGrad, Integrated Gradients, Guided Backprop.
+"""Input-gradient methods: Gradient, SmoothGrad (and its squared and variance forms),
+Integrated Gradients, Guided Backprop, DeConvNet, Gradient × input, Guided Grad-CAM.
 
-All four differentiate the target class's logit with respect to the input pixels and
+All differentiate the target class's logit with respect to the input pixels and
 reduce the (B, 3, H, W) attribution over colour channels (``aggregate``).  With
 ``aggregate=None`` and ``raw=True`` they return the signed attributions themselves.  The
 gradient is that of the one layer pass (:func:`lib.saliency.passes.layer_passes`) at the
@@ -12,13 +13,16 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..capture import check_images, prepared, unwrap
-from .passes import (AUTO, INPUT, aggregate_channels, auto_batch_size, check_batch_size, check_choice, check_count, check_flag,
-                     check_randomness, check_real, chunks, finish, layer_pass, resolve_targets, with_input)
+from .passes import (AUTO, INPUT, aggregate_channels, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag,
+                     check_randomness, check_real, chunks, finish, layer_pass, layer_passes, resolve_targets, upsample,
+                     with_input)
 
-__all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop"]
+__all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradient_x_input", "deconvnet",
+           "guided_gradcam", "fullgrad", "fullgrad_terms", "bias_layers", "SMOOTHGRAD_VARIANTS", "FULLGRAD_RESCALINGS"]
 
 
 def _input_gradients(tapped, images: torch.Tensor, targets, batch_size: int | None = None) -> torch.Tensor:
@@ -88,6 +92,7 @@ def smoothgrad(
     batch_size: int | str | None = AUTO,
     seed: int = 0,
     generator: torch.Generator | None = None,
+    variant: str = "smoothgrad",
 ):
     r"""SmoothGrad: the gradient averaged over noisy copies of the image.
 
@@ -104,6 +109,10 @@ def smoothgrad(
         seed, generator: the noise's randomness.  With ``seed`` every image gets the same
             noise draws, so a map does not depend on the batch it was computed in or on
             ``batch_size``; a ``generator`` is consumed image after image.
+        variant: the statistic of the noisy gradients, per pixel and channel: ``"smoothgrad"``
+            their mean (Eq. 2); ``"smoothgrad_sq"`` the mean of their squares (SmoothGrad-Squared,
+            Hooker et al. 2019, Sec. 4.1); ``"vargrad"`` their variance (VarGrad, Adebayo et al.
+            2018, Sec. 3), with 1/n as captum's ``NoiseTunnel`` (whose ``nt_type`` names these are).
     Other arguments, returns and errors as :func:`gradient`; also ValueError for ``n_samples < 1``
     or a ``noise_level`` that is negative, NaN or infinite.
     """
@@ -113,8 +122,9 @@ def smoothgrad(
     n_samples = check_count(n_samples, "n_samples")
     noise_level = check_real(noise_level, "noise_level", low=0.0)
     check_randomness(seed, generator, images.device)
+    check_choice(variant, "variant", SMOOTHGRAD_VARIANTS)
     targets = resolve_targets(model, images, targets)
-    total = torch.zeros_like(images)
+    total, squares = torch.zeros_like(images), torch.zeros_like(images)
     with prepared(model) as module:  # once: each pass below finds it prepared
         tapped = with_input(module)
         for b in range(images.shape[0]):
@@ -123,8 +133,18 @@ def smoothgrad(
             sigma = noise_level * (images[b].max() - images[b].min())
             for piece in chunks(n_samples, batch_size):
                 noisy = images[b : b + 1] + sigma * noise[piece]
-                total[b] += _input_gradients(tapped, noisy, targets[b].expand(noisy.shape[0])).sum(dim=0)
-    return _reduce(total / n_samples, images, aggregate, raw)
+                grads = _input_gradients(tapped, noisy, targets[b].expand(noisy.shape[0]))
+                total[b] += grads.sum(dim=0)
+                if variant != "smoothgrad":
+                    squares[b] += grads.pow(2).sum(dim=0)
+    mean = total / n_samples
+    statistic = {"smoothgrad": lambda: mean, "smoothgrad_sq": lambda: squares / n_samples,
+                 "vargrad": lambda: (squares / n_samples - mean.pow(2)).clamp_min(0)}[variant]()
+    return _reduce(statistic, images, aggregate, raw)
+
+
+#: The statistics :func:`smoothgrad` can take of the noisy gradients (captum's ``nt_type`` names).
+SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def integrated_gradients(
@@ -161,7 +181,7 @@ def integrated_gradients(
     _check_output(aggregate, raw)
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
     steps = check_count(steps, "steps (the trapezoidal rule's points)", 2)
-    reference = _baseline(baseline, images)
+    reference = check_baseline(baseline, images)
     targets = resolve_targets(model, images, targets)
     alphas = torch.linspace(0.0, 1.0, steps, device=images.device, dtype=images.dtype)
     weights = torch.full_like(alphas, 1.0 / (steps - 1))
@@ -178,29 +198,6 @@ def integrated_gradients(
             grads = _input_gradients(tapped, points, targets[i])
             total.index_add_(0, i, grads * weights[k].view(-1, 1, 1, 1))
     return _reduce((images - reference) * total, images, aggregate, raw)
-
-
-def _baseline(baseline, images: torch.Tensor) -> torch.Tensor:
-    """IG's x' broadcast to the images.
-
-    Raises:
-        TypeError: neither a real number nor a tensor.
-        ValueError: NaN or infinite values, or a shape that does not broadcast to the images'.
-    """
-    if isinstance(baseline, torch.Tensor):
-        if not (baseline.is_floating_point() or baseline.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"baseline must be a real number or a real tensor, got dtype {baseline.dtype}")
-        reference = baseline.to(dtype=images.dtype, device=images.device)
-        try:
-            reference = reference.expand_as(images)
-        except RuntimeError:
-            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' "
-                             f"{tuple(images.shape)}; give a number, (3, 1, 1), (1, 3, H, W) or (B, 3, H, W)") from None
-    else:
-        reference = torch.full_like(images, check_real(baseline, "baseline"))
-    if not torch.isfinite(reference).all():
-        raise ValueError("baseline has NaN or infinite values; it must be a finite image in the model's input space")
-    return reference
 
 
 class _PositiveGradient(torch.autograd.Function):
@@ -245,17 +242,200 @@ def guided_backprop(model, images, targets=None, *, aggregate: str | None = "max
     """
     module, _ = unwrap(model)
     _check_output(aggregate, raw)
-    relus = [m for m in module.modules() if isinstance(m, _GUIDED_ACTIVATIONS)]
-    if not relus:
-        raise ValueError("guided_backprop needs nn.ReLU or nn.ReLU6 modules in the model; functional activations cannot be guided")
-    unguided = sorted({type(m).__name__ for m in module.modules()  # ReLU6 is a Hardtanh: guided, not other
-                       if isinstance(m, _OTHER_ACTIVATIONS) and not isinstance(m, _GUIDED_ACTIVATIONS)})
-    if unguided:
-        warnings.warn(f"guided_backprop guides only the model's ReLU and ReLU6 modules; its {', '.join(unguided)} "
-                      "activations pass the plain gradient, so the map is only partly guided", stacklevel=2)
-    handles = [m.register_forward_hook(lambda _m, _i, out: _PositiveGradient.apply(out)) for m in relus]
+    handles = _rectified(module, lambda _m, _i, out: _PositiveGradient.apply(out), "guided_backprop")
     try:
         return gradient(model, images, targets, aggregate=aggregate, raw=raw, batch_size=batch_size)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def gradient_x_input(model, images, targets=None, *, aggregate: str | None = "sum_abs", raw: bool = False,
+                     batch_size: int | None = None):
+    r"""Gradient × input.
+
+    Shrikumar et al., "Not Just a Black Box: Learning Important Features Through Propagating
+    Activation Differences", arXiv 2016, Sec. 2 ("gradient * input"):
+    :math:`a_{cij} = x_{cij}\, \partial S_t / \partial x_{cij}`, the first-order Taylor term of the
+    score at the input (Integrated Gradients with one step from a zero baseline).  Reduced over
+    channels by ``aggregate`` (``sum_abs`` by default, as Integrated Gradients; ``sum`` keeps the
+    sign).  Other arguments, returns and errors as :func:`gradient`.
+    """
+    check_images(images)
+    _check_output(aggregate, raw)
+    gradients = _input_gradients(with_input(model), images, targets, batch_size)
+    return _reduce(images * gradients, images, aggregate, raw)
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """ReLU forward; backward passes the positive part of the incoming gradient, whatever the input's sign."""
+
+    @staticmethod
+    def forward(ctx, x, upper):
+        return x.clamp(min=0) if upper is None else x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0), None
+
+
+def _rectified(module: nn.Module, rule, method: str) -> list:
+    """Forward hooks ``rule(relu, inputs, output)`` on every ReLU/ReLU6 module, for the methods that
+    change the rectifiers' backward rule (guided backprop, DeConvNet).
+
+    Raises:
+        ValueError: the model has no ReLU modules (a functional ``F.relu`` cannot be changed).
+    Warns:
+        UserWarning: the model also has other activation modules, which keep their plain gradient.
+    """
+    relus = [m for m in module.modules() if isinstance(m, _GUIDED_ACTIVATIONS)]
+    if not relus:
+        raise ValueError(f"{method} needs nn.ReLU or nn.ReLU6 modules in the model; functional activations cannot be guided")
+    unguided = sorted({type(m).__name__ for m in module.modules()  # ReLU6 is a Hardtanh: guided, not other
+                       if isinstance(m, _OTHER_ACTIVATIONS) and not isinstance(m, _GUIDED_ACTIVATIONS)})
+    if unguided:
+        warnings.warn(f"{method} guides only the model's ReLU and ReLU6 modules; its {', '.join(unguided)} "
+                      "activations pass the plain gradient, so the map is only partly guided", stacklevel=3)
+    return [m.register_forward_hook(rule) for m in relus]
+
+
+def deconvnet(model, images, targets=None, *, aggregate: str | None = "max_abs", raw: bool = False,
+              batch_size: int | None = None):
+    r"""DeConvNet.
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
+    Sec. 2.1: the signal goes back through each rectifier as :math:`R_l = \mathrm{ReLU}(R_{l+1})`,
+    rectified itself and not masked by the forward activation (Springenberg et al. 2015, Fig. 1
+    set it beside the gradient and guided backprop); the other layers pass the transposed
+    filters, as the gradient does.  Each ``nn.ReLU``/``nn.ReLU6`` module is bypassed by a function
+    with its forward and this backward (an in-place ReLU is computed out of place for the call and
+    left as it was).  As captum's ``Deconvolution``, against which it is tested.
+
+    Raises:
+        ValueError: the model has no ReLU modules.
+    Other arguments, returns and errors as :func:`gradient`.
+    """
+    module, _ = unwrap(model)
+    _check_output(aggregate, raw)
+    inplace = [(m, m.inplace) for m in module.modules() if isinstance(m, _GUIDED_ACTIVATIONS)]
+
+    def rule(relu, inputs, _output):
+        return _DeconvReLU.apply(inputs[0], 6.0 if isinstance(relu, nn.ReLU6) else None)
+
+    handles = _rectified(module, rule, "deconvnet")
+    try:
+        for relu, _ in inplace:
+            relu.inplace = False  # an in-place ReLU would overwrite the input the rule reads
+        return gradient(model, images, targets, aggregate=aggregate, raw=raw, batch_size=batch_size)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for relu, flag in inplace:
+            relu.inplace = flag
+
+
+def guided_gradcam(model, images, targets=None, *, layer: str = "last", aggregate: str | None = "max_abs",
+                   raw: bool = False, batch_size: int | None = None):
+    r"""Guided Grad-CAM.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017, Sec. 3.1: Guided Backpropagation's attributions (B, 3, H, W)
+    multiplied point-wise by the Grad-CAM map bilinearly up-sampled to the input,
+    :math:`G \odot \mathrm{Up}(L^c_{\text{Grad-CAM}})`, then reduced over channels.  The Grad-CAM
+    factor is the raw map (not normalised), as in captum's ``GuidedGradCam`` (tested with its
+    ``interpolate_mode="bilinear"``; its default is nearest).
+
+    Args:
+        layer: Grad-CAM's layer.
+    Other arguments, returns and errors as :func:`guided_backprop` and :func:`lib.saliency.gradcam`.
+    """
+    from .cam import gradcam
+
+    check_images(images)
+    _check_output(aggregate, raw)
+    targets = resolve_targets(model, images, targets)
+    cam = gradcam(model, images, targets, layer=layer, raw=True, batch_size=batch_size)
+    guided = guided_backprop(model, images, targets, aggregate=None, raw=True, batch_size=batch_size)
+    return _reduce(guided * upsample(cam, tuple(images.shape[-2:])).unsqueeze(1), images, aggregate, raw)
+
+
+#: How :func:`fullgrad` rescales each term to [0, 1]: over the whole (C, h, w) tensor of an image
+#: (the authors' code) or each channel's map alone (pytorch-grad-cam).
+FULLGRAD_RESCALINGS = ("image", "channel")
+
+
+def bias_layers(model) -> dict[str, torch.Tensor]:
+    r"""FullGrad's bias layers: module name -> the bias :math:`b` added at its output, (K,).
+
+    Every ``nn.Conv2d`` with a bias and every ``nn.BatchNorm2d``, whose bias in eval mode is
+    :math:`\beta - \mu \gamma / \sqrt{\sigma^2 + \epsilon}` (Srinivas & Fleuret 2019, Sec. 3.1).
+    Linear layers' biases are constants of the score, not maps, and are left out.
+    """
+    module, _ = unwrap(model)
+    found = {}
+    for name, layer in module.named_modules():
+        if isinstance(layer, nn.Conv2d) and layer.bias is not None:
+            found[name] = layer.bias.detach()
+        elif isinstance(layer, nn.BatchNorm2d):
+            if layer.running_mean is None or layer.running_var is None:
+                raise ValueError(f"fullgrad: BatchNorm2d {name!r} has no running statistics, so its bias is undefined in eval mode")
+            gamma = layer.weight.detach() if layer.weight is not None else torch.ones_like(layer.running_mean)
+            beta = layer.bias.detach() if layer.bias is not None else torch.zeros_like(layer.running_mean)
+            found[name] = beta - layer.running_mean * gamma / torch.sqrt(layer.running_var + layer.eps)
+    return found
+
+
+def fullgrad_terms(model, images, targets=None, *, batch_size: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""FullGrad's decomposition before post-processing (Srinivas & Fleuret 2019, Eq. 2):
+    the input-gradient term :math:`\nabla_x f \odot x`, (B, 3, H, W), and for each bias layer
+    (:func:`bias_layers`) the bias-gradient term :math:`\nabla_b f \odot b`, (B, K, h, w), one
+    forward and one backward pass for all of them.  For a network of ReLUs, convolutions, batch
+    norms in eval mode, average pooling and linear layers the terms sum to the score exactly,
+    :math:`f(x) = \sum \nabla_x f \odot x + \sum_l \sum \nabla_{b_l} f \odot b_l` plus the linear layers'
+    biases (completeness, their Eq. 2).
+    """
+    biases = bias_layers(model)
+    passes = layer_passes(with_input(model), images, targets, [INPUT, *(f"network.{name}" for name in biases)],
+                          batch_size=batch_size)
+    inputs = passes[INPUT].activations * passes[INPUT].gradients
+    terms = {name: passes[f"network.{name}"].gradients * bias.to(images)[None, :, None, None] for name, bias in biases.items()}
+    return inputs, terms
+
+
+def _rescale(terms: torch.Tensor, how: str) -> torch.Tensor:
+    """|terms| rescaled to [0, 1] per image over (C, h, w), or per channel map (FullGrad's ψ)."""
+    values = terms.abs()
+    flat = values.flatten(1) if how == "image" else values.flatten(2)
+    low, high = flat.amin(dim=-1, keepdim=True), flat.amax(dim=-1, keepdim=True)
+    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(values)  # the reference code adds 1e-6 to the max
+
+
+def fullgrad(model, images, targets=None, *, rescale: str = "image", raw: bool = False, batch_size: int | None = None):
+    r"""FullGrad.
+
+    Srinivas & Fleuret, "Full-Gradient Representation for Neural Network Visualization",
+    NeurIPS 2019, Eq. 4: :math:`S(x) = \psi(\nabla_x f \odot x) + \sum_l \sum_{c} \psi(\nabla_{b_l} f \odot b_l)_c`,
+    where :math:`\psi` takes the absolute value, rescales it to [0, 1] and bilinearly up-samples it
+    to the input (:func:`fullgrad_terms` gives the terms, :func:`bias_layers` the layers).
+    ``rescale="image"`` rescales each term over all its channels at once, as the authors' code
+    does; ``"channel"`` rescales every channel's map alone before the sum over channels, as
+    pytorch-grad-cam does (against which that setting is tested).  The sum over layers is the map.
+
+    Args:
+        rescale: one of :data:`FULLGRAD_RESCALINGS`.
+    Other arguments, returns and errors as :func:`gradient`.
+
+    Raises:
+        ValueError: the model has no bias layer (no convolution with a bias, no batch norm).
+    """
+    check_images(images)
+    check_flag(raw, "raw")
+    check_choice(rescale, "rescale", FULLGRAD_RESCALINGS)
+    inputs, terms = fullgrad_terms(model, images, targets, batch_size=batch_size)
+    if not terms:
+        raise ValueError("fullgrad needs bias layers (nn.Conv2d with a bias, or nn.BatchNorm2d); the model has none")
+    size = tuple(images.shape[-2:])
+    total = _rescale(inputs, rescale).sum(dim=1)
+    for term in terms.values():
+        total = total + F.interpolate(_rescale(term, rescale), size=size, mode="bilinear", align_corners=False).sum(dim=1)
+    return finish(total, images, raw)

@@ -31,6 +31,7 @@ __all__ = [
     "check_choice",
     "check_randomness",
     "check_feature_map",
+    "check_baseline",
     "upsample",
     "chunks",
     "check_batch_size",
@@ -205,6 +206,30 @@ def check_randomness(seed, generator, device: torch.device) -> torch.Generator:
         raise ValueError(f"generator is on {generator.device} but the images are on {device}; create it with "
                          f"torch.Generator(device={str(device)!r})")
     return generator
+
+
+def check_baseline(baseline, images: torch.Tensor) -> torch.Tensor:
+    """A reference image (Integrated Gradients' x', occlusion's fill) broadcast to the images:
+    a real number, or a tensor that broadcasts to (B, 3, H, W).
+
+    Raises:
+        TypeError: neither a real number nor a tensor.
+        ValueError: NaN or infinite values, or a shape that does not broadcast to the images'.
+    """
+    if isinstance(baseline, torch.Tensor):
+        if not (baseline.is_floating_point() or baseline.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"baseline must be a real number or a real tensor, got dtype {baseline.dtype}")
+        reference = baseline.to(dtype=images.dtype, device=images.device)
+        try:
+            reference = reference.expand_as(images)
+        except RuntimeError:
+            raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not broadcast to the images' "
+                             f"{tuple(images.shape)}; give a number, (3, 1, 1), (1, 3, H, W) or (B, 3, H, W)") from None
+    else:
+        reference = torch.full_like(images, check_real(baseline, "baseline"))
+    if not torch.isfinite(reference).all():
+        raise ValueError("baseline has NaN or infinite values; it must be a finite image in the model's input space")
+    return reference
 
 
 def check_feature_map(activations: torch.Tensor, layer, method: str) -> torch.Tensor:

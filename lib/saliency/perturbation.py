@@ -1,4 +1,4 @@
-"""Perturbation methods: RISE."""
+"""Perturbation methods: RISE and occlusion."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import check_images, prepared
-from .passes import (AUTO, auto_batch_size, check_batch_size, check_count, check_flag, check_randomness, check_real, chunks,
-                     finish, resolve_targets)
+from .passes import (AUTO, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag, check_randomness,
+                     check_real, chunks, finish, resolve_targets)
 
-__all__ = ["rise", "rise_masks"]
+__all__ = ["rise", "rise_masks", "occlusion", "OCCLUSION_SCORES"]
 
 
 def _draw_mask_parameters(count, size, cells, keep_probability, generator, device):
@@ -106,3 +106,81 @@ def rise(
                 probabilities = module(images[b : b + 1] * masks[:, None]).softmax(dim=1)[:, chosen[b]]
                 total[b] += torch.einsum("n,nhw->hw", probabilities, masks)
     return finish(total / (n_masks * keep_probability), images, raw)
+
+
+#: What :func:`occlusion` measures the drop of: the target's softmax probability or its logit.
+OCCLUSION_SCORES = ("probability", "logit")
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    return list(range(0, size - window + 1, stride)) if window <= size else []
+
+
+def occlusion(
+    model,
+    images,
+    targets=None,
+    *,
+    window: int = 32,
+    stride: int = 16,
+    baseline: float | torch.Tensor = 0.0,
+    score: str = "probability",
+    raw: bool = False,
+    batch_size: int | str | None = AUTO,
+):
+    r"""Occlusion: how much the target's score drops when a square of the image is hidden.
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 2014,
+    Sec. 4.2: a square of side ``window`` filled with ``baseline`` slides over the image in
+    steps of ``stride`` (all channels at once); each pixel's value is the mean, over the
+    squares that cover it, of :math:`s_t(x) - s_t(x_{\text{occluded}})`.  A pixel that no square
+    covers (the right and bottom margins when ``stride`` does not divide the rest) gets 0.  As
+    captum's ``Occlusion`` with ``sliding_window_shapes=(3, window, window)``, against which it
+    is tested with ``score="logit"`` (captum differentiates nothing and reads the model's
+    output as it is).  The map is signed: a square whose removal raises the score counts
+    negatively, and the ReLU-free normalisation keeps that ordering.
+
+    Args:
+        window: the square's side in pixels (the paper slid a grey square; 32 px suits 224 px inputs).
+        stride: pixels between two squares' corners.
+        baseline: what the square holds, in the model's input space: a number (0: the mean colour)
+            or a tensor that broadcasts to the images (a blurred copy, say).
+        score: ``"probability"`` (the paper's Fig. 7 plots the correct class's probability) or ``"logit"``.
+        batch_size: occluded images per forward pass (``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
+    Other arguments and returns as :func:`lib.saliency.gradcam`.
+
+    Raises:
+        ValueError: a window larger than the image, non-positive window or stride, a baseline that
+            is not finite, an unknown score; otherwise as :func:`lib.saliency.gradcam`.
+    """
+    check_images(images)
+    check_flag(raw, "raw")
+    window, stride = check_count(window, "window"), check_count(stride, "stride")
+    fill = check_baseline(baseline, images)
+    check_choice(score, "score", OCCLUSION_SCORES)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    height, width = images.shape[-2:]
+    rows, cols = _window_starts(height, window, stride), _window_starts(width, window, stride)
+    if not rows or not cols:
+        raise ValueError(f"window {window} is larger than the images ({height} x {width}); choose window <= {min(height, width)}")
+    chosen = resolve_targets(model, images, targets)
+    corners = torch.tensor([(r, c) for r in rows for c in cols], device=images.device)
+    ys = torch.arange(height, device=images.device)
+    xs = torch.arange(width, device=images.device)
+    read = (lambda logits: logits.softmax(dim=1)) if score == "probability" else (lambda logits: logits)
+    maps = torch.zeros((images.shape[0], height, width), device=images.device, dtype=images.dtype)
+    with prepared(model) as module, torch.no_grad():
+        clean = read(module(images)).gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
+        covered = torch.zeros((height, width), device=images.device, dtype=images.dtype)
+        for piece in chunks(corners.shape[0], batch_size):
+            r, c = corners[piece, 0], corners[piece, 1]
+            inside_y = (ys[None, :] >= r[:, None]) & (ys[None, :] < r[:, None] + window)
+            inside_x = (xs[None, :] >= c[:, None]) & (xs[None, :] < c[:, None] + window)
+            squares = (inside_y[:, :, None] & inside_x[:, None, :]).to(images.dtype)  # (n, H, W)
+            covered += squares.sum(dim=0)
+            for b in range(images.shape[0]):
+                occluded = images[b : b + 1] * (1 - squares[:, None]) + fill[b : b + 1] * squares[:, None]
+                drop = clean[b] - read(module(occluded))[:, chosen[b]]
+                maps[b] += torch.einsum("n,nhw->hw", drop, squares)
+    maps = torch.where(covered > 0, maps / covered.clamp_min(1), torch.zeros_like(maps))
+    return finish(maps, images, raw)

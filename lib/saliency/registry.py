@@ -34,19 +34,21 @@ import torch
 
 from . import floors
 from .cam import REDUCTIONS as CAM_REDUCTIONS
-from .cam import gradcam, gradcam_pp, layercam, scorecam
+from .cam import ablationcam, eigencam, gradcam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
 from .multiscale import cameras
-from .gradients import gradient, guided_backprop, integrated_gradients, smoothgrad
+from .gradients import (deconvnet, fullgrad, gradient, gradient_x_input, guided_backprop, guided_gradcam, integrated_gradients,
+                        smoothgrad)
+from .excitation import contrastive_excitation_backprop, excitation_backprop
 from .group_masking import groupcam
 from .extract_and_aggregate import REDUCTIONS as TABLE_2_REDUCTIONS
 from .extract_and_aggregate import layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
-from .perturbation import rise
+from .perturbation import occlusion, rise
 
 __all__ = ["FAMILIES", "PEER_LIBRARIES", "Peer", "Method", "register", "unregister", "get", "resolve_method", "METHODS", "REGISTRY",
            "BASELINES", "REDUCTIONS", "WORK", "Technique", "TECHNIQUES", "equation_index"]
 
 #: The families of methods, in the order the book presents them.
-FAMILIES = ("input gradient", "class activation map", "perturbation", "extract-aggregate")
+FAMILIES = ("input gradient", "class activation map", "top-down excitation", "perturbation", "extract-aggregate")
 
 #: Libraries whose implementations ``lib.benchmark`` can time beside ours.
 PEER_LIBRARIES = ("pytorch-grad-cam", "captum", "torchcam")
@@ -390,6 +392,15 @@ register(integrated_gradients, display="Integrated Gradients", paper="sundararaj
 # captum overrides nn.ReLU only: on a ReLU6 network its guided backprop is the plain gradient.
 register(guided_backprop, display="Guided Backprop", paper="springenberg2015striving", equation="Sec. 3.4", **_GRADIENT,
          floor=floors.input_passes(), peers=[Peer("captum", "GuidedBackprop", note="ReLU only")])
+register(gradient_x_input, display="Gradient x input", paper="shrikumar2016not", equation="Sec. 2", family="input gradient",
+         floor=floors.input_passes(), peers=[Peer("captum", "InputXGradient")])
+register(deconvnet, display="DeConvNet", paper="zeiler2014visualizing", equation="Sec. 2.1", family="input gradient",
+         floor=floors.input_passes(), peers=[Peer("captum", "Deconvolution", note="ReLU only")])
+register(guided_gradcam, display="Guided Grad-CAM", paper="selvaraju2017gradcam", equation="Sec. 3.1",
+         family="input gradient", floor=floors.input_and_layer_passes,
+         peers=[Peer("captum", "GuidedGradCam", note="ReLU only")])
+register(fullgrad, display="FullGrad", paper="srinivas2019full", equation="Eq. 4", family="input gradient",
+         floor=floors.input_passes(), peers=[Peer("pytorch-grad-cam", "FullGrad", note="rescaled per channel")])
 
 # The CAMs' reductions are lib.saliency.cam's (each CAM's weights, then weighted_sum).
 _CAM = dict(family="class activation map")
@@ -406,8 +417,25 @@ register(scorecam, display="Score-CAM", paper="wang2020scorecam", equation="Algo
 register(layercam, display="Layer-CAM", paper="jiang2021layercam", equation="Eqs. 5-6", **_CAM, baseline=True,
          floor=floors.one_layer_pass, peers=[Peer("pytorch-grad-cam", "LayerCAM"), Peer("torchcam", "LayerCAM")],
          reduction=CAM_REDUCTIONS["layercam"])
+register(hirescam, display="HiResCAM", paper="draelos2020hirescam", equation="Eq. 5", **_CAM, floor=floors.one_layer_pass,
+         peers=[Peer("pytorch-grad-cam", "HiResCAM")], reduction=CAM_REDUCTIONS["hirescam"])
+register(xgradcam, display="XGrad-CAM", paper="fu2020axiom", equation="Eq. 11", **_CAM, floor=floors.one_layer_pass,
+         peers=[Peer("pytorch-grad-cam", "XGradCAM"), Peer("torchcam", "XGradCAM")], reduction=CAM_REDUCTIONS["xgradcam"])
+register(eigencam, display="Eigen-CAM", paper="muhammad2020eigencam", equation="Eqs. 5-6", **_CAM, floor=floors.one_forward,
+         peers=[Peer("pytorch-grad-cam", "EigenCAM", note="sign not fixed")])
+register(ablationcam, display="Ablation-CAM", paper="desai2020ablationcam", equation="Eq. 3", **_CAM,
+         work={"layer": "stage7"}, floor=floors.scorecam_passes, peers=[Peer("pytorch-grad-cam", "AblationCAM")])
+# TorchRay's rules (lib.saliency.excitation), against which both are tested.
+register(excitation_backprop, display="Excitation Backprop", paper="zhang2018excitation", equation="Sec. 3",
+         family="top-down excitation", floor=floors.one_layer_pass)
+register(contrastive_excitation_backprop, display="Contrastive Excitation Backprop", paper="zhang2018excitation",
+         equation="Sec. 3", family="top-down excitation", light={"contrast_layer": "features.3"},
+         floor=floors.two_layer_passes)
 register(rise, display="RISE", paper="petsiuk2018rise", equation="Eq. 6", family="perturbation", baseline=True,
          light={"n_masks": 4}, work={"n_masks": 500}, floor=floors.forward_passes("n_masks"))
+register(occlusion, display="Occlusion", paper="zeiler2014visualizing", equation="Sec. 4.2", family="perturbation",
+         light={"window": 8, "stride": 8}, work={"window": 56, "stride": 56}, floor=floors.occlusion_passes,
+         peers=[Peer("captum", "Occlusion")])
 register(cameras, display="CAMERAS", paper="jalwana2021cameras", equation="Eqs. 5.2-5.3, Algorithm 6", **_CAM,
          light={"scales": (16, 24)}, work={"steps": 7, "max_scale": 1000}, floor=floors.cameras_passes)
 register(groupcam, display="Group-CAM", paper="zhang2021groupcam", equation="Algorithm 1, Eqs. 1-7", **_CAM,
