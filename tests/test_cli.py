@@ -83,7 +83,7 @@ def test_layer_that_is_not_a_feature_map_is_a_one_line_error(picture, tmp_path, 
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--method", "gradient", "--layer", "last"], "gradient takes no --layer; the methods that do: gradcam"),
+    (["--method", "gradient", "--layer", "last"], "gradient takes no --layer; the methods that do: guided_gradcam, gradcam,"),
     (["--method", "gradcam", "--layer", "no_such_layer"], "--layer no_such_layer: unknown layer"),
 ])
 def test_layer_errors_are_one_line(picture, tmp_path, capsys, argv, message):

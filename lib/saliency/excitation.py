@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..capture import check_images, layer_name, prepared, resolve_layer, unwrap
-from .passes import check_batch_size, check_feature_map, check_flag, chunks, finish, layer_pass, resolve_targets
+from .passes import auto_batch_size, check_batch_size, check_feature_map, check_flag, chunks, finish, layer_pass, resolve_targets
 
 __all__ = ["excitation_backprop", "contrastive_excitation_backprop", "excitation_rules", "classifier_layer"]
 
@@ -142,7 +142,7 @@ def _signal(model, images, targets, layer: str, method: str) -> torch.Tensor:
 
 
 def excitation_backprop(model, images, targets=None, *, layer: str = "last", raw: bool = False,
-                        batch_size: int | None = None):
+                        batch_size: int | str | None = None):
     r"""Excitation Backprop (Marginal Winning Probability).
 
     Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, "Top-down Neural Attention by Excitation
@@ -153,13 +153,13 @@ def excitation_backprop(model, images, targets=None, *, layer: str = "last", raw
     Args:
         layer: where the probability is read (the paper reads it at intermediate layers such as
             GoogLeNet's pool2 and inception 4a-4e; default the last feature map).
-        batch_size: images per pass (None: all).
+        batch_size: images per pass (None: all; ``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
     Other arguments, returns and errors as :func:`lib.saliency.gradcam`.
     """
     check_images(images)
     check_flag(raw, "raw")
     layer = layer_name(model, layer)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     chosen = resolve_targets(model, images, targets)
     maps = []
     with prepared(model), excitation_rules(model):
@@ -168,8 +168,8 @@ def excitation_backprop(model, images, targets=None, *, layer: str = "last", raw
     return finish(torch.cat(maps), images, raw)
 
 
-def contrastive_excitation_backprop(model, images, targets=None, *, layer: str = "last", contrast_layer: str = "last",
-                                    raw: bool = False, batch_size: int | None = None):
+def contrastive_excitation_backprop(model, images, targets=None, *, layer: str = "last", contrast_layer: str | None = None,
+                                    raw: bool = False, batch_size: int | str | None = None):
     r"""Contrastive Excitation Backprop (c-MWP).
 
     Zhang et al., IJCV 2018, Sec. 3 (contrastive top-down attention): the winning probability of the target minus that of its
@@ -181,14 +181,18 @@ def contrastive_excitation_backprop(model, images, targets=None, *, layer: str =
     Args:
         layer: where the map is read; at ``contrast_layer`` or below it.
         contrast_layer: where the two signals are subtracted (TorchRay's examples: the last
-            pooling of VGG16).
-        batch_size: images per pass (None: all).
+            pooling of VGG16); None: at ``layer`` itself, the difference of the two signals there.
+        batch_size: images per pass (None: all; ``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
     Other arguments, returns and errors as :func:`lib.saliency.gradcam`.
     """
     check_images(images)
     check_flag(raw, "raw")
-    layer, contrast_layer = layer_name(model, layer), layer_name(model, contrast_layer)
-    batch_size = check_batch_size(batch_size)
+    layer = layer_name(model, layer)
+    try:
+        contrast_layer = layer if contrast_layer is None else layer_name(model, contrast_layer)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"contrast_layer: {error}") from None
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
     chosen = resolve_targets(model, images, targets)
     top = classifier_layer(model)
     _, contrast_module = resolve_layer(model, contrast_layer)
@@ -200,11 +204,25 @@ def contrastive_excitation_backprop(model, images, targets=None, *, layer: str =
                 dual = _signal(model, x, t, contrast_layer, "contrastive_excitation_backprop")
             with excitation_rules(model):
                 if layer == contrast_layer:
-                    signal = _signal(model, x, t, layer, "contrastive_excitation_backprop") - dual
+                    target = _signal(model, x, t, layer, "contrastive_excitation_backprop")
+                    signal, scale = target - dual, target.abs() + dual.abs()
                 else:
                     signal = _below_the_contrast(model, x, t, layer, contrast_module, dual)
-            maps.append(signal.sum(dim=1).clamp(min=0))
+                    scale = signal.abs()
+            maps.append(_sum_above_rounding(signal, scale).clamp(min=0))
     return finish(torch.cat(maps), images, raw)
+
+
+def _sum_above_rounding(signal: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The channel sum of a difference of two probability signals, (B, h, w), with 0 where it lies within the
+    rounding error of summing its terms (K eps times the sum of their magnitudes).
+
+    The two signals each carry the whole probability, so where they agree the exact difference is 0 and the
+    computed one is rounding noise that min-max normalisation would stretch to a full map.
+    """
+    total = signal.sum(dim=1)
+    tolerance = signal.shape[1] * torch.finfo(signal.dtype).eps * scale.sum(dim=1)
+    return torch.where(total.abs() > tolerance, total, torch.zeros_like(total))
 
 
 def _below_the_contrast(model, images, targets, layer: str, contrast_module: nn.Module, dual: torch.Tensor) -> torch.Tensor:

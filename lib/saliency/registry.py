@@ -429,8 +429,7 @@ register(ablationcam, display="Ablation-CAM", paper="desai2020ablationcam", equa
 register(excitation_backprop, display="Excitation Backprop", paper="zhang2018excitation", equation="Sec. 3",
          family="top-down excitation", floor=floors.one_layer_pass)
 register(contrastive_excitation_backprop, display="Contrastive Excitation Backprop", paper="zhang2018excitation",
-         equation="Sec. 3", family="top-down excitation", light={"contrast_layer": "features.3"},
-         floor=floors.two_layer_passes)
+         equation="Sec. 3", family="top-down excitation", floor=floors.two_layer_passes)
 register(rise, display="RISE", paper="petsiuk2018rise", equation="Eq. 6", family="perturbation", baseline=True,
          light={"n_masks": 4}, work={"n_masks": 500}, floor=floors.forward_passes("n_masks"))
 register(occlusion, display="Occlusion", paper="zeiler2014visualizing", equation="Sec. 4.2", family="perturbation",
