@@ -56,7 +56,7 @@ def _positive_twin(module: nn.Module, negate: bool) -> nn.Module:
 
 
 class _WinningProbability(torch.autograd.Function):
-    """Forward: the module's output as it was.  Backward: the rule of Sec. 3 through the module,
+    r"""Forward: the module's output as it was.  Backward: the rule of Sec. 3 through the module,
     :math:`P_{in} = x \odot f^{+\top}(P_{out} / f^+(x))` with :math:`f^+` the module without
     bias and with positive weights (average pooling as it is), run through its ``forward``
     (no hook fires inside the backward pass)."""
