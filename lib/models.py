@@ -414,8 +414,14 @@ def _load_lite(variant: int) -> Classifier:
     )
 
 
-# Named layers of torchvision classifiers: "last" is the last convolutional feature map.
+# Named layers of torchvision classifiers: "last" is the last convolutional feature map; for the
+# vision transformers, the tokens entering the last block's attention (the final block's output
+# reaches the logits through the class token only, so its patch tokens have no gradient), and
+# Swin's final norm; lib.saliency.passes.as_feature_map turns both into (B, C, h, w).
+_VIT_LAST = {"vit_b_16": 11, "vit_b_32": 11, "vit_l_16": 23, "vit_l_32": 23, "vit_h_14": 31}
 _TORCHVISION_LAYERS = {
+    **{name: {"last": f"encoder.layers.encoder_layer_{block}.ln_1"} for name, block in _VIT_LAST.items()},
+    **{name: {"last": "norm"} for name in ("swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b")},
     "resnet18": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},
     "resnet50": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},
     "resnet101": {f"layer{i}": f"layer{i}" for i in range(1, 5)} | {"last": "layer4"},

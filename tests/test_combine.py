@@ -96,6 +96,27 @@ def test_layer_weights_cached(tmp_path, monkeypatch):
     assert set(none.frame()["scheme"]) == {"spread", "linear", "uniform"}
 
 
+@pytest.mark.parametrize("name", ["excitation_backprop", "contrastive_excitation_backprop"])
+def test_depth_maps_excitation_at_every_layer_from_one_pass_equals_the_method_layer_by_layer(name):
+    """The winning probability at several layers from one backward pass (two for the contrastive
+    variant, contrast at each layer itself) is the per-layer method's map, the input included."""
+    model = tiny_cnn()
+    x = images(3, 16)
+    targets = torch.tensor([0, 2, 4])
+    layers = [passes.INPUT, "features.1", "features.3"]
+    original = registry.get(name).function
+    maps = cb.depth_maps([name, "gradcam"], model, x, targets, layers, batch_size=2)
+    for layer in layers:
+        expected = original(passes.with_input(model) if layer == passes.INPUT else model, x, targets, layer=layer, batch_size=2)
+        assert torch.equal(maps[(name, layer)], expected), layer
+        assert maps[(name, layer)].amax() > 0
+    assert list(maps) == [(m, l) for m in (name, "gradcam") for l in layers]
+    assert no_hooks_left(model)
+    with pytest.raises(TypeError, match="layers must be a layer or a non-empty list"):
+        from lib.saliency.excitation import excitation_maps
+        excitation_maps(model, x, targets, [])
+
+
 @pytest.mark.parametrize("name", sorted(registry.REDUCTIONS))
 def test_depth_maps_one_pass_equals_registered_methods(name):
     from lib.saliency import METHODS

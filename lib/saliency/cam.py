@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import capture, check_images, layer_name, prepared, resolve_layer
-from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_feature_map, check_flag, check_logits, chunks,
-                     finish, layer_pass, normalise_maps, resolve_targets, upsample)
+from .passes import (AUTO, as_feature_map, as_layer_output, auto_batch_size, check_batch_size, check_choice, check_feature_map,
+                     check_flag, check_logits, chunks, feature_layout, finish, layer_pass, normalise_maps, resolve_targets, upsample)
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "eigencam", "ablationcam", "scorecam", "weighted_sum",
            "gradcam_weights", "gradcam_pp_weights", "layercam_weights", "hirescam_weights", "xgradcam_weights",
@@ -184,12 +184,15 @@ def xgradcam(model, images, targets=None, *, layer: str = "last", raw: bool = Fa
     return _cam("xgradcam", model, images, targets, layer, raw, batch_size)
 
 
-def _layer_output(model, images: torch.Tensor, layer: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass without gradient: the layer's feature map (B, K, h, w) and the logits."""
+def _layer_output(model, images: torch.Tensor, layer: str, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """One forward pass without gradient: the layer's feature map (B, K, h, w), the logits, the
+    layer's output as recorded and its layout (:func:`lib.saliency.passes.feature_layout`)."""
     with prepared(model) as module, torch.no_grad(), capture(model, [layer], gradients=False) as record:
         logits = check_logits(module(images))
-        activations = check_feature_map(record[layer], layer, method)
-    return activations, logits
+        output = record[layer]
+        layout = feature_layout(model, layer, output)
+        activations = check_feature_map(as_feature_map(output, layout), layer, method)
+    return activations, logits, output, layout
 
 
 def eigencam_projection(activations: torch.Tensor, *, centre: bool = True) -> torch.Tensor:
@@ -260,7 +263,7 @@ def ablationcam(model, images, targets=None, *, layer: str = "last", raw: bool =
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
     layer = layer_name(model, layer)
     chosen = resolve_targets(model, images, targets)
-    activations, logits = _layer_output(model, images, layer, "ablationcam")
+    activations, logits, output, layout = _layer_output(model, images, layer, "ablationcam")
     score = logits.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
     _, module = resolve_layer(model, layer)
     channels = activations.shape[1]
@@ -274,7 +277,7 @@ def ablationcam(model, images, targets=None, *, layer: str = "last", raw: bool =
                 for piece in chunks(channels, batch_size):
                     ablated = activations[b : b + 1].repeat(piece.stop - piece.start, 1, 1, 1)
                     ablated[torch.arange(ablated.shape[0]), torch.arange(piece.start, piece.stop)] = 0
-                    replacement["output"] = ablated
+                    replacement["output"] = as_layer_output(ablated, layout, output[b : b + 1])
                     out = network(images[b : b + 1].expand(ablated.shape[0], -1, -1, -1))
                     scores.append(out[:, chosen[b]])
                 dropped.append(torch.cat(scores))
@@ -325,7 +328,9 @@ def scorecam(
         for b in range(images.shape[0]):
             with capture(model, [layer], gradients=False) as record:
                 module(images[b : b + 1])
-                activation = check_feature_map(record[layer], layer, "scorecam")[0]
+                output = record[layer]
+                activation = check_feature_map(as_feature_map(output, feature_layout(model, layer, output)), layer,
+                                               "scorecam")[0]
             masks = normalise_maps(upsample(activation.unsqueeze(0), tuple(images.shape[-2:]))[0])
             scores = []
             for piece in chunks(masks.shape[0], batch_size):

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from .. import cache
+from .excitation import excitation_maps
 from .passes import INPUT, finish, layer_passes, normalise_maps, with_input
 from . import registry
 from .probe import _class_labels, _positive_int, feature_spread, pooled_features, probe_accuracy, probe_split
@@ -369,8 +370,10 @@ def depth_maps(
 
     Methods with a one-pass reduction (:data:`REDUCTIONS`) share ONE forward and ONE backward
     pass per batch (:func:`lib.saliency.passes.layer_passes`, the input tapped by
-    :func:`with_input` when asked for, each batch reduced as soon as its pass is done); any other
-    method of :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per layer.  This
+    :func:`with_input` when asked for, each batch reduced as soon as its pass is done); Excitation
+    Backprop and its contrastive variant (contrast at each layer itself) take one pass, and two,
+    for all layers (:func:`lib.saliency.excitation.excitation_maps`); any other method of
+    :data:`lib.saliency.METHODS` that takes a ``layer`` is called once per layer.  This
     is the multi-layer API of the package's method names (:func:`lib.saliency.extract_and_aggregate.framework_maps`
     is its counterpart for Extract & Aggregate settings).
 
@@ -396,8 +399,12 @@ def depth_maps(
 
         maps = layer_passes(seen, images, targets, layers, batch_size=batch_size, reduce=reduce)
         out = {key: finish(m, images, False) for key, m in maps.items()}
+    for contrastive, name in enumerate(("excitation_backprop", "contrastive_excitation_backprop")):
+        if name in methods:  # the winning probability at every layer from one backward pass under the rules
+            maps = excitation_maps(seen, images, targets, layers, contrastive=bool(contrastive), batch_size=batch_size)
+            out.update({(name, layer): finish(m, images, False) for layer, m in maps.items()})
     for name in methods:
-        if name in REDUCTIONS:
+        if name in REDUCTIONS or (name, layers[0]) in out:
             continue
         entry = registry.get(name)
         method = entry.function

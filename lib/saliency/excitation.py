@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from ..capture import check_images, layer_name, prepared, resolve_layer, unwrap
-from .passes import auto_batch_size, check_batch_size, check_feature_map, check_flag, chunks, finish, layer_pass, resolve_targets
+from .passes import (auto_batch_size, check_batch_size, check_feature_map, check_flag, chunks, finish, layer_pass, layer_passes,
+                     resolve_targets)
 
-__all__ = ["excitation_backprop", "contrastive_excitation_backprop", "excitation_rules", "classifier_layer"]
+__all__ = ["excitation_backprop", "contrastive_excitation_backprop", "excitation_maps", "excitation_rules", "classifier_layer"]
 
 #: Guard of the rule's division (TorchRay's value): a unit with no positive excitation passes nothing.
 EXCITATION_EPS = 1e-20
@@ -56,7 +57,7 @@ def _positive_twin(module: nn.Module, negate: bool) -> nn.Module:
 
 
 class _WinningProbability(torch.autograd.Function):
-    """Forward: the module's output as it was.  Backward: the rule of Sec. 3 through the module,
+    r"""Forward: the module's output as it was.  Backward: the rule of Sec. 3 through the module,
     :math:`P_{in} = x \odot f^{+\top}(P_{out} / f^+(x))` with :math:`f^+` the module without
     bias and with positive weights (average pooling as it is), run through its ``forward``
     (no hook fires inside the backward pass)."""
@@ -246,3 +247,56 @@ def _below_the_contrast(model, images, targets, layer: str, contrast_module: nn.
         raise ValueError(f"contrastive_excitation_backprop: layer {layer!r} must lie below contrast_layer (the signal "
                          "reaches it without passing the contrast layer); choose an earlier layer or a later contrast layer")
     return signal
+
+
+def excitation_maps(model, images, targets=None, layers=("last",), *, contrastive: bool = False,
+                    batch_size: int | str | None = None) -> dict[str, torch.Tensor]:
+    """Excitation Backprop, or its contrastive variant with the contrast at each layer itself, at several
+    layers from one pass per chunk of images (two for the contrastive variant): the raw (B, h, w) map of each.
+
+    The winning probability at every layer comes out of the same backward pass under the rules, so
+    each map equals :func:`excitation_backprop` (or :func:`contrastive_excitation_backprop` with
+    ``contrast_layer=None``) at that layer with ``raw=True`` (tested); this is what
+    :func:`lib.saliency.combine.depth_maps` uses for both.
+
+    Args:
+        model: a ``lib.models.Classifier``, an ``nn.Module`` or ``with_input`` of one.
+        layers: layer aliases or module names.
+        contrastive: the contrastive variant.
+        batch_size: images per pass (None: all; ``"auto"``: :func:`lib.saliency.passes.auto_batch_size`).
+
+    Returns:
+        ``{layer: (B, h, w)}`` in the order of ``layers``.
+
+    Raises:
+        As :func:`excitation_backprop`, for every layer.
+    """
+    check_images(images)
+    check_flag(contrastive, "contrastive")
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError(f"layers must be a layer or a non-empty list of layers (names, aliases or submodules), got {layers!r}")
+    names = list(dict.fromkeys(layer_name(model, layer) for layer in layers))
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    chosen = resolve_targets(model, images, targets)
+    method = "contrastive_excitation_backprop" if contrastive else "excitation_backprop"
+    top = classifier_layer(model) if contrastive else None
+    parts: dict[str, list[torch.Tensor]] = {}
+    with prepared(model):
+        for piece in chunks(images.shape[0], batch_size):
+            x, t = images[piece], chosen[piece]
+            with excitation_rules(model):
+                signals = layer_passes(model, x, t, names)
+            if contrastive:
+                with excitation_rules(model, negate=top):
+                    duals = layer_passes(model, x, t, names)
+            for name in names:
+                signal = check_feature_map(signals[name].gradients, name, method)
+                if contrastive:
+                    dual = duals[name].gradients
+                    value = _sum_above_rounding(signal - dual, signal.abs() + dual.abs()).clamp(min=0)
+                else:
+                    value = signal.sum(dim=1)
+                parts.setdefault(name, []).append(value)
+    return {name: torch.cat(parts[name]) for name in names}

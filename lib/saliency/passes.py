@@ -31,6 +31,12 @@ __all__ = [
     "check_choice",
     "check_randomness",
     "check_feature_map",
+    "feature_layout",
+    "as_feature_map",
+    "as_layer_output",
+    "CHANNELS_FIRST",
+    "CHANNELS_LAST",
+    "TOKENS",
     "check_baseline",
     "upsample",
     "chunks",
@@ -233,15 +239,93 @@ def check_baseline(baseline, images: torch.Tensor) -> torch.Tensor:
 
 
 def check_feature_map(activations: torch.Tensor, layer, method: str) -> torch.Tensor:
-    """A layer's output must be a feature map (B, C, h, w) for the methods that weight its channels.
+    """A layer's output must be a feature map (B, C, h, w) for the methods that weight its channels
+    (after :func:`as_feature_map`, which turns a transformer's tokens into one).
 
     Raises:
-        ValueError: any other shape (a vector (B, C) of a linear layer, tokens (B, N, C)).
+        ValueError: any other shape (a vector (B, C) of a linear layer, tokens (B, N, C) whose N is
+            neither a square grid nor one plus a square grid).
     """
+    if activations.dim() == 3:
+        raise ValueError(f"{method} needs a layer whose output is a feature map (B, C, h, w); layer {layer!r} gives "
+                         f"tokens {tuple(activations.shape)}, and {activations.shape[1]} tokens are neither a square grid "
+                         "nor a class token plus a square grid. Choose a layer of the transformer's blocks")
     if activations.dim() != 4:
         raise ValueError(f"{method} needs a layer whose output is a feature map (B, C, h, w); layer {layer!r} gives "
                          f"shape {tuple(activations.shape)}. Choose a convolutional layer or block")
     return activations
+
+
+# --------------------------------------------------------------------------------------------
+# Transformers: tokens and channels-last outputs as feature maps
+# --------------------------------------------------------------------------------------------
+
+#: Layouts of a layer's output that :func:`as_feature_map` turns into (B, C, h, w).
+CHANNELS_FIRST, CHANNELS_LAST, TOKENS = "channels_first", "channels_last", "tokens"
+#: Layers of torchvision's Swin Transformer that are channels-first: the patch embedding's
+#: convolution and everything after the final permutation; every other layer gives (B, h, w, C).
+_SWIN_CHANNELS_FIRST = ("features.0.0", "permute", "avgpool", "flatten", "head")
+
+
+def feature_layout(model, layer, output: torch.Tensor) -> str:
+    """How ``layer``'s ``output`` lays out a feature map: :data:`TOKENS` for (B, N, C),
+    :data:`CHANNELS_LAST` for (B, h, w, C) inside torchvision's Swin Transformer (its blocks and
+    final norm), :data:`CHANNELS_FIRST` otherwise."""
+    if output.dim() == 3:
+        return TOKENS
+    module, _ = unwrap(model)
+    name, _ = resolve_layer(model, layer)
+    swin = type(module).__name__ == "SwinTransformer" and type(module).__module__.startswith("torchvision")
+    if output.dim() == 4 and swin and not any(name == n or name.startswith(n + ".") for n in _SWIN_CHANNELS_FIRST):
+        return CHANNELS_LAST
+    return CHANNELS_FIRST
+
+
+def _token_grid(tokens: int) -> tuple[int, int] | None:
+    """(class tokens, grid side) for ``tokens`` tokens: a square grid, or one class token before one; else None."""
+    for leading in (0, 1):
+        side = int(round(max(tokens - leading, 0) ** 0.5))
+        if side > 0 and side * side == tokens - leading:
+            return leading, side
+    return None
+
+
+def as_feature_map(output: torch.Tensor, layout: str) -> torch.Tensor:
+    r"""A layer's output as a feature map (B, C, h, w), for the CAM and NormGrad methods.
+
+    - :data:`TOKENS` (B, N, C), a vision transformer's: with N = h² the tokens are the grid in
+      row-major order (torchvision's ViT flattens its patch grid so); with N = 1 + h² the first,
+      the class token, is dropped, as pytorch-grad-cam's ``reshape_transform`` for ViT does.
+      Other N are left as they are, for :func:`check_feature_map` to refuse.
+    - :data:`CHANNELS_LAST` (B, h, w, C), Swin's: permuted to (B, C, h, w).
+    - :data:`CHANNELS_FIRST`: unchanged.
+
+    A method's gradient goes through the same reshape, so a CAM's channel weights average the
+    gradient over the patch tokens only.
+    """
+    if layout == TOKENS and output.dim() == 3:
+        grid = _token_grid(output.shape[1])
+        if grid is None:
+            return output
+        leading, side = grid
+        return output[:, leading:].transpose(1, 2).reshape(output.shape[0], output.shape[2], side, side)
+    if layout == CHANNELS_LAST and output.dim() == 4:
+        return output.permute(0, 3, 1, 2)
+    return output
+
+
+def as_layer_output(feature_map: torch.Tensor, layout: str, like: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`as_feature_map`: a (B, C, h, w) map back in the layout of the layer's
+    output ``like`` (tokens take ``like``'s class token back), to replace that output in a forward pass."""
+    if layout == TOKENS and like.dim() == 3:
+        tokens = feature_map.flatten(2).transpose(1, 2)
+        leading = like.shape[1] - tokens.shape[1]
+        if leading:
+            tokens = torch.cat([like[:, :leading].expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return tokens
+    if layout == CHANNELS_LAST and like.dim() == 4:
+        return feature_map.permute(0, 2, 3, 1)
+    return feature_map
 
 
 #: ``batch_size="auto"``: a chunk that suits the device (see :func:`auto_batch_size`).
@@ -402,7 +486,8 @@ class LayerPass:
     """One forward and one backward pass recorded at a layer.
 
     Attributes:
-        activations: (B, K, h, w) output of the layer (the image at :data:`INPUT`).
+        activations: (B, K, h, w) output of the layer (the image at :data:`INPUT`; a transformer's
+            tokens and Swin's channels-last outputs as feature maps, :func:`as_feature_map`).
         gradients: (B, K, h, w) gradient of the target score with respect to that output.
         logits: (B, classes) of the forward pass.
         targets: (B,) the classes the gradients were taken for.
@@ -595,9 +680,11 @@ def layer_passes(
                 record.activations.clear()
                 record.gradients.clear()
             logits = logits.detach()
+            layouts = [feature_layout(model, layer, a) for layer, a in zip(layers, activations)]
             passes = {
-                layer: LayerPass(a.detach(), g.detach(), logits, chosen, seen.get(layer))
-                for layer, a, g in zip(layers, activations, gradients)
+                layer: LayerPass(as_feature_map(a.detach(), layout), as_feature_map(g.detach(), layout), logits, chosen,
+                                 seen.get(layer))
+                for layer, layout, a, g in zip(layers, layouts, activations, gradients)
             }
             del activations, gradients, record, seen, scores
             if reduce is None:
