@@ -45,8 +45,9 @@ TALLY: dict[str, Counter] = {}
 
 #: Settings whose cases are written by hand below rather than derived from their default.
 SPECIAL = {"layer", "raw", "batch_size", "seed", "generator", "baseline", "scales", "theta"}
-#: Integer settings that may be 0 (none are today); every other integer setting must be >= 1.
-MAY_BE_ZERO: set[str] = set()
+#: Integer settings that may be 0 (XRAI's dilation: 0 leaves the segments undilated); every other
+#: integer setting must be >= 1.
+MAY_BE_ZERO: set[str] = {"dilation_radius"}
 #: Methods whose layer stands for the convolution at or before it (``conv_for``): a layer that
 #: is not a feature map, or runs twice, still names one convolution, whose map they must give.
 LAYER_IS_ITS_CONVOLUTION = {"normgrad_conv"}

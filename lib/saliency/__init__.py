@@ -22,6 +22,7 @@ from .cam import ablationcam, eigencam, gradcam, gradcam_pp, hirescam, layercam,
 from .gradients import (deconvnet, fullgrad, fullgrad_terms, gradient, gradient_x_input, guided_backprop, guided_gradcam,
                         integrated_gradients, smoothgrad)
 from .perturbation import occlusion, rise
+from .regions import xrai
 from .excitation import contrastive_excitation_backprop, excitation_backprop
 from .group_masking import groupcam
 from .multiscale import cameras

@@ -22,7 +22,7 @@ from .multiscale import scale_sizes
 
 __all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "one_forward", "input_and_layer_passes", "two_layer_passes", "occlusion_passes",
            "scorecam_passes", "cameras_passes",
-           "groupcam_passes"]
+           "groupcam_passes", "xrai_passes"]
 
 #: ``(model, images, targets, settings) -> run``: see the module docstring.
 Floor = Callable[[object, torch.Tensor, torch.Tensor, Mapping[str, object]], Callable[[], object]]
@@ -151,3 +151,10 @@ def groupcam_passes(model, images, targets, settings) -> Callable[[], object]:
     masked = _counted_forwards(model, images, _count(settings, "groups") + 1, batch_size)
     layer = _setting(settings, "layer")
     return lambda: (layer_pass(model, images, targets, layer, batch_size=batch_size), masked())
+
+
+def xrai_passes(model, images, targets, settings) -> Callable[[], object]:
+    """XRAI: Integrated Gradients' ``steps`` passes to the input and back per image, for each of its ``baselines``
+    (the segmentation and the region selection make no pass)."""
+    count = _count(settings, "steps") * len(_setting(settings, "baselines"))
+    return input_passes("passes")(model, images, targets, {**settings, "passes": count})

@@ -43,6 +43,7 @@ from .group_masking import groupcam
 from .extract_and_aggregate import REDUCTIONS as TABLE_2_REDUCTIONS
 from .extract_and_aggregate import layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
 from .perturbation import occlusion, rise
+from .regions import xrai
 
 __all__ = ["FAMILIES", "PEER_LIBRARIES", "Peer", "Method", "register", "unregister", "get", "resolve_method", "METHODS", "REGISTRY",
            "BASELINES", "REDUCTIONS", "WORK", "Technique", "TECHNIQUES", "equation_index"]
@@ -401,6 +402,12 @@ register(guided_gradcam, display="Guided Grad-CAM", paper="selvaraju2017gradcam"
          peers=[Peer("captum", "GuidedGradCam", note="ReLU only")])
 register(fullgrad, display="FullGrad", paper="srinivas2019full", equation="Eq. 4", family="input gradient",
          floor=floors.input_passes(), peers=[Peer("pytorch-grad-cam", "FullGrad", note="rescaled per channel")])
+# XRAI's evidence is Integrated Gradients' (input gradients); its regions cost no network pass.  The light
+# settings segment a 32 x 32 copy at two scales with small segments, dilations and differences.
+register(xrai, display="XRAI", paper="kapishnikov2019xrai", equation="Sec. 3, Algorithm 1", family="input gradient",
+         light={"steps": 2, "scales": (50, 250), "segment_size": 32, "min_segment_size": 16, "dilation_radius": 1,
+                "min_pixel_diff": 4},
+         work={"steps": 16}, floor=floors.xrai_passes)
 
 # The CAMs' reductions are lib.saliency.cam's (each CAM's weights, then weighted_sum).
 _CAM = dict(family="class activation map")
