@@ -53,8 +53,10 @@ MAY_BE_ZERO: set[str] = {"dilation_radius"}
 LAYER_IS_ITS_CONVOLUTION = {"normgrad_conv"}
 #: Methods whose map of a model that ignores the image is not zero by their definition: RISE's is
 #: the masks' coverage (test_reliability), FullGrad's bias terms never involve the image (Srinivas &
-#: Fleuret 2019, Eq. 2: they are the biases' share of the score, wherever the gradient reaches them).
-NOT_ZERO_ON_A_CONSTANT_MODEL = {"rise", "fullgrad"}
+#: Fleuret 2019, Eq. 2: they are the biases' share of the score, wherever the gradient reaches them),
+#: an extremal perturbation is then shaped by its area term alone (Fong et al. 2019, R_a; the mask
+#: TorchRay's gives there, test_extremal).
+NOT_ZERO_ON_A_CONSTANT_MODEL = {"rise", "fullgrad", "extremal_perturbation"}
 #: Real settings and the values outside their range (besides NaN and infinity).
 OUT_OF_RANGE = {"noise_level": [-0.1], "keep_probability": [0.0, 1.5], "blur_sigma": [0.0, -1.0]}
 

@@ -139,7 +139,7 @@ def test_the_old_names_keep_their_meaning():
                                          "gradcam_pp", "scorecam", "layercam", "rise")
     assert [name for name in saliency.METHODS if name not in saliency.BASELINES] == [
         "gradient_x_input", "deconvnet", "guided_gradcam", "fullgrad", "xrai", "hirescam", "xgradcam", "eigencam", "ablationcam",
-        "excitation_backprop", "contrastive_excitation_backprop", "occlusion", "cameras", "groupcam", "layer_gradient", "linear_approx", "selective_normgrad", "normgrad",
+        "excitation_backprop", "contrastive_excitation_backprop", "occlusion", "extremal_perturbation", "cameras", "groupcam", "layer_gradient", "linear_approx", "selective_normgrad", "normgrad",
         "normgrad_conv"]
     assert all(getattr(saliency, name) is function for name, function in saliency.METHODS.items())
 

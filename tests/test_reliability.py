@@ -99,8 +99,9 @@ class Constant(nn.Module):
 
 
 # normgrad_conv reads the gradient of a convolution's *weights*, which depends on its input
-# patches even when the output ignores the image (tests/test_extract_and_aggregate.py checks that case).
-@pytest.mark.parametrize("name", sorted(set(methods()) - {"rise", "normgrad_conv"}))
+# patches even when the output ignores the image (tests/test_extract_and_aggregate.py checks that case);
+# an extremal perturbation is then shaped by its area term alone (tests/test_extremal.py checks that case).
+@pytest.mark.parametrize("name", sorted(set(methods()) - {"rise", "normgrad_conv", "extremal_perturbation"}))
 def test_constant_maps_normalise_to_zeros_not_nan(name):
     maps = call(name, Constant().eval(), images(2, size=8))
     assert torch.equal(maps, torch.zeros_like(maps))

@@ -21,7 +21,7 @@ from .._submodules import lazy_submodules
 from .cam import ablationcam, eigencam, gradcam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
 from .gradients import (deconvnet, fullgrad, fullgrad_terms, gradient, gradient_x_input, guided_backprop, guided_gradcam,
                         integrated_gradients, smoothgrad)
-from .perturbation import occlusion, rise
+from .perturbation import extremal_perturbation, occlusion, rise
 from .regions import xrai
 from .excitation import contrastive_excitation_backprop, excitation_backprop
 from .group_masking import groupcam

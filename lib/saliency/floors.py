@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from ..capture import prepared
 from .passes import _whole, auto_batch_size, chunks, layer_pass, resolve_targets
 from .multiscale import scale_sizes
+from .perturbation import check_areas
 
 __all__ = ["Floor", "forwards", "input_passes", "forward_passes", "one_layer_pass", "one_forward", "input_and_layer_passes", "two_layer_passes", "occlusion_passes",
            "scorecam_passes", "cameras_passes",
-           "groupcam_passes", "xrai_passes"]
+           "groupcam_passes", "xrai_passes", "extremal_passes"]
 
 #: ``(model, images, targets, settings) -> run``: see the module docstring.
 Floor = Callable[[object, torch.Tensor, torch.Tensor, Mapping[str, object]], Callable[[], object]]
@@ -158,3 +159,25 @@ def xrai_passes(model, images, targets, settings) -> Callable[[], object]:
     (the segmentation and the region selection make no pass)."""
     count = _count(settings, "steps") * len(_setting(settings, "baselines"))
     return input_passes("passes")(model, images, targets, {**settings, "passes": count})
+
+
+def extremal_passes(model, images, targets, settings) -> Callable[[], object]:
+    """Extremal perturbation: ``max_iter - 1`` forward and backward passes to the input per mask (one
+    mask per image and area; the dual variant sends two images per mask), ``batch_size`` masks at a
+    time.  The last iteration's mask is made from the parameters alone, with no pass."""
+    per_image = len(check_areas(_setting(settings, "areas")))
+    steps = _count(settings, "max_iter") - 1
+    copies = 2 if _setting(settings, "variant") == "dual" else 1
+    batch_size = _chunk(settings, images)
+    targets = resolve_targets(model, images, targets)
+    owners = torch.arange(images.shape[0] * per_image, device=images.device) // per_image
+
+    def run():
+        with prepared(model) as module:
+            for piece in chunks(owners.numel(), batch_size):
+                chosen = targets[owners[piece]].repeat(copies).view(-1, 1)
+                for _ in range(steps):
+                    x = images[owners[piece]].repeat(copies, 1, 1, 1).requires_grad_(True)
+                    torch.autograd.grad(module(x).gather(1, chosen).sum(), x)
+
+    return run

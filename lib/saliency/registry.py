@@ -42,7 +42,7 @@ from .excitation import contrastive_excitation_backprop, excitation_backprop
 from .group_masking import groupcam
 from .extract_and_aggregate import REDUCTIONS as TABLE_2_REDUCTIONS
 from .extract_and_aggregate import layer_gradient, linear_approx, normgrad, normgrad_conv, selective_normgrad
-from .perturbation import occlusion, rise
+from .perturbation import extremal_perturbation, occlusion, rise
 from .regions import xrai
 
 __all__ = ["FAMILIES", "PEER_LIBRARIES", "Peer", "Method", "register", "unregister", "get", "resolve_method", "METHODS", "REGISTRY",
@@ -442,6 +442,11 @@ register(rise, display="RISE", paper="petsiuk2018rise", equation="Eq. 6", family
 register(occlusion, display="Occlusion", paper="zeiler2014visualizing", equation="Sec. 4.2", family="perturbation",
          light={"window": 8, "stride": 8}, work={"window": 56, "stride": 56}, floor=floors.occlusion_passes,
          peers=[Peer("captum", "Occlusion")])
+# TorchRay's extremal_perturbation, against which it is tested; light: a grid fine enough for 16 x 16 images.
+register(extremal_perturbation, display="Extremal perturbation", paper="fong2019understanding", equation="Sec. 3, Eqs. 3-8",
+         family="perturbation", light={"max_iter": 10, "step": 2, "sigma": 4.0},
+         work={"max_iter": 100},  # an eighth of the 800 iterations
+         floor=floors.extremal_passes)
 register(cameras, display="CAMERAS", paper="jalwana2021cameras", equation="Eqs. 5.2-5.3, Algorithm 6", **_CAM,
          light={"scales": (16, 24)}, work={"steps": 7, "max_scale": 1000}, floor=floors.cameras_passes)
 register(groupcam, display="Group-CAM", paper="zhang2021groupcam", equation="Algorithm 1, Eqs. 1-7", **_CAM,
