@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 __all__ = ["STYLE", "MAP_COLOURS", "to_numpy_image", "overlay", "map_colour_bar", "display_scale", "method_grid", "curves",
-           "line_with_interval", "significant"]
+           "line_with_interval", "review_sheet", "significant"]
 
 #: Matplotlib settings of every figure in the book.
 STYLE = {
@@ -177,6 +177,115 @@ def method_grid(
                 ax.set_axis_off()
     fig.tight_layout()
     map_colour_bar(fig, axes[:, 1:], label=_scaled_label(percentile))
+    return fig
+
+
+def review_sheet(items: Sequence[Mapping], *, per_class: int = 8, total: int = 64, title: str = "Review sheet",
+                 cell: float = 1.5):
+    """A batch review of a classifier's explanations: overlays grouped by predicted class.
+
+    The practitioner's check before trusting a model (saliencytutorial: look at 20-50
+    explanations of each class, the wrong predictions above all): one row per predicted class
+    headed by the class name, or, when the items carry labels, a row of the correct and a row
+    of the incorrect predictions of each class (the incorrect heading and panel titles in red,
+    each panel naming the label).  Classes are in alphabetical order, the images of a row in the
+    order given.  At most ``per_class`` overlays are shown per row and ``total`` in all (taken
+    one per row in turn, so every row keeps an overlay while there is room); the sheet's title
+    says how many were left out, and each heading counts all of its row's images.
+
+    Args:
+        items: one mapping per explained image with keys ``name`` (the file, a str),
+            ``predicted`` (the predicted class name), ``confidence`` (its probability),
+            ``correct`` (True / False against the label, None without one), ``label`` (the
+            label's class name, or None), ``pixels`` ((3, H, W) in [0, 1]) and ``map`` ((H, W)
+            in [0, 1]).  ``pixels`` and ``map`` may be None for an image the sheet leaves out
+            (beyond the first ``per_class`` of its row), so that a caller explaining a large
+            folder keeps only the overlays that can be shown.
+        per_class: overlays per row, at least 1.
+        total: overlays on the sheet, at least 1.
+        title: the sheet's title, followed by the counts.
+        cell: side of one overlay in inches.
+
+    Returns:
+        The figure; its subfigures are the rows (``fig.subfigs``, the last holding the colour bar).
+
+    Raises:
+        ValueError: no items, an item without one of the keys or with ``correct`` not a bool or None, ``per_class`` or ``total``
+            not a whole number >= 1, or a shown item without ``pixels`` or ``map``.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    for value, name in ((per_class, "per_class"), (total, "total")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence) or not items:
+        raise ValueError("items must be a non-empty sequence of mappings, one per explained image")
+    keys = ("name", "predicted", "confidence", "correct", "label", "pixels", "map")
+    for k, item in enumerate(items):
+        missing = [key for key in keys if not isinstance(item, Mapping) or key not in item]
+        if missing:
+            raise ValueError(f"items[{k}] lacks {', '.join(missing)}; each item needs the keys {', '.join(keys)}")
+        if item["correct"] is not None and not isinstance(item["correct"], bool):
+            raise ValueError(f"items[{k}]['correct'] must be True, False or None (no label), got {item['correct']!r}")
+    labelled = any(item["correct"] is not None for item in items)
+    verdicts = (True, False, None) if labelled else (None,)
+    rows = []  # (class name, verdict, its items)
+    for predicted in sorted({str(item["predicted"]) for item in items}):
+        for verdict in verdicts:
+            members = [item for item in items if str(item["predicted"]) == predicted and item["correct"] is verdict]
+            if members:
+                rows.append((predicted, verdict, members))
+    shown = [[] for _ in rows]
+    room, added = total, True
+    while room and added:  # one overlay per row in turn
+        added = False
+        for r, (_, _, members) in enumerate(rows):
+            if room and len(shown[r]) < min(per_class, len(members)):
+                shown[r].append(members[len(shown[r])])
+                room -= 1
+                added = True
+    for r, row in enumerate(shown):
+        for item in row:
+            if item["pixels"] is None or item["map"] is None:
+                raise ValueError(f"{item['name']} is shown on the sheet (within the first {per_class} of its row) but "
+                                 "has no pixels or map")
+    count = sum(len(row) for row in shown)
+    kinds = {True: "correct", False: "incorrect", None: "no label" if labelled else None}
+    heading = f"{title}: {len(items)} images, {len({r[0] for r in rows})} predicted classes"
+    if labelled:
+        wrong = sum(1 for item in items if item["correct"] is False)
+        heading += f", {sum(1 for item in items if item['correct'] is True)} correct, {wrong} incorrect"
+    if count < len(items):
+        heading += (f"\nshowing {count} of {len(items)} (at most {per_class} per {'row' if labelled else 'class'} "
+                    f"and {total} in all)")
+        hidden = sum(1 for row in shown if not row)
+        if hidden:
+            heading += f"; {hidden} {'row' if hidden == 1 else 'rows'} left out: " + ", ".join(
+                f"{predicted}" + (f" ({kinds[verdict]})" if labelled else "") for (predicted, verdict, _), row in zip(rows, shown)
+                if not row)
+    kept = [(row, shown[r]) for r, row in enumerate(rows) if shown[r]]
+    columns = max(3, max(len(row_shown) for _, row_shown in kept))  # three at least: room for the headings
+    fig = plt.figure(figsize=(cell * columns + 0.4, (cell + 0.5) * len(kept) + 1.0), layout="constrained")
+    fig.suptitle(heading)
+    subfigures = fig.subfigures(len(kept) + 1, 1, squeeze=False, height_ratios=[cell + 0.5] * len(kept) + [0.45])[:, 0]
+    for subfigure, ((predicted, verdict, members), row_shown) in zip(subfigures, kept):
+        what = kinds[verdict]
+        counted = f"{len(row_shown)} of {len(members)}" if len(row_shown) < len(members) else f"{len(members)}"
+        subfigure.suptitle(f"{predicted}" + (f" — {what}" if what else "") + f" ({counted})", x=0.01, ha="left",
+                           fontweight="bold", color="red" if verdict is False else "black")
+        axes = subfigure.subplots(1, columns, squeeze=False)[0]
+        for ax, item in zip(axes, row_shown):
+            text = f"{item['name']}\n{float(item['confidence']):.0%}"
+            if verdict is False:
+                text += f", label: {item['label']}"
+            overlay(ax, item["pixels"], item["map"])
+            ax.set_title(text, fontsize=8, color="red" if verdict is False else "black")
+        for ax in axes[len(row_shown):]:
+            ax.set_axis_off()
+    bar = subfigures[-1].add_axes((0.3, 0.45, 0.4, 0.25))
+    subfigures[-1].colorbar(ScalarMappable(Normalize(0, 1), MAP_COLOURS), cax=bar, orientation="horizontal",
+                            label="map value")
     return fig
 
 
