@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     classifier = models.load(args.model, device=torch.device(args.device))
-    about = provenance.summary(model=args.model, batches=args.batches, repeats=args.repeats, work=benchmark.WORK)
+    about = provenance.summary(model=args.model, batches=args.batches, repeats=args.repeats, work=benchmark.WORK,
+                               device=args.device)
     print(about, flush=True)
     methods = pd.DataFrame(benchmark.compare(classifier, args.methods, args.batches, repeats=args.repeats, progress=progress.track))
     causal = pd.DataFrame(benchmark.insertion_deletion_rows(classifier, args.batches, step=args.step, repeats=args.repeats))

@@ -56,6 +56,7 @@ __all__ = [
     "PooledHead",
     "label_space",
     "load",
+    "resolve_device",
     "available",
     "imagenet_categories",
 ]
@@ -305,7 +306,8 @@ class Classifier:
         )
 
     def to(self, device: torch.device | str) -> "Classifier":
-        self.model.to(device)
+        """Move the network to ``device`` (``"auto"`` and the rest as :func:`resolve_device`); returns self."""
+        self.model.to(resolve_device(device))
         return self
 
     @property
@@ -594,6 +596,57 @@ def _pool_output(network: nn.Module, members: Sequence[Sequence[int]], name: str
     setattr(parent, child_name, PooledHead(getattr(parent, child_name), PooledLogits(members)))
 
 
+#: What :func:`resolve_device` accepts besides a ``torch.device`` and a device string.
+AUTO_DEVICE = "auto"
+
+
+def resolve_device(device: torch.device | str = AUTO_DEVICE) -> torch.device:
+    """The device to compute on: ``"auto"`` is the current CUDA device when one is available, else the CPU.
+
+    A CUDA device without an index (``"cuda"``) becomes the current one (``cuda:0`` unless
+    changed), so the device returned is the one a network moved there reports, and the one
+    :func:`lib.provenance.device_name` names.
+
+    Args:
+        device: ``"auto"``, a device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``) or a
+            ``torch.device``; another backend (``"mps"``) is accepted when torch has it available.
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        TypeError: neither a string nor a ``torch.device``.
+        ValueError: a string torch does not read as a device (``"gpu"``), or a device that is not
+            available here (CUDA without a GPU, ``cuda:3`` on a machine with two); the message
+            says what is available.
+    """
+    accepted = "'auto', 'cpu', 'cuda' or 'cuda:N' (N below torch.cuda.device_count()), or a torch.device"
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be {accepted}, got {type(device).__name__} {device!r}")
+    if device == AUTO_DEVICE:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; accepted: {accepted}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available here: torch.cuda.is_available() is False; "
+                             "use 'cpu', or 'auto' (CUDA when available, else the CPU)")
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if resolved.index is None else resolved.index
+        if index >= count:
+            raise ValueError(f"device {device!r} is not available here: {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        try:
+            torch.empty(0, device=resolved)
+        except (RuntimeError, AssertionError):
+            raise ValueError(f"device {device!r} is not available here: torch cannot allocate a tensor on it; "
+                             f"accepted: {accepted}") from None
+    return resolved
+
+
 def available() -> list[str]:
     """Names :func:`load` accepts (torchvision names need their weights cached or a network)."""
     return [f"efficientnet_lite{v}" for v in _LITE_WEIGHTS] + sorted(_TORCHVISION_LAYERS)
@@ -634,7 +687,11 @@ def load(
             classifier name such as ``resnet50`` or ``vgg16``.
         labels: the label space of the outputs, one of :data:`LABEL_SPACES`: ``"imagenet"``
             (the network's own 1,000 classes), ``"coco"`` or ``"voc"``.
-        device: where the network lives.
+        device: where the network lives: ``"auto"`` (CUDA when available, else the CPU),
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device`` (:func:`resolve_device`).
+            The default stays ``"cpu"``: a call that names no device computes where the tests and
+            the CPU-built book do, bit for bit; the notebooks pass their ``device`` parameter
+            (``"auto"``).
         download: for torchvision models, allow fetching weights missing from the
             torch hub cache (False raises a clear error instead).
 
@@ -647,10 +704,13 @@ def load(
         :func:`label_space` and ``unmapped`` the categories without a member.
 
     Raises:
-        ValueError: unknown name (the message lists close names) or label space (the
-            message lists the accepted ones).
+        ValueError: unknown name (the message lists close names), label space (the
+            message lists the accepted ones) or device, or a device not available here
+            (:func:`resolve_device`), each before any weight is read.
+        TypeError: a device that is neither a string nor a ``torch.device``.
         FileNotFoundError / RuntimeError: torchvision weights unavailable offline.
     """
+    device = resolve_device(device)
     categories, members = label_space(labels)
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string such as 'efficientnet_lite0', got {name!r}; accepted: {available()}")

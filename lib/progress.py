@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Callable, Iterable, Iterator, TypeVar
 
+import torch
 from tqdm import tqdm
 
 __all__ = ["track", "Timer", "wall_seconds"]
@@ -32,16 +33,27 @@ def track(iterable: Iterable[T], desc: str | None = None, total: int | None = No
                 disable=os.environ.get("SALIENCY_PROGRESS", "1") == "0")
 
 
+def _synchronize() -> None:
+    """Wait for the queued CUDA work (kernels run asynchronously: without it a clock times their launch only)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def wall_seconds(function: Callable[..., object], *args, **kwargs) -> float:
     """Wall-clock seconds (``time.perf_counter``) of one call ``function(*args, **kwargs)``; its result is discarded.
+
+    Once CUDA is in use, the clock starts after the work queued before the call and stops
+    after the call's own work has finished (``torch.cuda.synchronize``).
 
     Raises:
         TypeError: ``function`` is not callable (checked before the clock starts).
     """
     if not callable(function):
         raise TypeError(f"wall_seconds times a call: function must be callable, got {type(function).__name__}")
+    _synchronize()
     start = time.perf_counter()
     function(*args, **kwargs)
+    _synchronize()
     return time.perf_counter() - start
 
 

@@ -41,8 +41,18 @@ def git_commit() -> str:
 
 
 def device_name(device: torch.device | str | None = None) -> str:
-    """A readable name of the device a section computes on (GPU model or CPU and cores)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """A readable name of the device a section computes on (GPU model or CPU and cores).
+
+    Args:
+        device: what the section computes on, as :func:`lib.models.resolve_device` reads it
+            (``"auto"``, ``"cpu"``, ``"cuda:1"``, a ``torch.device``); None is ``"auto"``.
+
+    Raises:
+        ValueError, TypeError: as :func:`lib.models.resolve_device` (an unknown or unavailable device).
+    """
+    from .models import resolve_device  # lib.models imports torchvision: only when a name is asked for
+
+    device = resolve_device("auto" if device is None else device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -63,10 +73,17 @@ def run_kind() -> str:
     return "book build (scripts/execute_notebook.py)" if run in ("", "build") else run
 
 
-def summary(**settings) -> str:
-    """One block of text: the kind of run, the section's settings, the commit, the device and package versions."""
+def summary(*, device: torch.device | str | None = None, **settings) -> str:
+    """One block of text: the kind of run, the section's settings, the commit, the device and package versions.
+
+    Args:
+        device: the device the section computes on, the value it gives :func:`lib.models.load`
+            (a notebook's ``device`` parameter; None: ``"auto"``); its :func:`device_name` is the
+            ``device:`` line, which the page's "This page ran on" box shows.
+        settings: the section's settings, one ``name: value`` line each.
+    """
     lines = [f"run: {run_kind()}"] + [f"{key}: {value}" for key, value in settings.items()]
-    lines += [f"git commit: {git_commit()}", f"device: {device_name()}", f"python: {platform.python_version()}"]
+    lines += [f"git commit: {git_commit()}", f"device: {device_name(device)}", f"python: {platform.python_version()}"]
     versions = []
     for package in _PACKAGES:
         try:

@@ -150,3 +150,68 @@ def test_verify_weights_names_a_missing_or_damaged_file(tmp_path):
         models.verify_weights(damaged, "0" * 64)
     with pytest.raises(ValueError, match="accepted variants: 0, 1, 2"):
         models.lite_weights_path(3)
+
+
+# ---------------------------------------------------------------- the device
+
+
+def fake_cuda(monkeypatch, count: int = 2, current: int = 0) -> None:
+    """torch.cuda reporting ``count`` devices (no call below needs a real one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+
+
+def test_auto_is_the_current_cuda_device_when_there_is_one_else_the_cpu():
+    expected = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    assert models.resolve_device("auto") == models.resolve_device() == expected
+    assert models.resolve_device("cpu") == models.resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_auto_and_cuda_resolve_to_an_indexed_cuda_device(monkeypatch):
+    fake_cuda(monkeypatch, count=2, current=1)
+    assert models.resolve_device("auto") == models.resolve_device("cuda") == torch.device("cuda", 1)
+    assert models.resolve_device("cuda:0") == models.resolve_device(torch.device("cuda", 0)) == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match=r"'cuda:2' is not available here: 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        models.resolve_device("cuda:2")
+
+
+def test_a_device_that_is_not_there_or_unknown_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.resolve_device("auto") == torch.device("cpu")
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0)):
+        with pytest.raises(ValueError, match=r"is not available here: torch\.cuda\.is_available\(\) is False; use 'cpu', or 'auto'"):
+            models.resolve_device(device)
+    for device in ("gpu", "CUDA", "auto ", "cuda:-1", ""):
+        with pytest.raises(ValueError, match=rf"unknown device {device!r}; accepted: 'auto', 'cpu', 'cuda' or 'cuda:N'"):
+            models.resolve_device(device)
+    for device in (None, 0, True, ["cpu"]):
+        with pytest.raises(TypeError, match=r"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'.*, got"):
+            models.resolve_device(device)
+
+
+def test_load_places_the_network_on_the_resolved_device_and_refuses_a_bad_one_before_reading_weights(monkeypatch):
+    classifier = models.load("efficientnet_lite0", device="auto")
+    assert classifier.device == models.resolve_device("auto")
+    assert all(p.device == classifier.device for p in classifier.model.parameters())
+    assert classifier.to("cpu") is classifier and classifier.device == torch.device("cpu")
+    monkeypatch.setattr(models, "lite_weights_path", lambda variant: pytest.fail("weights read before the device was checked"))
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        models.load("efficientnet_lite0", device="gpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        classifier.to("gpu")
+
+
+def test_the_provenance_names_the_device_asked_for_not_the_one_available(monkeypatch):
+    from lib import provenance
+
+    cpu = provenance.device_name("cpu")
+    assert cpu.startswith("CPU (") and cpu == provenance.device_name(torch.device("cpu"))
+    fake_cuda(monkeypatch, count=1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"Fake GPU {torch.device(device).index}")
+    assert provenance.device_name("auto") == provenance.device_name(None) == "Fake GPU 0"
+    lines = provenance.summary(device="cpu", seed=1).splitlines()
+    assert f"device: {cpu}" in lines and "seed: 1" in lines  # a notebook run with device=cpu on a GPU machine
+    assert "device: Fake GPU 0" in provenance.summary(device="auto").splitlines()
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        provenance.summary(device="gpu")

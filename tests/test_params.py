@@ -193,3 +193,47 @@ def test_runner_accepts_comments_only_and_empty_sections(write_profile):
     assert EXECUTE.parameters_for(NOTEBOOK, write_profile(f"common:\n{NOTEBOOK.stem}:\n")) == {"profile": "probe"}
     profile = write_profile(f"common:\n  seed: 7\n{NOTEBOOK.stem}:\n  {key}: changed\n")
     assert EXECUTE.parameters_for(NOTEBOOK, profile) == {"seed": 7, key: "changed", "profile": "probe"}
+
+
+# ---------------------------------------------------------------- the device
+
+TEMPLATE = REPO / "scripts" / "templates" / "chapter.ipynb"
+
+
+def calls(code: str, opening: str) -> list[str]:
+    """The argument text of every call in ``code`` that starts with ``opening`` (e.g. ``"models.load("``)."""
+    found, start = [], code.find(opening)
+    while start >= 0:
+        depth, end = 1, start + len(opening)
+        while depth:
+            depth += {"(": 1, ")": -1}.get(code[end], 0)
+            end += 1
+        found.append(code[start + len(opening):end - 1])
+        start = code.find(opening, end)
+    return found
+
+
+def test_calls_reads_nested_arguments():
+    assert calls("a = models.load(f(x), device=device) + models.load(n)", "models.load(") == ["f(x), device=device", "n"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS + [TEMPLATE], ids=[nb.stem for nb in NOTEBOOKS] + ["template"])
+def test_every_notebook_computes_on_its_device_parameter_and_names_it(notebook):
+    assert cell_values(notebook).get("device") == "auto", f"{notebook.name}: the parameters cell must set device = \"auto\""
+    code = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells
+                     if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+    loads, summaries = calls(code, "models.load("), calls(code, "provenance.summary(")
+    assert loads and all("device=device" in args for args in loads), f"{notebook.name}: a model loaded without device=device"
+    assert len(summaries) == 1 and "device=device" in summaries[0], f"{notebook.name}: the provenance must name the device"
+    assert "provenance.device_name()" not in code, f"{notebook.name}: device_name() names the default device, not the one used"
+    if notebook != TEMPLATE:
+        assert EXECUTE.overridden(notebook, {"profile": "smoke"}, {"device": "cpu"}) == {"profile": "smoke", "device": "cpu"}
+
+
+def test_the_run_box_reads_the_device_the_summary_names():
+    from lib import provenance
+
+    summary = provenance.summary(device="cpu", profile="smoke")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "print(summary)", outputs=[nbformat.v4.new_output("stream", name="stdout", text=summary + "\n")])])
+    assert EXECUTE.provenance_of(nb)["device"] == provenance.device_name("cpu")

@@ -115,7 +115,7 @@ class CleaningCurve:
             ValueError: an ``integration`` other than ``"right"`` and ``"trapezoid"``.
         """
         _check_integration(integration)
-        widths = (self.pixels_cleaned[1:] - self.pixels_cleaned[:-1]).to(self.probabilities.dtype)
+        widths = (self.pixels_cleaned[1:] - self.pixels_cleaned[:-1]).to(self.probabilities.device, self.probabilities.dtype)
         if integration == "right":
             return (self.probabilities[:, 1:] * widths).sum(dim=1)
         return (0.5 * (self.probabilities[:, 1:] + self.probabilities[:, :-1]) * widths).sum(dim=1)

@@ -90,8 +90,8 @@ def box_masks(boxes, size) -> torch.Tensor:
             raise ValueError(
                 f"box {k} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {width}x{height} image "
                 f"(by more than {t:g} px): boxes must be in the map's pixel coordinates")
-    columns = torch.arange(width, dtype=torch.float64)
-    rows = torch.arange(height, dtype=torch.float64)
+    columns = torch.arange(width, dtype=torch.float64, device=b.device)
+    rows = torch.arange(height, dtype=torch.float64, device=b.device)
     low, high = b.floor()[:, :2], b.floor()[:, 2:]
     inside_x = (columns[None] >= low[:, :1]) & (columns[None] <= high[:, :1])  # (K, W)
     inside_y = (rows[None] >= low[:, 1:]) & (rows[None] <= high[:, 1:])  # (K, H)
@@ -121,7 +121,7 @@ def _checked(saliency_map, boxes, size, what: str) -> tuple[torch.Tensor, torch.
             f"the map is {tuple(saliency_map.shape)} but the image is {width}x{height} (expected ({height}, {width})): "
             "bring maps back to the image first (lib.data.whole_map_to_original)")
     check_finite(saliency_map, f"{what}: the map", item=None)
-    return normalise(saliency_map), box_masks(boxes, (width, height))
+    return normalise(saliency_map), box_masks(boxes, (width, height)).to(saliency_map.device)
 
 
 def weakest_instance_peak(saliency_map: torch.Tensor, boxes, size) -> float:

@@ -289,9 +289,10 @@ def class_mean_accuracy(hits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
         raise ValueError(f"{hits.numel()} hits but {labels.numel()} labels")
     if hits.numel() == 0:
         return torch.tensor(float("nan"), dtype=torch.float64)
+    labels = labels.to(hits.device)
     classes, inverse = torch.unique(labels, return_inverse=True)
-    sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, hits)
-    counts = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(hits))
+    sums = torch.zeros(len(classes), dtype=torch.float64, device=hits.device).index_add_(0, inverse, hits)
+    counts = torch.zeros(len(classes), dtype=torch.float64, device=hits.device).index_add_(0, inverse, torch.ones_like(hits))
     return (sums / counts).mean()
 
 
@@ -435,7 +436,7 @@ class PointingResult:
         if subset not in ("all", "difficult"):
             raise ValueError(f"subset must be 'all' or 'difficult', got {subset!r}")
         keep = torch.ones_like(self.hits, dtype=torch.bool) if subset == "all" else self.difficult.to(torch.bool)
-        weights = torch.zeros(self.hits.numel(), dtype=torch.float64)
+        weights = torch.zeros(self.hits.numel(), dtype=torch.float64, device=self.hits.device)
         if bool(keep.any()):
             classes, inverse, counts = torch.unique(self.labels[keep], return_inverse=True, return_counts=True)
             weights[keep] = 1.0 / (len(classes) * counts[inverse].to(torch.float64))

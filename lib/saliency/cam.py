@@ -276,7 +276,8 @@ def ablationcam(model, images, targets=None, *, layer: str = "last", raw: bool =
                 scores = []
                 for piece in chunks(channels, batch_size):
                     ablated = activations[b : b + 1].repeat(piece.stop - piece.start, 1, 1, 1)
-                    ablated[torch.arange(ablated.shape[0]), torch.arange(piece.start, piece.stop)] = 0
+                    copies = torch.arange(ablated.shape[0], device=ablated.device)
+                    ablated[copies, torch.arange(piece.start, piece.stop, device=ablated.device)] = 0
                     replacement["output"] = as_layer_output(ablated, layout, output[b : b + 1])
                     out = network(images[b : b + 1].expand(ablated.shape[0], -1, -1, -1))
                     scores.append(out[:, chosen[b]])

@@ -458,6 +458,6 @@ def best_candidate(values: Mapping, weights, candidates: Sequence):
     """
     if not candidates:
         raise ValueError("best_candidate: no candidates")
-    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
-    score = {c: float((w * torch.as_tensor(values[c], dtype=torch.float64).reshape(-1)).sum()) for c in candidates}
+    w = torch.as_tensor(weights, dtype=torch.float64, device="cpu").reshape(-1)
+    score = {c: float((w * torch.as_tensor(values[c], dtype=torch.float64, device="cpu").reshape(-1)).sum()) for c in candidates}
     return max(candidates, key=lambda c: score[c])  # max keeps the first of equal scores

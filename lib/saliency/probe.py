@@ -140,7 +140,7 @@ def _positive_int(value, what: str) -> int:
 
 
 def _class_labels(labels, what: str) -> torch.Tensor:
-    """``labels`` as int64 ``(N,)``: integer class labels, one per image (float and bool refused, not truncated)."""
+    """``labels`` as int64 ``(N,)`` on the CPU: integer class labels, one per image (float and bool refused, not truncated)."""
     try:
         y = torch.as_tensor(labels)
     except (TypeError, ValueError, RuntimeError) as error:
@@ -149,12 +149,13 @@ def _class_labels(labels, what: str) -> torch.Tensor:
         raise TypeError(f"{what} must be integer class labels, got dtype {y.dtype}")
     if y.dim() != 1:
         raise ValueError(f"{what} must be 1-D (N,), got shape {tuple(y.shape)}")
-    return y.long()
+    return y.long().cpu()
 
 
 def _features(features, what: str) -> torch.Tensor:
-    """``features`` as float32 ``(N, K)``, detached; NaN or infinite values refused."""
-    x = torch.as_tensor(features, dtype=torch.float32).detach()
+    """``features`` as float32 ``(N, K)``, detached, on the CPU (the probe is small: fit there, it is the same
+    whatever device pooled the features); NaN or infinite values refused."""
+    x = torch.as_tensor(features, dtype=torch.float32).detach().cpu()
     if x.dim() != 2:
         raise ValueError(f"{what} must be (N, K) pooled features, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
