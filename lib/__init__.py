@@ -4,6 +4,7 @@ Modules: ``lib.models`` (classifiers), ``lib.data`` (datasets), ``lib.capture``
 (activations and gradients at named layers), ``lib.saliency`` (the methods and their
 registry), ``lib.metrics`` (evaluation), ``lib.attacks`` (PGD), ``lib.plot`` (figures),
 ``lib.claims`` (verdict tables), ``lib.benchmark`` (time and memory beside peers),
+``lib.distributed`` (evaluations sharded over processes and GPUs with ``torchrun``),
 ``lib.progress`` (progress bars), ``lib.provenance`` (what a section ran with), ``lib.paths``
 (where data and results live), ``lib.cache`` (computed results kept as JSON).  Each is an
 attribute of ``lib``, imported on first use.
