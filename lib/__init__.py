@@ -6,7 +6,8 @@ registry), ``lib.metrics`` (evaluation), ``lib.attacks`` (PGD), ``lib.plot`` (fi
 ``lib.claims`` (verdict tables), ``lib.benchmark`` (time and memory beside peers),
 ``lib.distributed`` (evaluations sharded over processes and GPUs with ``torchrun``),
 ``lib.progress`` (progress bars), ``lib.provenance`` (what a section ran with), ``lib.paths``
-(where data and results live), ``lib.cache`` (computed results kept as JSON).  Each is an
+(where data and results live), ``lib.cache`` (computed results kept as JSON), ``lib.synthetic`` (generated shapes with known relevant
+pixels, a small CNN and the retraining experiments of the practitioner's audit).  Each is an
 attribute of ``lib``, imported on first use.
 """
 

@@ -2,7 +2,7 @@
 
 Modules: ``stats`` (the sign-flip test, bootstrap intervals), and one module per metric family
 (``pointing``, ``pointing_pairs``, ``instances``, ``insertion_deletion``, ``density``, ``sanity``,
-``class_sensitivity``, ``adversarial_sanity``) plus ``selection`` (held-out choice of a
+``class_sensitivity``, ``adversarial_sanity``, ``audit``: the practitioner's checks) plus ``selection`` (held-out choice of a
 configuration); each is an attribute of ``lib.metrics``, imported on first use.
 
 ``pointing``: the pointing game on original image coordinates (TorchRay's rule, per-class mean), its
