@@ -88,18 +88,6 @@ def test_class_discrimination_explains_the_top_classes_in_order():
         audit.class_discrimination(net, "gradcam", images, k=9, method_kwargs={"layer": synthetic.CAM_LAYER})
 
 
-def test_completeness_error_is_the_definition_and_vanishes_for_a_linear_model():
-    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()
-    images = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
-    targets = torch.tensor([0, 2])
-    attributions = saliency.integrated_gradients(linear, images, targets, steps=2, aggregate=None, raw=True)
-    assert audit.completeness_error(linear, images, attributions, 0.0, targets).max() < 1e-5
-    doubled = audit.completeness_error(linear, images, 2 * attributions, 0.0, targets)
-    assert torch.allclose(doubled, torch.ones(2), atol=1e-5)  # |2g - g| / |g|
-    with pytest.raises(ValueError, match="un-aggregated"):
-        audit.completeness_error(linear, images, attributions.sum(1), 0.0, targets)
-
-
 def test_train_mode_maps_differ_on_batchnorm_and_leave_the_model_untouched():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

@@ -7,8 +7,8 @@ r"""The checks a practitioner runs before trusting a saliency map (the tutorial'
 * :func:`augmentation_stability`: do similar inputs give similar maps?  Pearson correlation of the map of an augmented
   image, mapped back, with the original map, for five small augmentations.
 * :func:`class_discrimination`: maps of each image's top-k classes and their top-fraction overlap.
-* :func:`completeness_error`: Integrated Gradients' completeness (Sundararajan et al. 2017, Prop. 1),
-  :math:`|\sum_i IG_i - (S_t(x) - S_t(x'))| / |S_t(x) - S_t(x')|`.
+* Integrated Gradients' completeness error is :func:`lib.saliency.gradients.completeness_error` (and the
+  ``completeness_tolerance`` option of ``integrated_gradients``), beside the method.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..saliency.registry import resolve_method
 from ._checks import check_tensor
 
 __all__ = ["top_fraction_jaccard", "agreement_matrix", "threshold_iou", "AUGMENTATIONS", "augmentation_stability",
-           "class_discrimination", "completeness_error", "pearson", "train_mode_maps", "boxes_mask"]
+           "class_discrimination", "pearson", "train_mode_maps", "boxes_mask"]
 
 
 def _maps(maps, what: str) -> torch.Tensor:
@@ -167,8 +167,8 @@ def class_discrimination(model, method, images, *, k: int = 3, fraction: float =
     GradCAM highlight different regions for different classes?").
 
     Returns:
-        ``{"classes": (B, k) top-k classes by logit, "maps": (B, k, H, W), "overlap": (B, k, k) Jaccard,
-        "mean_overlap": (B,) mean over the pairs i < j}``.
+        A dict: ``classes`` (B, k), the top-k classes by logit; ``maps`` (B, k, H, W); ``overlap`` (B, k, k), the
+        Jaccard index of each pair; ``mean_overlap`` (B,), its mean over the pairs i < j.
 
     Raises:
         ValueError: k not a whole number in [2, number of classes], a fraction outside (0, 1].
@@ -191,33 +191,6 @@ def class_discrimination(model, method, images, *, k: int = 3, fraction: float =
     return {"classes": classes, "maps": maps, "overlap": overlap, "mean_overlap": torch.stack(pairs, 1).mean(1)}
 
 
-def completeness_error(model, images, attributions, baseline, targets=None) -> torch.Tensor:
-    r"""(B,) relative completeness error of Integrated Gradients (Sundararajan et al. 2017, Prop. 1):
-    :math:`|\sum_i IG_i - (S_t(x) - S_t(x'))| / |S_t(x) - S_t(x')|`, with :math:`S_t` the target's logit and the
-    attributions un-aggregated (``integrated_gradients(..., aggregate=None, raw=True)``, (B, C, H, W)).
-
-    Raises:
-        ValueError: attributions not of the images' shape, a baseline that does not broadcast to the images.
-    """
-    check_images(images)
-    if not isinstance(attributions, torch.Tensor) or attributions.shape != images.shape:
-        raise ValueError(f"completeness_error: attributions must be un-aggregated, of the images' shape "
-                         f"{tuple(images.shape)} (integrated_gradients(..., aggregate=None, raw=True)), got "
-                         f"{getattr(attributions, 'shape', type(attributions).__name__)}")
-    reference = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
-    try:
-        reference = torch.broadcast_to(reference, images.shape)
-    except RuntimeError as error:
-        raise ValueError(f"completeness_error: baseline of shape {tuple(reference.shape)} does not broadcast to the "
-                         f"images {tuple(images.shape)}") from error
-    targets = resolve_targets(model, images, targets)
-    with torch.no_grad():
-        rows = torch.arange(images.shape[0], device=images.device)
-        gap = predict(model, images)[0][rows, targets] - predict(model, reference.contiguous())[0][rows, targets]
-    total = attributions.flatten(1).sum(1)
-    return ((total - gap).abs() / gap.abs().clamp_min(1e-12)).cpu()
-
-
 class _BatchStatisticsNorm(torch.nn.Module):
     """A BatchNorm that normalises with the statistics of the batch it sees (training mode's arithmetic) in any mode,
     without updating running statistics: what a map computed with ``model.train()`` would see."""
@@ -236,8 +209,8 @@ def train_mode_maps(model, method, images, targets=None, *, method_kwargs: dict 
     otherwise run every model in eval mode (``lib.capture.prepared``).  The caller's model is not touched.
 
     Returns:
-        ``{"eval": (B, H, W), "train": (B, H, W), "correlation": (B,) Pearson, "targets": (B,)}``; the classes are
-        fixed from the eval-mode prediction, so both maps explain the same class.
+        A dict: ``eval`` and ``train`` (B, H, W) maps, ``correlation`` (B,) their Pearson correlation and ``targets``
+        (B,), the classes explained, fixed from the eval-mode prediction so that both maps explain the same class.
 
     Raises:
         ValueError: a model without BatchNorm layers (training mode would change nothing), a batch of one image (batch

@@ -19,8 +19,8 @@ function), ``BASELINES`` (the classical methods the papers compare against) and
 from .._submodules import lazy_submodules
 
 from .cam import ablationcam, eigencam, gradcam, gradcam_pp, hirescam, layercam, scorecam, xgradcam
-from .gradients import (deconvnet, fullgrad, fullgrad_terms, gradient, gradient_x_input, guided_backprop, guided_gradcam,
-                        integrated_gradients, smoothgrad)
+from .gradients import (CompletenessWarning, averaged_baseline_ig, completeness_error, deconvnet, fullgrad, fullgrad_terms,
+                        gradient, gradient_x_input, guided_backprop, guided_gradcam, ig_baseline, integrated_gradients, smoothgrad)
 from .perturbation import extremal_perturbation, occlusion, rise
 from .regions import xrai
 from .excitation import contrastive_excitation_backprop, excitation_backprop
@@ -36,4 +36,5 @@ __getattr__, __dir__ = lazy_submodules(__name__, __path__, globals())  # ``lib.s
 
 
 __all__ = ["METHODS", "BASELINES", "REGISTRY", "register", "unregister", "resolve_method", "registry", "extract_aggregate",
-           "meta_saliency", "fullgrad_terms", *METHODS]
+           "meta_saliency", "fullgrad_terms", "completeness_error", "CompletenessWarning", "ig_baseline", "averaged_baseline_ig",
+           *METHODS]

@@ -6,6 +6,11 @@ reduce the (B, 3, H, W) attribution over colour channels (``aggregate``).  With
 ``aggregate=None`` and ``raw=True`` they return the signed attributions themselves.  The
 gradient is that of the one layer pass (:func:`lib.saliency.passes.layer_passes`) at the
 network input, ``with_input(model)``'s layer ``INPUT``.
+
+For Integrated Gradients the module also gives the checks of its use: the completeness error of
+attributions (:func:`completeness_error`, and ``completeness_tolerance``/``return_completeness`` of
+:func:`integrated_gradients`), the baselines of Sturmfels et al. 2020 (:func:`ig_baseline`) and the
+average over several baselines (:func:`averaged_baseline_ig`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from torch import nn
 
 from ..capture import check_images, prepared, unwrap
 from .passes import (AUTO, INPUT, aggregate_channels, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag,
-                     check_randomness, check_real, chunks, finish, layer_pass, layer_passes, resolve_targets, upsample,
-                     with_input)
+                     check_logits, check_normalisation, check_randomness, check_real, chunks, finish, layer_pass, layer_passes,
+                     resolve_targets, target_scores, upsample, with_input)
 
-__all__ = ["gradient", "smoothgrad", "integrated_gradients", "guided_backprop", "gradient_x_input", "deconvnet",
+__all__ = ["gradient", "smoothgrad", "integrated_gradients", "completeness_error", "CompletenessWarning", "COMPLETENESS_EPS",
+           "ig_baseline", "IG_BASELINES", "BLUR_SIGMA", "gaussian_blur", "averaged_baseline_ig", "guided_backprop", "gradient_x_input", "deconvnet",
            "guided_gradcam", "fullgrad", "fullgrad_terms", "bias_layers", "SMOOTHGRAD_VARIANTS", "FULLGRAD_RESCALINGS"]
 
 
@@ -147,6 +153,124 @@ def smoothgrad(
 SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
+class CompletenessWarning(UserWarning):
+    """Integrated Gradients' attributions miss completeness (Sundararajan et al. 2017, Prop. 1) by
+    more than the asked tolerance: the quadrature needs more ``steps``."""
+
+
+#: The denominator's floor in :func:`completeness_error`: a score difference smaller than this
+#: (a baseline the model scores as the image) measures the error in units of it.
+COMPLETENESS_EPS = 1e-6
+
+
+def _check_completeness_options(completeness_tolerance, return_completeness) -> float | None:
+    check_flag(return_completeness, "return_completeness")
+    if completeness_tolerance is None:
+        return None
+    return check_real(completeness_tolerance, "completeness_tolerance (a relative error)", low=0.0)
+
+
+def _path_attributions(module: nn.Module, images: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor,
+                       steps: int, batch_size: int | None) -> torch.Tensor:
+    r"""Eq. 1's un-aggregated attributions (B, 3, H, W) by the trapezoidal rule on ``steps`` points,
+    for a ``module`` already :func:`prepared`."""
+    alphas = torch.linspace(0.0, 1.0, steps, device=images.device, dtype=images.dtype)
+    weights = torch.full_like(alphas, 1.0 / (steps - 1))
+    weights[0] = weights[-1] = 0.5 / (steps - 1)
+    image_index = torch.arange(images.shape[0], device=images.device).repeat_interleave(steps)
+    step_index = torch.arange(steps, device=images.device).repeat(images.shape[0])
+    total = torch.zeros_like(images)
+    tapped = with_input(module)
+    for piece in chunks(image_index.numel(), batch_size):
+        i, k = image_index[piece], step_index[piece]
+        a = alphas[k].view(-1, 1, 1, 1)
+        points = reference[i] + a * (images[i] - reference[i])
+        grads = _input_gradients(tapped, points, targets[i])
+        total.index_add_(0, i, grads * weights[k].view(-1, 1, 1, 1))
+    return (images - reference) * total
+
+
+def _score_gap(module: nn.Module, images: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor,
+               batch_size: int | None) -> torch.Tensor:
+    r""":math:`S_t(x) - S_t(x')` per image, (B,) float64, the target logit of a ``module`` already :func:`prepared`."""
+    gaps = []
+    with torch.no_grad():
+        for piece in chunks(images.shape[0], batch_size):
+            count = piece.stop - piece.start
+            scores = [target_scores(check_logits(module(batch[piece]), count), targets[piece]).double()
+                      for batch in (images, reference)]
+            gaps.append(scores[0] - scores[1])
+    return torch.cat(gaps)
+
+
+def _relative_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    return (attributions.double().sum(dim=(1, 2, 3)) - gap).abs() / gap.abs().clamp_min(COMPLETENESS_EPS)
+
+
+def _warn_incomplete(errors: torch.Tensor, tolerance: float | None, steps: int, what: str) -> None:
+    if tolerance is None:
+        return
+    failing = torch.nonzero(errors > tolerance).flatten().tolist()
+    if failing:
+        listed = ", ".join(f"image {i}: {errors[i].item():.3g}" for i in failing[:8])
+        more = f" and {len(failing) - 8} more" if len(failing) > 8 else ""
+        warnings.warn(f"{what}: completeness is missed by more than {tolerance:g} (relative error |sum of attributions - "
+                      f"(S_t(x) - S_t(x'))| / |S_t(x) - S_t(x')|) for {len(failing)} of {errors.numel()} images ({listed}"
+                      f"{more}); raise steps (now {steps}) until the error is below the tolerance",
+                      CompletenessWarning, stacklevel=3)
+
+
+def completeness_error(model, images, attributions, baseline: float | torch.Tensor = 0.0, targets=None, *,
+                       batch_size: int | str | None = AUTO) -> torch.Tensor:
+    r"""How far attributions are from completeness, per image.
+
+    Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017, Prop. 1
+    (completeness of Eq. 1): :math:`\sum_i IG_i(x) = S_t(x) - S_t(x')`, summed over every pixel
+    and channel, with :math:`S_t` the target's logit (the score every method of the library
+    differentiates, :func:`lib.saliency.passes.target_scores`).  The error is
+
+    .. math:: \frac{|\sum_i a_i - (S_t(x) - S_t(x'))|}{\max(|S_t(x) - S_t(x')|, \epsilon)}
+
+    with :math:`\epsilon = 10^{-6}` (:data:`COMPLETENESS_EPS`): 0 for exact attributions.  The
+    trapezoidal rule of :func:`integrated_gradients` is exact for a model linear in its input and
+    otherwise converges as the steps grow.  The paper recommends
+    enough steps to bring the sum within 5% of the difference (Sec. 5).
+
+    Args:
+        model: a ``lib.models.Classifier`` or ``nn.Module``.
+        images: (B, 3, H, W) normalised images, x.
+        attributions: (B, 3, H, W) raw signed attributions, per pixel and channel
+            (``integrated_gradients(..., aggregate=None, raw=True)``).
+        baseline: x', as for :func:`integrated_gradients`.
+        targets: (B,) class indices, an int, or None for the predicted class.
+        batch_size: images per forward pass (``"auto"`` or None: see :func:`integrated_gradients`).
+
+    Returns:
+        (B,) float64 relative errors.
+
+    Raises:
+        ValueError: bad images, targets or baseline; attributions of another shape than the images
+            (aggregated maps included) or with NaN or infinite values.
+        TypeError: attributions that are not a floating-point tensor.
+    """
+    check_images(images)
+    if not isinstance(attributions, torch.Tensor) or not attributions.is_floating_point():
+        raise TypeError(f"completeness_error: attributions must be a floating-point tensor (B, 3, H, W), got "
+                        f"{type(attributions).__name__}{f' of dtype {attributions.dtype}' if isinstance(attributions, torch.Tensor) else ''}")
+    if attributions.shape != images.shape:
+        raise ValueError(f"completeness_error: attributions must be per pixel and channel, shaped as the images "
+                         f"{tuple(images.shape)}, got {tuple(attributions.shape)}; compute them with "
+                         "integrated_gradients(..., aggregate=None, raw=True)")
+    if not torch.isfinite(attributions).all():
+        raise ValueError("completeness_error: attributions contain NaN or infinite values")
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    reference = check_baseline(baseline, images)
+    targets = resolve_targets(model, images, targets)
+    with prepared(model) as module:
+        gap = _score_gap(module, images, reference, targets, batch_size)
+    return _relative_error(attributions.to(images.device), gap)
+
+
 def integrated_gradients(
     model,
     images,
@@ -157,6 +281,8 @@ def integrated_gradients(
     aggregate: str | None = "sum_abs",
     raw: bool = False,
     batch_size: int | str | None = AUTO,
+    completeness_tolerance: float | None = None,
+    return_completeness: bool = False,
 ):
     r"""Integrated Gradients with the trapezoidal rule.
 
@@ -164,40 +290,218 @@ def integrated_gradients(
     Eq. 1: :math:`IG_i(x) = (x_i - x'_i) \int_0^1 \partial S_t(x' + \alpha (x - x')) / \partial x_i \, d\alpha`,
     approximated on ``steps`` equally spaced points of [0, 1] with trapezoid weights
     (exact for a linear model).  Completeness, :math:`\sum_i IG_i = S_t(x) - S_t(x')`,
-    holds up to the quadrature error (``tests/test_parity.py`` checks 1% at 64 steps).
+    holds up to the quadrature error (``tests/test_parity.py`` checks 1% at 64 steps);
+    :func:`completeness_error` measures it, and ``completeness_tolerance`` checks it on every call.
 
     Args:
         baseline: x', a float (filled everywhere) or a tensor broadcastable to the
             images, in the model's input space.  The default 0 is the normalised mean
-            colour (mid-grey for EfficientNet-Lite).
+            colour (mid-grey for EfficientNet-Lite); :func:`ig_baseline` makes the others.
         steps: quadrature points (>= 2).
         aggregate: channel reduction; ``sum_abs`` (default, as the paper's figures sum
             over colour channels) or ``sum`` to keep completeness in the map.
         batch_size: interpolated images per pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
-    Other arguments, returns and errors as :func:`gradient`; also ValueError for ``steps < 2`` or a
-    baseline that is not finite or does not broadcast to the images.
+        completeness_tolerance: when given, the relative completeness error of every image
+            (:func:`completeness_error`, on the attributions before ``aggregate``; two more forward
+            passes per image) is checked against it and a :class:`CompletenessWarning` names the
+            images above it.  None (default): no check.
+        return_completeness: also return those errors.
+
+    Returns:
+        (B, H, W) maps as :func:`gradient`; with ``return_completeness``, ``(maps, errors)``, the
+        errors (B,) float64.
+
+    Warns:
+        CompletenessWarning: some image's completeness error exceeds ``completeness_tolerance``.
+    Other arguments, returns and errors as :func:`gradient`; also ValueError for ``steps < 2``, a
+    baseline that is not finite or does not broadcast to the images, or a negative tolerance.
     """
     check_images(images)
     _check_output(aggregate, raw)
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
     steps = check_count(steps, "steps (the trapezoidal rule's points)", 2)
+    tolerance = _check_completeness_options(completeness_tolerance, return_completeness)
+    checked = tolerance is not None or return_completeness
     reference = check_baseline(baseline, images)
     targets = resolve_targets(model, images, targets)
-    alphas = torch.linspace(0.0, 1.0, steps, device=images.device, dtype=images.dtype)
-    weights = torch.full_like(alphas, 1.0 / (steps - 1))
-    weights[0] = weights[-1] = 0.5 / (steps - 1)
-    image_index = torch.arange(images.shape[0], device=images.device).repeat_interleave(steps)
-    step_index = torch.arange(steps, device=images.device).repeat(images.shape[0])
-    total = torch.zeros_like(images)
     with prepared(model) as module:  # once: each pass below finds it prepared
-        tapped = with_input(module)
-        for piece in chunks(image_index.numel(), batch_size):
-            i, k = image_index[piece], step_index[piece]
-            a = alphas[k].view(-1, 1, 1, 1)
-            points = reference[i] + a * (images[i] - reference[i])
-            grads = _input_gradients(tapped, points, targets[i])
-            total.index_add_(0, i, grads * weights[k].view(-1, 1, 1, 1))
-    return _reduce((images - reference) * total, images, aggregate, raw)
+        attributions = _path_attributions(module, images, reference, targets, steps, batch_size)
+        gap = _score_gap(module, images, reference, targets, batch_size) if checked else None
+    maps = _reduce(attributions, images, aggregate, raw)
+    if not checked:
+        return maps
+    errors = _relative_error(attributions, gap)
+    _warn_incomplete(errors, tolerance, steps, "integrated_gradients")
+    return (maps, errors) if return_completeness else maps
+
+
+#: The baselines :func:`ig_baseline` makes.
+IG_BASELINES = ("black", "mean", "blur", "noise")
+#: The blurred baseline's default standard deviation in pixels: Sturmfels et al. 2020's
+#: ``get_blurred_image(image, sigma=10)`` on 299 x 299 inputs (their figure varies it from 5 to 50).
+BLUR_SIGMA = 10.0
+
+
+def _reflected(count: int, radius: int, device) -> torch.Tensor:
+    """Indices of ``range(-radius, count + radius)`` folded back into ``range(count)`` by mirroring at the edges
+    with the edge sample repeated (``d c b a | a b c d | d c b a``, scipy.ndimage's ``mode="reflect"``), for any radius."""
+    index = torch.arange(-radius, count + radius, device=device) % (2 * count)
+    return torch.where(index >= count, 2 * count - 1 - index, index)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    r"""Each channel convolved with a Gaussian of standard deviation ``sigma`` pixels, separably.
+
+    As ``scipy.ndimage.gaussian_filter(mode="reflect", truncate=4.0)``: the kernel
+    :math:`\propto e^{-k^2 / 2\sigma^2}` for :math:`|k| \le \lfloor 4\sigma + 1/2 \rfloor`, normalised to sum 1,
+    the image mirrored at its edges.  Computed in float64 and returned in the images' dtype, so a
+    constant image comes back unchanged.  The kernel sums to 1, so blurring commutes with the
+    per-channel normalisation: blurring normalised images is normalising blurred pixels.
+    """
+    check_images(images)
+    sigma = check_real(sigma, "blur_sigma (pixels)", low=0.0, low_open=True)
+    radius = int(4.0 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = images.double()
+    channels = out.shape[1]
+    for dim in (2, 3):
+        padded = out.index_select(dim, _reflected(out.shape[dim], radius, images.device))
+        shape = (1, 1, 2 * radius + 1, 1) if dim == 2 else (1, 1, 1, 2 * radius + 1)
+        out = F.conv2d(padded, kernel.view(shape).expand(channels, -1, -1, -1).contiguous(), groups=channels)
+    return out.to(images.dtype)
+
+
+def ig_baseline(images, kind: str, *, classifier=None, mean=None, std=None, blur_sigma: float = BLUR_SIGMA,
+                seed: int = 0) -> torch.Tensor:
+    r"""A baseline x' for :func:`integrated_gradients`, (B, 3, H, W) in the model's input space.
+
+    Sundararajan et al. 2017 (Sec. 3) take "the black image" and mention noise; Sturmfels,
+    Lundberg & Lee, "Visualizing the Impact of Feature Attribution Baselines", Distill 2020,
+    compare constant, blurred and uniform-noise baselines (and averages over several, see
+    :func:`averaged_baseline_ig`).  With the normalisation :math:`x = (p - \mu) / \sigma` of pixels
+    :math:`p \in [0, 1]`:
+
+    - ``"black"``: pixel 0, :math:`-\mu / \sigma` per channel (needs the normalisation).
+    - ``"mean"``: the normalisation's mean colour :math:`p = \mu`, which is 0 in the input space (the
+      default baseline of :func:`integrated_gradients`).  It is the data set's mean colour when the
+      normalisation uses it (torchvision's ImageNet weights), mid-grey for EfficientNet-Lite
+      (:math:`\mu = 127/255`).
+    - ``"blur"``: the image blurred by a Gaussian of ``blur_sigma`` pixels (:func:`gaussian_blur`;
+      Sturmfels et al.'s default, 10 pixels at 299 x 299).  Blurring commutes with the normalisation,
+      so it is computed on the normalised images directly.
+    - ``"noise"``: uniform noise over the pixel range, :math:`p \sim U[0, 1)` normalised (their
+      "uniform" baseline; needs the normalisation).  One noise image drawn from ``seed`` serves every
+      image of the batch, so a baseline does not depend on the batch it was made in; average over
+      seeds with :func:`averaged_baseline_ig`.
+
+    Args:
+        images: (B, 3, H, W) normalised images (the baselines take their shape, dtype and device).
+        kind: one of :data:`IG_BASELINES`.
+        classifier: a ``lib.models.Classifier``, whose ``mean`` and ``std`` are the normalisation.
+        mean, std: the normalisation's 3 per-channel values, instead of ``classifier``.
+        blur_sigma: the blur's standard deviation in pixels (> 0).
+        seed: the noise's seed.
+
+    Returns:
+        (B, 3, H, W) baselines, on the images' device and in their dtype.
+
+    Raises:
+        ValueError: bad images, an unknown kind, ``"black"`` or ``"noise"`` without the normalisation,
+            bad normalisation statistics (:func:`lib.saliency.passes.check_normalisation`), a
+            ``blur_sigma`` that is not positive and finite.
+        TypeError: a kind that is not a string, a seed that is not an integer.
+    """
+    check_images(images)
+    check_choice(kind, "ig_baseline kind", IG_BASELINES)
+    stats = check_normalisation("ig_baseline", classifier=classifier, mean=mean, std=std)
+    if kind == "mean":
+        return torch.zeros_like(images)
+    if kind == "blur":
+        return gaussian_blur(images, blur_sigma)
+    if stats is None:
+        raise ValueError(f"ig_baseline: the {kind!r} baseline is defined on pixels and needs the normalisation: "
+                         "pass classifier= (a lib.models.Classifier) or mean= and std=")
+    mu, sigma = (s.to(images.device, images.dtype).view(1, 3, 1, 1) for s in stats)
+    if kind == "black":
+        return ((0.0 - mu) / sigma).expand_as(images).clone()
+    rng = check_randomness(seed, None, images.device)
+    pixels = torch.rand((1, *images.shape[1:]), generator=rng, device=images.device, dtype=images.dtype)
+    return ((pixels - mu) / sigma).expand_as(images).clone()
+
+
+def averaged_baseline_ig(
+    model,
+    images,
+    targets=None,
+    *,
+    baselines,
+    steps: int = 50,
+    aggregate: str | None = "sum_abs",
+    raw: bool = False,
+    batch_size: int | str | None = AUTO,
+    completeness_tolerance: float | None = None,
+    return_completeness: bool = False,
+):
+    r"""Integrated Gradients averaged over several baselines.
+
+    Sturmfels, Lundberg & Lee, Distill 2020 ("Averaging over multiple baselines"; Erion et al.'s
+    expected gradients samples them): :math:`\overline{IG}_i(x) = \frac1K \sum_{k=1}^K IG_i(x; x'_k)`
+    with Eq. 1 of Sundararajan et al. 2017 for each baseline :math:`x'_k`.  The signed attributions
+    (B, 3, H, W) are averaged before ``aggregate``, so completeness holds for the average:
+    :math:`\sum_i \overline{IG}_i = S_t(x) - \frac1K \sum_k S_t(x'_k)`.  For the averaged noise
+    baseline: ``baselines=[ig_baseline(images, "noise", classifier=c, seed=s) for s in range(K)]``.
+
+    Args:
+        baselines: a list or tuple of K >= 1 baselines, each as ``baseline`` of
+            :func:`integrated_gradients` (a number, or a tensor that broadcasts to the images).
+        steps, aggregate, raw, batch_size: as :func:`integrated_gradients`, for every baseline.
+        completeness_tolerance, return_completeness: as :func:`integrated_gradients`, with the
+            averaged difference of scores above.
+
+    Returns:
+        (B, H, W) maps (or raw attributions, as :func:`integrated_gradients`); with
+        ``return_completeness``, ``(maps, errors)``.
+
+    Raises:
+        TypeError: ``baselines`` not a list or tuple (a single tensor would be read as a list of its rows).
+        ValueError: no baselines, a bad baseline (the message gives its position); the errors of
+            :func:`integrated_gradients`.
+    Warns:
+        CompletenessWarning: as :func:`integrated_gradients`.
+    """
+    check_images(images)
+    _check_output(aggregate, raw)
+    batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    steps = check_count(steps, "steps (the trapezoidal rule's points)", 2)
+    tolerance = _check_completeness_options(completeness_tolerance, return_completeness)
+    if not isinstance(baselines, (list, tuple)):
+        raise TypeError(f"averaged_baseline_ig: baselines must be a list or tuple of baselines (numbers or tensors that "
+                        f"broadcast to the images), got {type(baselines).__name__}")
+    if not baselines:
+        raise ValueError("averaged_baseline_ig: baselines is empty; give at least one baseline")
+    references = []
+    for k, baseline in enumerate(baselines):
+        try:
+            references.append(check_baseline(baseline, images))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"averaged_baseline_ig: baselines[{k}]: {error}") from None
+    targets = resolve_targets(model, images, targets)
+    total = torch.zeros_like(images)
+    gap = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+    with prepared(model) as module:
+        for reference in references:
+            total += _path_attributions(module, images, reference, targets, steps, batch_size)
+            if tolerance is not None or return_completeness:
+                gap += _score_gap(module, images, reference, targets, batch_size)
+    attributions = total / len(references)
+    maps = _reduce(attributions, images, aggregate, raw)
+    if tolerance is None and not return_completeness:
+        return maps
+    errors = _relative_error(attributions, gap / len(references))
+    _warn_incomplete(errors, tolerance, steps, "averaged_baseline_ig")
+    return (maps, errors) if return_completeness else maps
 
 
 class _PositiveGradient(torch.autograd.Function):

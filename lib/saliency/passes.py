@@ -38,6 +38,7 @@ __all__ = [
     "CHANNELS_LAST",
     "TOKENS",
     "check_baseline",
+    "check_normalisation",
     "upsample",
     "chunks",
     "check_batch_size",
@@ -236,6 +237,51 @@ def check_baseline(baseline, images: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(reference).all():
         raise ValueError("baseline has NaN or infinite values; it must be a finite image in the model's input space")
     return reference
+
+
+def check_normalisation(what: str, *, classifier=None, mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-channel normalisation of a model's input, ``x = (pixels - mean) / std``, for the checks
+    that work on pixels in [0, 1]: a ``lib.models.Classifier``'s ``mean`` and ``std``, or both given.
+
+    Args:
+        what: the function asking, named in the errors.
+        classifier: a ``lib.models.Classifier`` (anything with 3-element ``mean`` and ``std`` tensors).
+        mean, std: 3-element per-channel statistics (tensors, lists or tuples) instead of a classifier.
+
+    Returns:
+        ``(mean, std)`` as float64 tensors (3,), or None when neither is given.
+
+    Raises:
+        ValueError: a classifier and statistics both, only one of mean and std, statistics that are
+            not 3 finite numbers, or a std that is not positive.
+        TypeError: a classifier without ``mean``/``std`` tensors, statistics that are not numbers.
+    """
+    if classifier is not None and (mean is not None or std is not None):
+        raise ValueError(f"{what}: give the normalisation once, as classifier= or as mean= and std=, not both")
+    if classifier is not None:
+        if not all(isinstance(getattr(classifier, name, None), torch.Tensor) for name in ("mean", "std")):
+            raise TypeError(f"{what}: classifier must be a lib.models.Classifier (with mean and std tensors), "
+                            f"got {type(classifier).__name__}")
+        mean, std = classifier.mean, classifier.std
+    elif mean is None and std is None:
+        return None
+    elif mean is None or std is None:
+        raise ValueError(f"{what}: the normalisation needs both mean= and std= (3 values each), got only "
+                         f"{'mean' if std is None else 'std'}")
+    stats = []
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError(f"{what}: {name} must be 3 per-channel numbers, got {type(value).__name__} {value!r}")
+        try:
+            tensor = torch.as_tensor(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{what}: {name} must be 3 per-channel numbers, got {type(value).__name__} {value!r}") from None
+        if tensor.numel() != 3 or not torch.isfinite(tensor).all():
+            raise ValueError(f"{what}: {name} must be 3 finite per-channel numbers, got {tensor.tolist()}")
+        stats.append(tensor.reshape(3))
+    if (stats[1] <= 0).any():
+        raise ValueError(f"{what}: std must be positive in every channel, got {stats[1].tolist()}")
+    return stats[0], stats[1]
 
 
 def check_feature_map(activations: torch.Tensor, layer, method: str) -> torch.Tensor:
