@@ -76,6 +76,12 @@ def _check_whole(value, what: str, low: int) -> int:
     return int(value)
 
 
+def _check_level(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def _check_fraction(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
@@ -92,8 +98,11 @@ def shapes_dataset(n: int, *, size: int = 32, seed: int = 0, shortcut: bool = Fa
     """
     n = _check_whole(n, "shapes_dataset: n", 1)
     size = _check_whole(size, "shapes_dataset: size", 12)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"shapes_dataset: noise must be a finite number >= 0, got {noise!r}")
+    noise = _check_level(noise, "shapes_dataset: noise")
+    contrast = _check_level(contrast, "shapes_dataset: contrast")
+    if not isinstance(shortcut, bool):
+        raise TypeError(f"shapes_dataset: shortcut must be True or False, got {shortcut!r}")
+    seed = _check_whole(seed, "shapes_dataset: seed", 0)
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % len(SHAPES)
     labels = labels[torch.randperm(n, generator=generator)]
@@ -121,6 +130,7 @@ def remove_watermark(data: ShapesData, *, noise: float = 0.5) -> ShapesData:
     """The same images with the watermark painted over by fresh background noise (seeded from the set's seed)."""
     if not isinstance(data, ShapesData):
         raise TypeError(f"remove_watermark: expected ShapesData, got {type(data).__name__}")
+    noise = _check_level(noise, "remove_watermark: noise")
     fresh = torch.randn(data.images.shape, generator=torch.Generator().manual_seed(data.seed + 1)) * noise
     images = torch.where(data.watermark[:, None], fresh, data.images)
     return replace(data, images=images, watermark=torch.zeros_like(data.watermark))
@@ -159,6 +169,9 @@ def _check_set(images, labels, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1] or labels.is_floating_point():
         raise ValueError(f"{what}: labels must be an integer tensor of shape ({images.shape[0]},), got "
                          f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if labels.dtype == torch.bool or len(labels) == 0 or (labels < 0).any():
+        raise ValueError(f"{what}: labels must be at least one non-negative integer class index (not bool), got "
+                         f"{labels.dtype} of length {len(labels)}")
     if not torch.isfinite(images).all():
         raise ValueError(f"{what}: images with NaN or infinite values")
     return images, labels
@@ -199,11 +212,15 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch
     return history
 
 
-@torch.no_grad()
 def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """(n,) bool: the model's top-1 equals the label, per image."""
+    """(n,) bool: the model's top-1 equals the label, per image, in eval mode (a model in training mode is switched
+    for the call, with a warning, and restored exactly: ``lib.capture.prepared``)."""
+    from .capture import prepared
+
     images, labels = _check_set(images, labels, "correct")
-    predictions = torch.cat([model(images[piece]).argmax(1).cpu() for piece in torch.arange(len(labels)).split(batch_size)])
+    batch_size = _check_whole(batch_size, "correct: batch_size", 1)
+    with prepared(model) as module, torch.no_grad():
+        predictions = torch.cat([module(images[piece]).argmax(1).cpu() for piece in torch.arange(len(labels)).split(batch_size)])
     return predictions == labels.cpu()
 
 
@@ -237,10 +254,12 @@ def remove_top(images: torch.Tensor, maps: torch.Tensor, fraction: float, fill: 
     Raises:
         ValueError: maps not (n, H, W) finite values, a fraction outside [0, 1], a fill that is not (C,).
     """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point() or not torch.isfinite(images).all():
+        raise ValueError("remove_top: images must be a finite float (n, C, H, W) tensor")
     maps = _check_maps(images, maps, "remove_top")
     fraction = _check_fraction(fraction, "remove_top: fraction")
     fill = images.mean(dim=(0, 2, 3)) if fill is None else fill
-    if not isinstance(fill, torch.Tensor) or fill.shape != images.shape[1:2]:
+    if not isinstance(fill, torch.Tensor) or fill.shape != images.shape[1:2] or not torch.isfinite(fill).all():
         raise ValueError(f"remove_top: fill must be one value per channel, shape ({images.shape[1]},), got {fill!r}")
     n, pixels = maps.shape[0], maps.shape[1] * maps.shape[2]
     k = round(fraction * pixels)
@@ -268,9 +287,13 @@ def roar(make_model: Callable[[int], nn.Module], train_data: ShapesData, test_da
 
     train_maps = _check_maps(train_data.images, train_maps, "roar: train_maps")
     test_maps = _check_maps(test_data.images, test_maps, "roar: test_maps")
+    if not isinstance(train_data, ShapesData) or not isinstance(test_data, ShapesData):
+        raise TypeError("roar: train_data and test_data must be ShapesData (lib.synthetic.shapes_dataset)")
+    if not isinstance(fractions, Sequence) or not fractions:
+        raise ValueError(f"roar: fractions must be a non-empty list of shares in [0, 1], got {fractions!r}")
     fractions = [_check_fraction(f, "roar: fraction") for f in fractions]
-    if not len(seeds):
-        raise ValueError("roar: give at least one seed")
+    if not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"roar: seeds must be a non-empty list of whole numbers, got {seeds!r}")
     fill = train_data.images.mean(dim=(0, 2, 3))
     rows = []
     for fraction in fractions:

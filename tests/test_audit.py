@@ -106,3 +106,14 @@ def test_train_mode_maps_differ_on_batchnorm_and_leave_the_model_untouched():
         audit.train_mode_maps(net, "gradcam", images[:1], method_kwargs={"layer": "2"})
     with pytest.raises(ValueError, match="no BatchNorm"):
         audit.train_mode_maps(nn.Sequential(nn.Flatten(), nn.Linear(192, 2)).eval(), "gradient", images)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: audit.pearson(torch.rand(8, 4, 4), torch.rand(1, 4, 4)), "one shape"),
+    (lambda: audit.boxes_mask(torch.tensor([[0, 0], [3, 3]]), 8), r"\(K, 4\)"),
+    (lambda: audit.boxes_mask([0, 0, 1, 1, 4, 4, 5, 5], 8), r"\(K, 4\)"),
+    (lambda: audit.boxes_mask(torch.zeros(0, 4), -1), "size"),
+])
+def test_bad_input_found_by_review(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

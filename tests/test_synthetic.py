@@ -105,3 +105,27 @@ def test_mass_inside_and_edge_maps_by_hand():
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_scoring_a_model_in_training_mode_leaves_its_batchnorm_statistics_alone():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 4)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    data = synthetic.shapes_dataset(8, seed=0)
+    with pytest.warns(UserWarning, match="training mode"):
+        synthetic.correct(net, data.images, data.labels)
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: synthetic.shapes_dataset(4, contrast=float("nan")), "contrast"),
+    (lambda: synthetic.shapes_dataset(4, shortcut="no"), "shortcut"),
+    (lambda: synthetic.remove_watermark(synthetic.shapes_dataset(4, shortcut=True), noise=-1), "noise"),
+    (lambda: synthetic.train(synthetic.small_cnn(), torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long)), "at least one"),
+    (lambda: synthetic.remove_top(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4), 0.5, torch.full((3,), float("nan"))), "fill"),
+    (lambda: synthetic.roar(synthetic.small_cnn, synthetic.shapes_dataset(4), synthetic.shapes_dataset(4),
+                            torch.zeros(4, 32, 32), torch.zeros(4, 32, 32), fractions=[]), "fractions"),
+])
+def test_more_bad_input_found_by_review(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()

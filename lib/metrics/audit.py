@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from ..capture import check_images
@@ -102,7 +103,14 @@ def threshold_iou(maps, masks, threshold: float = 0.5) -> torch.Tensor:
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B,) Pearson correlation of paired maps (flattened); a constant map gives NaN (no correlation is defined)."""
+    """(B,) Pearson correlation of paired maps (flattened); a constant map gives NaN (no correlation is defined).
+
+    Raises:
+        ValueError: maps that are not tensors of one shape with a batch dimension.
+    """
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim < 2:
+        raise ValueError(f"pearson: maps must be two tensors of one shape (B, ...), got {getattr(a, 'shape', type(a).__name__)} "
+                         f"and {getattr(b, 'shape', type(b).__name__)}")
     x, y = a.flatten(1).double(), b.flatten(1).double()
     x, y = x - x.mean(1, keepdim=True), y - y.mean(1, keepdim=True)
     denominator = (x.pow(2).sum(1) * y.pow(2).sum(1)).sqrt()
@@ -248,8 +256,18 @@ def boxes_mask(boxes, size: int | tuple[int, int]) -> torch.Tensor:
     Raises:
         ValueError: boxes that are not (K, 4) finite numbers or have ``x1 < x0`` or ``y1 < y0``.
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4) if len(boxes) else torch.zeros(0, 4, dtype=torch.float64)
+    pair = (size, size) if not isinstance(size, (tuple, list)) else tuple(size)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
+        raise ValueError(f"boxes_mask: size must be a whole number >= 1 or a (height, width) pair, got {size!r}")
+    height, width = (int(v) for v in pair)
+    try:
+        b = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"boxes_mask: boxes must be a (K, 4) array of x0 y0 x1 y1, got {boxes!r}") from error
+    if b.numel() == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes_mask: boxes must be a (K, 4) array of x0 y0 x1 y1, got shape {tuple(b.shape)}")
     if not torch.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
         raise ValueError(f"boxes_mask: boxes must be finite x0 y0 x1 y1 with x1 >= x0 and y1 >= y0, got {b.tolist()}")
     mask = torch.zeros(height, width, dtype=torch.bool)
