@@ -20,6 +20,7 @@ The images are already in the model's input space (zero-mean noise, no normalisa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -71,19 +72,19 @@ class ShapesData:
 
 
 def _check_whole(value, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{what} must be a whole number >= {low}, got {value!r}")
     return int(value)
 
 
 def _check_level(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
 def _check_fraction(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{what} must be a number in [0, 1], got {value!r}")
     return float(value)
 
@@ -149,6 +150,7 @@ def small_cnn(classes: int = len(SHAPES), *, width: int = 16, seed: int = 0) -> 
     """
     classes = _check_whole(classes, "small_cnn: classes", 2)
     width = _check_whole(width, "small_cnn: width", 1)
+    seed = _check_whole(seed, "small_cnn: seed", 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential()
@@ -189,8 +191,9 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch
     images, labels = _check_set(images, labels, "train")
     epochs = _check_whole(epochs, "train: epochs", 1)
     batch_size = _check_whole(batch_size, "train: batch_size", 1)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
+    seed = _check_whole(seed, "train: seed", 0)
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
@@ -234,6 +237,7 @@ def shuffled_labels(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
     the images)."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
         raise ValueError(f"shuffled_labels: labels must be a 1-D tensor, got {labels!r}")
+    seed = _check_whole(seed, "shuffled_labels: seed", 0)
     return labels[torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))]
 
 
@@ -294,6 +298,8 @@ def roar(make_model: Callable[[int], nn.Module], train_data: ShapesData, test_da
     fractions = [_check_fraction(f, "roar: fraction") for f in fractions]
     if not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"roar: seeds must be a non-empty list of whole numbers, got {seeds!r}")
+    seeds = [_check_whole(seed, "roar: seed", 0) for seed in seeds]
+    epochs = _check_whole(epochs, "roar: epochs", 1)
     fill = train_data.images.mean(dim=(0, 2, 3))
     rows = []
     for fraction in fractions:
@@ -321,8 +327,9 @@ def edge_maps(images: torch.Tensor) -> torch.Tensor:
 
 def random_maps(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """(n, size, size) uniform random maps: the ROAR control that ranks pixels at random."""
-    return torch.rand(_check_whole(n, "random_maps: n", 1), _check_whole(size, "random_maps: size", 1),
-                      size, generator=torch.Generator().manual_seed(seed))
+    n, size = _check_whole(n, "random_maps: n", 1), _check_whole(size, "random_maps: size", 1)
+    seed = _check_whole(seed, "random_maps: seed", 0)
+    return torch.rand(n, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def mass_inside(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """lib.metrics.audit: the practitioner's checks, against hand computations and the definitions."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -117,3 +118,21 @@ def test_train_mode_maps_differ_on_batchnorm_and_leave_the_model_untouched():
 def test_bad_input_found_by_review(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_no_maps_are_refused_rather_than_averaged_to_nan():
+    with pytest.raises(ValueError, match="at least one map"):
+        audit.agreement_matrix({"x": torch.zeros(0, 4, 4), "y": torch.zeros(0, 4, 4)})
+    with pytest.raises(ValueError, match="at least one map"):
+        audit.threshold_iou(torch.zeros(2, 0, 4), torch.zeros(2, 0, 4, dtype=torch.bool))
+
+
+def test_numpy_numbers_are_accepted_as_their_python_values():
+    a, b = torch.rand(2, 8, 8, generator=torch.Generator().manual_seed(0)), torch.rand(2, 8, 8)
+    assert torch.equal(audit.top_fraction_jaccard(a, b, np.float32(0.25)), audit.top_fraction_jaccard(a, b, 0.25))
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, :4] = True
+    assert torch.equal(audit.threshold_iou(a, masks, np.float64(0.5)), audit.threshold_iou(a, masks, 0.5))
+    assert torch.equal(audit.boxes_mask([[0, 0, 3, 3]], (np.int64(8), np.int32(8))), audit.boxes_mask([[0, 0, 3, 3]], 8))
+    with pytest.raises(ValueError, match="fraction"):
+        audit.top_fraction_jaccard(a, b, np.bool_(True))

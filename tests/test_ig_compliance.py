@@ -185,3 +185,21 @@ def test_bad_inputs_raise_one_clear_error(call, error, mentions):
         call(model, x)
     assert mentions in str(raised.value), str(raised.value)
     assert no_hooks_left(model)
+
+
+def test_a_baseline_the_model_scores_as_the_image_gives_an_undefined_error_and_a_warning():
+    # S(x) = S(x') exactly when the baseline is the image: 0 / 0, not a huge number.
+    model, x = tiny_cnn(), images(3, size=16)
+    attributions = torch.zeros_like(x)
+    errors = completeness_error(model, x, attributions, x.clone(), TARGETS)
+    assert errors.isnan().all(), errors
+    with pytest.warns(CompletenessWarning, match=r"baseline scores as the image .* 3 of 3 images"):
+        _, errors = integrated_gradients(model, x, TARGETS, baseline=x.clone(), steps=2, completeness_tolerance=0.05,
+                                         return_completeness=True)
+    assert errors.isnan().all()
+    # One image like its baseline, the others not: only that one is NaN.
+    reference = torch.zeros_like(x)
+    reference[1] = x[1]
+    mixed = completeness_error(model, x, integrated_gradients(model, x, TARGETS, baseline=reference, steps=8,
+                                                              aggregate=None, raw=True), reference, TARGETS)
+    assert mixed.isnan().tolist() == [False, True, False]

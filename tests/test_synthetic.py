@@ -1,5 +1,6 @@
 """lib.synthetic: the generated shapes, the small CNN and the retraining experiments, checked by hand and by training."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -129,3 +130,14 @@ def test_scoring_a_model_in_training_mode_leaves_its_batchnorm_statistics_alone(
 def test_more_bad_input_found_by_review(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_numpy_numbers_are_accepted_and_bad_seeds_refused():
+    data = synthetic.shapes_dataset(np.int64(8), seed=np.int32(3), noise=np.float32(0.5), contrast=np.float64(1.0))
+    assert torch.equal(data.images, synthetic.shapes_dataset(8, seed=3).images)
+    assert torch.equal(synthetic.random_maps(np.int64(2), 4, seed=np.int64(1)), synthetic.random_maps(2, 4, seed=1))
+    for call in (lambda: synthetic.small_cnn(seed=1.5), lambda: synthetic.random_maps(2, 4, seed=-1),
+                 lambda: synthetic.shuffled_labels(torch.arange(4), seed="a"),
+                 lambda: synthetic.train(synthetic.small_cnn(), data.images, data.labels, epochs=1, seed=None)):
+        with pytest.raises(ValueError, match="seed"):
+            call()

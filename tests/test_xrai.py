@@ -278,3 +278,11 @@ def test_no_hook_is_left_and_the_model_comes_back_as_given():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert torch.equal(x, given)
+
+
+def test_a_single_segment_gives_a_constant_map_and_says_so():
+    attribution = COLUMNS.expand(4, 6)
+    whole = torch.ones(1, 4, 6, dtype=torch.bool)
+    with pytest.warns(UserWarning, match=r"one region for image\(s\) \[0\]"):
+        maps = xrai(_sum_model(), _toy_image(attribution), 0, segments=[whole], baselines=(0.0,), steps=2)
+    assert torch.equal(maps, torch.zeros_like(maps))

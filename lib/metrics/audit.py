@@ -13,6 +13,7 @@ r"""The checks a practitioner runs before trusting a saliency map (the tutorial'
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -29,15 +30,16 @@ __all__ = ["top_fraction_jaccard", "agreement_matrix", "threshold_iou", "AUGMENT
 
 def _maps(maps, what: str) -> torch.Tensor:
     maps = check_tensor(maps, what, "(B, H, W)")
-    if maps.ndim != 3:
-        raise ValueError(f"{what} must be (B, H, W) maps, got shape {tuple(maps.shape)}")
+    if maps.ndim != 3 or 0 in maps.shape:
+        raise ValueError(f"{what} must be (B, H, W) maps with at least one map of at least one pixel, got shape "
+                         f"{tuple(maps.shape)}")
     if not torch.isfinite(maps).all():
         raise ValueError(f"{what} has NaN or infinite values; a map must be finite to be ranked or thresholded")
     return maps
 
 
 def _fraction(value, what: str, *, closed: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < float(value) <= 1.0 if closed else 0.0 < float(value) < 1.0):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not (0.0 < float(value) <= 1.0 if closed else 0.0 < float(value) < 1.0):
         raise ValueError(f"{what} must be a number in {'(0, 1]' if closed else '(0, 1)'}, got {value!r}")
     return float(value)
 
@@ -148,10 +150,11 @@ def augmentation_stability(model, method, images, targets=None, *, shift: float 
     check_images(images)
     function = resolve_method(method)
     kwargs = dict(method_kwargs or {})
-    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not 0 < shift < 0.5:
+    if isinstance(shift, (bool, np.bool_)) or not isinstance(shift, numbers.Real) or not 0 < shift < 0.5:
         raise ValueError(f"augmentation_stability: shift must be a fraction of the width in (0, 0.5), got {shift!r}")
-    if isinstance(brightness, bool) or not isinstance(brightness, (int, float)) or not 0 < brightness < 1:
+    if isinstance(brightness, (bool, np.bool_)) or not isinstance(brightness, numbers.Real) or not 0 < brightness < 1:
         raise ValueError(f"augmentation_stability: brightness must be in (0, 1), got {brightness!r}")
+    shift, brightness = float(shift), float(brightness)
     targets = resolve_targets(model, images, targets)
     scale = torch.ones(images.shape[1]) if std is None else torch.as_tensor(std, dtype=images.dtype)
     step = (brightness / scale.to(images)).view(1, -1, 1, 1)
@@ -185,8 +188,9 @@ def class_discrimination(model, method, images, *, k: int = 3, fraction: float =
     function = resolve_method(method)
     with torch.no_grad():
         logits = predict(model, images)[0]
-    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= logits.shape[1]:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral) or not 2 <= k <= logits.shape[1]:
         raise ValueError(f"class_discrimination: k must be a whole number in [2, {logits.shape[1]}], got {k!r}")
+    k = int(k)
     fraction = _fraction(fraction, "class_discrimination: fraction")
     classes = logits.topk(k, dim=1).indices
     maps = torch.stack([function(model, images, classes[:, j], **dict(method_kwargs or {})) for j in range(k)], dim=1)
@@ -257,7 +261,7 @@ def boxes_mask(boxes, size: int | tuple[int, int]) -> torch.Tensor:
         ValueError: boxes that are not (K, 4) finite numbers or have ``x1 < x0`` or ``y1 < y0``.
     """
     pair = (size, size) if not isinstance(size, (tuple, list)) else tuple(size)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
+    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < 1 for v in pair):
         raise ValueError(f"boxes_mask: size must be a whole number >= 1 or a (height, width) pair, got {size!r}")
     height, width = (int(v) for v in pair)
     try:

@@ -158,8 +158,8 @@ class CompletenessWarning(UserWarning):
     more than the asked tolerance: the quadrature needs more ``steps``."""
 
 
-#: The denominator's floor in :func:`completeness_error`: a score difference smaller than this
-#: (a baseline the model scores as the image) measures the error in units of it.
+#: The smallest score difference :math:`|S_t(x) - S_t(x')|` :func:`completeness_error` divides by:
+#: below it (a baseline the model scores as the image) the relative error is undefined, NaN.
 COMPLETENESS_EPS = 1e-6
 
 
@@ -204,12 +204,19 @@ def _score_gap(module: nn.Module, images: torch.Tensor, reference: torch.Tensor,
 
 
 def _relative_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
-    return (attributions.double().sum(dim=(1, 2, 3)) - gap).abs() / gap.abs().clamp_min(COMPLETENESS_EPS)
+    error = (attributions.double().sum(dim=(1, 2, 3)) - gap).abs() / gap.abs().clamp_min(COMPLETENESS_EPS)
+    return torch.where(gap.abs() < COMPLETENESS_EPS, torch.nan, error)
 
 
 def _warn_incomplete(errors: torch.Tensor, tolerance: float | None, steps: int, what: str) -> None:
     if tolerance is None:
         return
+    undefined = torch.nonzero(errors.isnan()).flatten().tolist()
+    if undefined:
+        listed = ", ".join(str(i) for i in undefined[:8]) + (f" and {len(undefined) - 8} more" if len(undefined) > 8 else "")
+        warnings.warn(f"{what}: the baseline scores as the image (|S_t(x) - S_t(x')| < {COMPLETENESS_EPS:g}) for "
+                      f"{len(undefined)} of {errors.numel()} images ({listed}): their relative completeness error is "
+                      "undefined (NaN); choose a baseline the model scores differently", CompletenessWarning, stacklevel=3)
     failing = torch.nonzero(errors > tolerance).flatten().tolist()
     if failing:
         listed = ", ".join(f"image {i}: {errors[i].item():.3g}" for i in failing[:8])
@@ -229,9 +236,10 @@ def completeness_error(model, images, attributions, baseline: float | torch.Tens
     and channel, with :math:`S_t` the target's logit (the score every method of the library
     differentiates, :func:`lib.saliency.passes.target_scores`).  The error is
 
-    .. math:: \frac{|\sum_i a_i - (S_t(x) - S_t(x'))|}{\max(|S_t(x) - S_t(x')|, \epsilon)}
+    .. math:: \frac{|\sum_i a_i - (S_t(x) - S_t(x'))|}{|S_t(x) - S_t(x')|}
 
-    with :math:`\epsilon = 10^{-6}` (:data:`COMPLETENESS_EPS`): 0 for exact attributions.  The
+    0 for exact attributions.  When :math:`|S_t(x) - S_t(x')| < 10^{-6}` (:data:`COMPLETENESS_EPS`:
+    a baseline the model scores as the image) the ratio is undefined and the error is NaN.  The
     trapezoidal rule of :func:`integrated_gradients` is exact for a model linear in its input and
     otherwise converges as the steps grow.  The paper recommends
     enough steps to bring the sum within 5% of the difference (Sec. 5).
@@ -246,7 +254,7 @@ def completeness_error(model, images, attributions, baseline: float | torch.Tens
         batch_size: images per forward pass (``"auto"`` or None: see :func:`integrated_gradients`).
 
     Returns:
-        (B,) float64 relative errors.
+        (B,) float64 relative errors, NaN where the score difference is below :data:`COMPLETENESS_EPS`.
 
     Raises:
         ValueError: bad images, targets or baseline; attributions of another shape than the images

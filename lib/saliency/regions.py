@@ -10,6 +10,8 @@ the segments Felzenszwalb's graph-based segmentation at several scales (scikit-i
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -115,6 +117,10 @@ def xrai(
             ``sigma`` or ``dilation_radius``, sizes below 1, maps that are not finite.
         TypeError: arguments of the wrong type (segments that are neither boolean masks nor
             integer label maps, baselines that are not a list, non-integer scales, ...).
+
+    Warns:
+        UserWarning: an image whose selection is one region (a single segment, say): its map is
+            constant and ranks nothing.
     """
     check_images(images)
     check_flag(raw, "raw")
@@ -140,6 +146,12 @@ def xrai(
         members = [_felzenszwalb_members(picture, **settings) for picture in pixels]
     flat = attributions.detach().double().flatten(1).cpu().numpy()
     heat = np.stack([_select(flat[b], members[b], min_pixel_diff) for b in range(images.shape[0])])
+    flat_images = [b for b in range(heat.shape[0]) if np.ptp(heat[b]) == 0]
+    if flat_images:
+        warnings.warn(f"xrai: the selection gave one region for image(s) {flat_images[:8]} (a single segment covers "
+                      "the image, or none adds min_pixel_diff new pixels): their map is constant, so it ranks no pixel "
+                      "and is 0 once normalised; use smaller scales or min_pixel_diff, or segments of your own",
+                      stacklevel=2)
     maps = torch.from_numpy(heat).view(images.shape[0], height, width).to(device=images.device, dtype=images.dtype)
     return finish(maps, images, raw)
 
