@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency.passes import AUTO, auto_batch_size, check_batch_size, chunks, slice_targets
+from ..saliency.passes import AUTO, auto_batch_size, check_batch_size, check_precision, chunks, forward_in, slice_targets
 from ..saliency.group_masking import gaussian_blur
 from ._checks import check_finite, check_int, check_real, check_tensor
 
@@ -169,6 +169,7 @@ def causal_curves(
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
     batch_size: int | str | None = AUTO,
+    precision: str = "float32",
 ) -> torch.Tensor:
     """Insertion or deletion curves of a batch, batched over images *and* steps.
 
@@ -187,6 +188,9 @@ def causal_curves(
         substrate_kind: ``"blur"`` or ``"zeros"`` (see the module docstring).
         blur_kernel, blur_sigma: the Gaussian blur of the ``"blur"`` substrate.
         batch_size: perturbed images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
+        precision: the perturbed images' forward passes in ``"float32"``, ``"bfloat16"`` or
+            ``"float16"`` (``lib.saliency.passes.forward_in``: autocast, the GPU's fast path);
+            the targets are chosen in float32.
 
     Returns:
         (B, n + 1) softmax probabilities of the target, n = ceil(H W / step).
@@ -203,9 +207,11 @@ def causal_curves(
     step = _check(images, maps, mode, step, "causal_curves")
     _check_substrate(substrate_kind, blur_kernel, blur_sigma, "causal_curves")
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    check_precision(precision)
     with prepared(model) as module:
         chosen = _targets(module, images, targets, batch_size)
-        return _curves(module, images, maps, chosen, mode, step, substrate_kind, blur_kernel, blur_sigma, batch_size)
+        return _curves(forward_in(module, precision), images, maps, chosen, mode, step, substrate_kind, blur_kernel,
+                       blur_sigma, batch_size)
 
 
 def _curves(module, images, maps, chosen, mode, step, substrate_kind, blur_kernel, blur_sigma, batch_size):
@@ -327,10 +333,11 @@ def insertion_deletion(
     blur_kernel: int = 51,
     blur_sigma: float = 50.0,
     batch_size: int | str | None = AUTO,
+    precision: str = "float32",
 ) -> InsertionDeletion:
     """Insertion and deletion curves and their AUCs (RISE, Sec. 4.1; Group-CAM §4.3).
 
-    Arguments as :func:`causal_curves`; ``insertion_substrate`` is where insertion starts,
+    Arguments as :func:`causal_curves` (``precision`` included); ``insertion_substrate`` is where insertion starts,
     ``deletion_substrate`` what deletion ends at (the RISE and Group-CAM scripts: blur and
     zeros; Group-CAM's text: blur for both, the default here).
 
@@ -348,9 +355,11 @@ def insertion_deletion(
     for kind in (insertion_substrate, deletion_substrate):
         _check_substrate(kind, blur_kernel, blur_sigma, "insertion_deletion")
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    check_precision(precision)
     with prepared(model) as module:
         chosen = _targets(module, images, targets, batch_size)
         blur = (blur_kernel, blur_sigma, batch_size)
+        module = forward_in(module, precision)
         insertion = _curves(module, images, maps, chosen, "insertion", step, insertion_substrate, *blur)
         deletion = _curves(module, images, maps, chosen, "deletion", step, deletion_substrate, *blur)
     pixels = images.shape[-2] * images.shape[-1]

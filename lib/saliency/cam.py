@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from ..capture import capture, check_images, layer_name, prepared, resolve_layer
 from .passes import (AUTO, as_feature_map, as_layer_output, auto_batch_size, check_batch_size, check_choice, check_feature_map,
-                     check_flag, check_logits, chunks, feature_layout, finish, layer_pass, normalise_maps, resolve_targets, upsample)
+                     check_flag, check_logits, check_precision, chunks, feature_layout, finish, forward_in, layer_pass, normalise_maps,
+                     resolve_targets, upsample)
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "eigencam", "ablationcam", "scorecam", "weighted_sum",
            "gradcam_weights", "gradcam_pp_weights", "layercam_weights", "hirescam_weights", "xgradcam_weights",
@@ -298,6 +299,7 @@ def scorecam(
     raw: bool = False,
     batch_size: int | str | None = AUTO,
     weighting: str = "channel_softmax",
+    precision: str = "float32",
 ):
     r"""Score-CAM.
 
@@ -316,9 +318,12 @@ def scorecam(
     Args:
         batch_size: masked images per forward pass, K per image in all (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         weighting: ``channel_softmax`` or ``probability``.
+        precision: the masked forward passes' precision, ``"float32"``, ``"bfloat16"`` or
+            ``"float16"`` (``lib.saliency.passes.forward_in``: autocast, the GPU's fast path).
     Other arguments, returns and errors as :func:`gradcam`.
     """
     check_choice(weighting, "weighting", ("channel_softmax", "probability"))
+    check_precision(precision)
     check_flag(raw, "raw")
     check_images(images)
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
@@ -326,6 +331,7 @@ def scorecam(
     chosen = resolve_targets(model, images, targets)
     maps = []
     with prepared(model) as module, torch.no_grad():
+        masked_forward = forward_in(module, precision)
         for b in range(images.shape[0]):
             with capture(model, [layer], gradients=False) as record:
                 module(images[b : b + 1])
@@ -335,7 +341,7 @@ def scorecam(
             masks = normalise_maps(upsample(activation.unsqueeze(0), tuple(images.shape[-2:]))[0])
             scores = []
             for piece in chunks(masks.shape[0], batch_size):
-                logits = module(images[b : b + 1] * masks[piece, None])
+                logits = masked_forward(images[b : b + 1] * masks[piece, None]).to(masks.dtype)
                 if weighting == "probability":
                     logits = logits.softmax(dim=1)
                 scores.append(logits[:, chosen[b]])

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from ..capture import check_images, prepared
 from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_count, check_feature_map, check_flag,
-                     check_real, chunks, finish, layer_pass, normalise_maps, upsample)
+                     check_precision, check_real, chunks, finish, forward_in, layer_pass, normalise_maps, upsample)
 
 __all__ = ["groupcam", "gaussian_blur", "gaussian_kernel", "percentile_filter", "group_maps", "VARIANTS"]
 
@@ -152,6 +152,7 @@ def groupcam(
     blur_sigma: float = 50.0,
     raw: bool = False,
     batch_size: int | str | None = AUTO,
+    precision: str = "float32",
 ):
     r"""Group-CAM (Zhang et al. 2021, Algorithm 1, Eqs. 1-7); see the module docstring.
 
@@ -171,6 +172,8 @@ def groupcam(
         blur_kernel, blur_sigma: Gaussian blur of the baseline (code: 51 and 50).
         raw: return the unnormalised (B, H, W) map (the sum of Eq. 7).
         batch_size: masked images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all B x G at once).
+        precision: the masked forward passes' precision, ``"float32"``, ``"bfloat16"`` or
+            ``"float16"`` (``lib.saliency.passes.forward_in``: autocast, the GPU's fast path).
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.
@@ -188,6 +191,7 @@ def groupcam(
     groups = check_count(groups, "groups")
     gaussian_kernel(blur_kernel, blur_sigma)  # checks both before any pass
     batch_size = check_batch_size(auto_batch_size(batch_size, images))
+    check_precision(precision)
     record = layer_pass(model, images, targets, layer, batch_size=batch_size)
     check_feature_map(record.activations, layer, "groupcam")
     maps = group_maps(record.activations, record.gradients.mean(dim=(2, 3)), groups)  # (B, G, h, w)
@@ -199,7 +203,7 @@ def groupcam(
     else:
         maps = upsample(maps, size)
         masks = normalise_maps(maps.flatten(0, 1)).view_as(maps)
-    gains = _confidence_gains(model, images, record.targets, masks, blur_kernel, blur_sigma, batch_size)
+    gains = _confidence_gains(model, images, record.targets, masks, blur_kernel, blur_sigma, batch_size, precision)
     if variant == "paper":
         saliency = F.relu(torch.einsum("bg,bghw->bhw", gains, masks))
     else:
@@ -207,11 +211,12 @@ def groupcam(
     return finish(saliency, images, raw)
 
 
-def _confidence_gains(model, images, targets, masks, blur_kernel, blur_sigma, batch_size):
+def _confidence_gains(model, images, targets, masks, blur_kernel, blur_sigma, batch_size, precision="float32"):
     """Eq. 6 for every (image, group): p_c(I'_l) - p_c(blurred image), (B, G)."""
     count, groups = masks.shape[:2]
     blurred = gaussian_blur(images, blur_kernel, blur_sigma)
-    with prepared(model) as module, torch.no_grad():
+    with prepared(model) as raw_module, torch.no_grad():
+        module = forward_in(raw_module, precision)
         # probabilities in float32 at least: Eq. 6's gains are small differences that half precision rounds away
         baseline = torch.cat([module(blurred[p]).float().softmax(dim=1) for p in chunks(count, batch_size)])
         baseline = baseline.gather(1, targets.view(-1, 1))  # (B, 1)

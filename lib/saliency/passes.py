@@ -55,6 +55,9 @@ __all__ = [
     "layer_pass",
     "INPUT",
     "with_input",
+    "PRECISIONS",
+    "check_precision",
+    "forward_in",
 ]
 
 
@@ -191,6 +194,45 @@ def check_choice(value, what: str, accepted) -> str:
     if value not in accepted:
         raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
     return value
+
+
+#: The ``precision`` a forward-heavy method (RISE, Score-CAM, Group-CAM, insertion/deletion)
+#: runs its masked forward passes in: float32 as given, or under :func:`torch.autocast` at
+#: bfloat16 or float16 (the GPU's fast path; the scores leave the network as float32).
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_precision(precision) -> str:
+    """``precision`` when it is a name of :data:`PRECISIONS`.
+
+    Raises:
+        TypeError: not a string.
+        ValueError: an unknown name.
+    """
+    return check_choice(precision, "precision", PRECISIONS)
+
+
+def forward_in(module: nn.Module, precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module``'s forward pass at ``precision`` (:data:`PRECISIONS`), returning float32 logits.
+
+    float32 is the module itself.  The others run under ``torch.autocast`` on the input's
+    device type (mixed precision: matrix products and convolutions in half precision, the
+    reductions autocast keeps in float32), then cast the logits to float32 so that softmaxes
+    and the small differences the methods take are not rounded in half precision.
+
+    Raises:
+        TypeError, ValueError: an unknown precision (:func:`check_precision`).
+    """
+    dtype = PRECISIONS[check_precision(precision)]
+    if dtype is None:
+        return module
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=inputs.device.type, dtype=dtype):
+            logits = module(inputs)
+        return logits.float()
+
+    return forward
 
 
 def check_randomness(seed, generator, device: torch.device) -> torch.Generator:

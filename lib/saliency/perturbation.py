@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..capture import check_images, prepared
 from .passes import (AUTO, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag, check_logits,
-                     check_randomness, check_real, chunks, finish, resolve_targets)
+                     check_precision, check_randomness, check_real, chunks, finish, forward_in, resolve_targets)
 
 __all__ = ["rise", "rise_masks", "occlusion", "OCCLUSION_SCORES", "extremal_perturbation", "extremal_masks", "EXTREMAL_VARIANTS",
            "EXTREMAL_PERTURBATIONS", "EXTREMAL_REWARDS", "check_areas"]
@@ -70,6 +70,7 @@ def rise(
     batch_size: int | str | None = AUTO,
     seed: int = 0,
     generator: torch.Generator | None = None,
+    precision: str = "float32",
 ):
     r"""RISE: the expected mask weighted by the target's probability on the masked image.
 
@@ -88,6 +89,8 @@ def rise(
         keep_probability: p.
         batch_size: masks per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all at once).
         seed, generator: the masks' randomness.
+        precision: the masked forward passes' precision, ``"float32"``, ``"bfloat16"`` or
+            ``"float16"`` (``lib.saliency.passes.forward_in``: autocast, the GPU's fast path).
     Other arguments, returns and errors as :func:`lib.saliency.gradcam` (raw maps are at the
     input's resolution); also ValueError for ``n_masks`` or ``cells`` below 1 and a
     ``keep_probability`` outside (0, 1].
@@ -98,15 +101,17 @@ def rise(
     n_masks, cells = check_count(n_masks, "n_masks"), check_count(cells, "cells")
     keep_probability = check_real(keep_probability, "keep_probability", low=0.0, high=1.0, low_open=True)
     rng = check_randomness(seed, generator, images.device)
+    check_precision(precision)
     chosen = resolve_targets(model, images, targets)
     size = tuple(images.shape[-2:])
     total = torch.zeros((images.shape[0], *size), device=images.device, dtype=images.dtype)
     with prepared(model) as module, torch.no_grad():
+        forward = forward_in(module, precision)
         grid, dy, dx = _draw_mask_parameters(n_masks, size, cells, keep_probability, rng, images.device)
         for piece in chunks(n_masks, batch_size):
             masks = _build_masks(grid[piece], dy[piece], dx[piece], size).to(images.dtype)
             for b in range(images.shape[0]):
-                probabilities = module(images[b : b + 1] * masks[:, None]).softmax(dim=1)[:, chosen[b]]
+                probabilities = forward(images[b : b + 1] * masks[:, None]).softmax(dim=1)[:, chosen[b]].to(masks.dtype)
                 total[b] += torch.einsum("n,nhw->hw", probabilities, masks)
     return finish(total / (n_masks * keep_probability), images, raw)
 
