@@ -2,6 +2,7 @@
 #
 # make book    executes the stale notebooks (papermill, params/$(PROFILE).yaml) into
 #              book/sections/ and renders them into book/_build/html (Jupyter Book, -W).
+#              `make -j2 book` runs independent notebooks side by side (the benchmarks last, alone).
 # make test    the whole suite: unit tests, smoke runs of every notebook, book build.
 # make lab     JupyterLab on the project's kernel; `make sweep` and `make chapter` for new experiments.
 #              Interactive runs and sweeps write to build/interactive/ only: book/sections/ changes
@@ -28,6 +29,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 SECTIONS := $(patsubst notebooks/%,book/sections/%,$(NOTEBOOKS))
 LIB_SOURCES := $(shell find lib -name '*.py' 2>/dev/null)
+LIB_FILES := $(shell find lib -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PARAMS := params/$(PROFILE).yaml
 BOOK_SOURCES := $(shell find book \( -path book/_build -o -path book/sections \) -prune -o -type f -not -name '.*' -print 2>/dev/null)
 HTML_INDEX := book/_build/html/index.html
@@ -62,10 +64,32 @@ book: $(HTML_INDEX) ## Execute stale notebooks with PROFILE and build the HTML b
 
 sections: $(SECTIONS) ## Only execute the stale notebooks into book/sections/
 
-# One executed copy per source notebook; stale when the notebook, any lib/ module, the
-# profile's parameters, the profile itself (stamp), the runner or the venv changed.
-book/sections/%.ipynb: notebooks/%.ipynb $(PARAMS) $(LIB_SOURCES) $(PROFILE_STAMP) scripts/execute_notebook.py $(VENV_STAMP)
-	$(PY) scripts/execute_notebook.py $< $@ --profile $(PROFILE)
+# One executed copy per source notebook; stale when the notebook, a lib/ module it uses
+# (build/notebook-deps.mk), the profile's parameters, the profile itself (stamp), the runner
+# or the venv changed.
+book/sections/%.ipynb: notebooks/%.ipynb $(PARAMS) $(PROFILE_STAMP) scripts/execute_notebook.py $(VENV_STAMP)
+	$(JOB_ENV) $(PY) scripts/execute_notebook.py $< $@ --profile $(PROFILE)
+
+# Which lib files each notebook uses (its imports, followed through lib to any depth):
+# generated from the sources with the standard library, before the venv exists.
+NOTEBOOK_DEPS := build/notebook-deps.mk
+$(NOTEBOOK_DEPS): scripts/notebook_deps.py $(NOTEBOOKS) $(LIB_FILES)
+	$(PYTHON) scripts/notebook_deps.py --out $@ $(NOTEBOOKS)
+ifeq ($(filter help clean venv chromium,$(MAKECMDGOALS)),)
+-include $(NOTEBOOK_DEPS)
+endif
+
+# Under `make -jN` each notebook's kernel gets nproc/N threads (unless OMP_NUM_THREADS is set),
+# so that N kernels do not oversubscribe the cores.
+JOBS = $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS)))
+CORES := $(shell nproc 2>/dev/null || echo 1)
+JOB_ENV = $(if $(and $(JOBS),$(filter-out 1,$(JOBS)),$(if $(OMP_NUM_THREADS),,x)),OMP_NUM_THREADS=$(shell n=$$(( $(CORES) / $(JOBS) )); echo $$(( n > 0 ? n : 1 ))))
+
+# The benchmarks time methods against peers: under -j they start after every other chapter
+# (order only: another chapter's change does not re-run them), so no kernel shares their cores.
+BENCHMARK_SECTION := $(filter book/sections/06_benchmarks%,$(SECTIONS))
+$(BENCHMARK_SECTION): | $(filter-out $(BENCHMARK_SECTION),$(SECTIONS))
+$(BENCHMARK_SECTION): private JOB_ENV :=
 
 $(PROFILE_STAMP) $(TOC_STAMP): FORCE
 	@mkdir -p $(@D)

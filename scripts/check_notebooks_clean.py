@@ -7,7 +7,8 @@ A clean source notebook has
 - a name `NN_slug.ipynb` (two digits, an underscore, a lower-case slug);
 - no outputs and no execution counts in any code cell;
 - exactly one code cell tagged `parameters` (papermill injects the profile's values after it);
-- no papermill metadata and no `injected-parameters` cell (an executed copy saved over its source).
+- no papermill metadata and no `injected-parameters` cell (an executed copy saved over its source);
+- an `id` on every cell, unique in the notebook (nbformat 4.5; a cell pasted in by hand has none).
 
 To clean a notebook: `jupyter nbconvert --clear-output --inplace notebooks/NN_slug.ipynb`
 (or "Clear All Outputs" in Jupyter before saving).
@@ -26,9 +27,21 @@ NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 
 def problems(path: Path) -> list[str]:
     """Every way `path` is not a clean source notebook (empty when it is clean)."""
+    import json
+
     import nbformat
 
     found = []
+    try:  # before nbformat.read, which fills in missing ids (with a warning) instead of reporting them
+        raw_cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError):
+        raw_cells = []
+    missing = [i for i, cell in enumerate(raw_cells) if not cell.get("id")]
+    if missing:
+        found.append(f"cells {', '.join(map(str, missing))}: no id (give each cell a unique id)")
+    ids = [cell["id"] for cell in raw_cells if cell.get("id")]
+    if len(set(ids)) != len(ids):
+        found.append(f"cell ids repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
     if not NAME.match(path.name):
         found.append("name must look like NN_slug.ipynb (lower-case slug)")
     try:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -52,6 +53,17 @@ def test_source_notebooks_are_clean():
     check = _script("check_notebooks_clean")
     problems = [f"{nb.relative_to(REPO)}: {p}" for nb in NOTEBOOKS for p in check.problems(nb)]
     assert not problems, "source notebooks must be stored clean:\n" + "\n".join(problems)
+
+
+def test_a_cell_without_an_id_or_with_a_repeated_one_is_reported(tmp_path):
+    check = _script("check_notebooks_clean")
+    source = json.loads((REPO / "notebooks" / "06_benchmarks.ipynb").read_text())
+    del source["cells"][1]["id"]
+    source["cells"][3]["id"] = source["cells"][2]["id"]
+    path = tmp_path / "06_benchmarks.ipynb"
+    path.write_text(json.dumps(source))
+    found = check.problems(path)
+    assert any("cells 1: no id" in p for p in found) and any("ids repeated" in p for p in found), found
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=_ids(PROFILES))
