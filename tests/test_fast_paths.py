@@ -83,9 +83,25 @@ def test_half_precision_insertion_deletion_agrees_with_float32(precision, device
     assert torch.allclose(single, fast.deletion)
 
 
-def test_float32_is_the_module_itself_and_the_default():
+def test_float32_means_float32_also_inside_a_callers_autocast():
+    model, x = decisive_cnn(), images(2, size=32)
+    maps = saliency.gradcam(model, x, layer=LAYER)
+    for name, kwargs in METHODS.items():
+        exact = getattr(saliency, name)(model, x, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = getattr(saliency, name)(model, x, **kwargs)
+        assert inside.dtype == torch.float32 and torch.equal(inside, exact), name
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        curves = causal_curves(model, x, maps, step=64)
+    assert torch.equal(curves, causal_curves(model, x, maps, step=64))
+    # A half-precision model's logits leave as float32.
+    assert forward_in(copy.deepcopy(model).bfloat16(), "float32")(x.bfloat16()).dtype == torch.float32
+    for precision in PRECISIONS:  # autocast leaves float64 alone: a float64 model stays float64
+        assert forward_in(copy.deepcopy(model).double(), precision)(x.double()).dtype == torch.float64
+
+
+def test_float32_is_the_default():
     model = decisive_cnn()
-    assert forward_in(model, "float32") is model
     x = images(2, size=32)
     assert torch.equal(saliency.rise(model, x, n_masks=64, cells=4), saliency.rise(model, x, n_masks=64, cells=4,
                                                                                     precision="float32"))

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from ..capture import check_images, check_targets, prepared
-from ..saliency.passes import AUTO, auto_batch_size, check_batch_size, check_precision, chunks, forward_in, slice_targets
+from ..saliency.passes import AUTO, auto_batch_size, check_batch_size, check_precision, chunks, forward_in, outside_autocast, slice_targets
 from ..saliency.group_masking import gaussian_blur
 from ._checks import check_finite, check_int, check_real, check_tensor
 
@@ -157,6 +157,7 @@ def _targets(module, images, targets, batch_size):
     return check_targets(targets, logits)
 
 
+@outside_autocast
 def causal_curves(
     model,
     images: torch.Tensor,
@@ -321,6 +322,7 @@ class InsertionDeletion:
         return pd.DataFrame(rows)
 
 
+@outside_autocast
 def insertion_deletion(
     model,
     images: torch.Tensor,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..capture import capture, check_images, layer_name, prepared, resolve_layer
 from .passes import (AUTO, as_feature_map, as_layer_output, auto_batch_size, check_batch_size, check_choice, check_feature_map,
                      check_flag, check_logits, check_precision, chunks, feature_layout, finish, forward_in, layer_pass, normalise_maps,
+                     outside_autocast,
                      resolve_targets, upsample)
 
 __all__ = ["gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "eigencam", "ablationcam", "scorecam", "weighted_sum",
@@ -290,6 +291,7 @@ def ablationcam(model, images, targets=None, *, layer: str = "last", raw: bool =
     return finish(weighted_sum(activations, weights), images, raw)
 
 
+@outside_autocast
 def scorecam(
     model,
     images,

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from ..capture import check_images, prepared
 from .passes import (AUTO, auto_batch_size, check_batch_size, check_choice, check_count, check_feature_map, check_flag,
-                     check_precision, check_real, chunks, finish, forward_in, layer_pass, normalise_maps, upsample)
+                     check_precision, check_real, chunks, finish, forward_in, outside_autocast, layer_pass, normalise_maps, upsample)
 
 __all__ = ["groupcam", "gaussian_blur", "gaussian_kernel", "percentile_filter", "group_maps", "VARIANTS"]
 
@@ -139,6 +139,7 @@ def group_maps(activations: torch.Tensor, weights: torch.Tensor, groups: int) ->
 _DEFAULT = object()
 
 
+@outside_autocast
 def groupcam(
     model,
     images,
@@ -174,6 +175,9 @@ def groupcam(
         batch_size: masked images per forward pass (``"auto"``: a chunk that suits the device, see ``lib.saliency.passes.auto_batch_size``; None: all B x G at once).
         precision: the masked forward passes' precision, ``"float32"``, ``"bfloat16"`` or
             ``"float16"`` (``lib.saliency.passes.forward_in``: autocast, the GPU's fast path).
+            Eq. 6's gains are differences of probabilities: where they are about 1e-3 (an
+            untrained network) bfloat16's three significant digits lose their order; prefer
+            float16 there.
 
     Returns:
         (B, H, W) maps in [0, 1] on the images' device.

@@ -9,6 +9,7 @@ recorded activations and gradients.
 
 from __future__ import annotations
 
+import functools
 import operator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
@@ -58,6 +59,7 @@ __all__ = [
     "PRECISIONS",
     "check_precision",
     "forward_in",
+    "outside_autocast",
 ]
 
 
@@ -212,10 +214,27 @@ def check_precision(precision) -> str:
     return check_choice(precision, "precision", PRECISIONS)
 
 
-def forward_in(module: nn.Module, precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
-    """``module``'s forward pass at ``precision`` (:data:`PRECISIONS`), returning float32 logits.
+def outside_autocast(function: Callable) -> Callable:
+    """``function(model, images, ...)`` run with a caller's ``torch.autocast`` switched off, so that
+    its ``precision`` argument alone decides the precision (float32 means float32; the
+    :func:`forward_in` passes re-enable autocast where asked)."""
 
-    float32 is the module itself.  The others run under ``torch.autocast`` on the input's
+    @functools.wraps(function)
+    def wrapper(model, images, *args, **kwargs):
+        device = images.device.type if isinstance(images, torch.Tensor) else "cpu"
+        if device not in ("cpu", "cuda", "xpu", "mps"):
+            return function(model, images, *args, **kwargs)
+        with torch.autocast(device_type=device, enabled=False):
+            return function(model, images, *args, **kwargs)
+
+    return wrapper
+
+
+def forward_in(module: nn.Module, precision: str = "float32") -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module``'s forward pass at ``precision`` (:data:`PRECISIONS`), returning logits of at least float32.
+
+    float32 runs the module as it is, with autocast switched off (a caller's ``torch.autocast``
+    does not turn it into half precision).  The others run under ``torch.autocast`` on the input's
     device type (mixed precision: matrix products and convolutions in half precision, the
     reductions autocast keeps in float32), then cast the logits to float32 so that softmaxes
     and the small differences the methods take are not rounded in half precision.
@@ -224,13 +243,15 @@ def forward_in(module: nn.Module, precision: str = "float32") -> Callable[[torch
         TypeError, ValueError: an unknown precision (:func:`check_precision`).
     """
     dtype = PRECISIONS[check_precision(precision)]
-    if dtype is None:
-        return module
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=inputs.device.type, dtype=dtype):
-            logits = module(inputs)
-        return logits.float()
+        if dtype is None:  # float32 means float32, also inside a caller's autocast
+            with torch.autocast(device_type=inputs.device.type, enabled=False):
+                logits = module(inputs)
+        else:
+            with torch.autocast(device_type=inputs.device.type, dtype=dtype):
+                logits = module(inputs)
+        return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
     return forward
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..capture import check_images, prepared
 from .passes import (AUTO, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag, check_logits,
-                     check_precision, check_randomness, check_real, chunks, finish, forward_in, resolve_targets)
+                     check_precision, check_randomness, check_real, chunks, finish, forward_in, outside_autocast, resolve_targets)
 
 __all__ = ["rise", "rise_masks", "occlusion", "OCCLUSION_SCORES", "extremal_perturbation", "extremal_masks", "EXTREMAL_VARIANTS",
            "EXTREMAL_PERTURBATIONS", "EXTREMAL_REWARDS", "check_areas"]
@@ -58,6 +58,7 @@ def rise_masks(
     return _build_masks(*_draw_mask_parameters(count, size, cells, keep_probability, generator, device), size)
 
 
+@outside_autocast
 def rise(
     model,
     images,
