@@ -71,9 +71,16 @@ class ShapesData:
                        watermark=self.watermark[index])
 
 
+#: The largest seed: torch's generators take a signed 64-bit value, and remove_watermark uses seed + 1.
+MAX_SEED = 2**63 - 2
+
+
 def _check_whole(value, what: str, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{what} must be a whole number >= {low}, got {value!r}")
+    high = MAX_SEED if what.endswith("seed") else None
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low
+            or (high is not None and value > high)):
+        bound = f" and <= {high}" if high is not None else ""
+        raise ValueError(f"{what} must be a whole number >= {low}{bound}, got {value!r}")
     return int(value)
 
 
@@ -346,6 +353,6 @@ def mass_inside(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"mass_inside: masks must be boolean, got {masks.dtype}")
     if not torch.isfinite(maps).all() or (maps < 0).any():
         raise ValueError("mass_inside: maps must be finite and >= 0 (normalised saliency maps)")
-    total = maps.flatten(1).sum(1).double()
-    inside = (maps * masks).flatten(1).sum(1).double()
+    total = maps.double().flatten(1).sum(1)  # in float64: a float16 map's sum overflows
+    inside = (maps.double() * masks).flatten(1).sum(1)
     return torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, float("nan"))).float()

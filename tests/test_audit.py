@@ -136,3 +136,13 @@ def test_numpy_numbers_are_accepted_as_their_python_values():
     assert torch.equal(audit.boxes_mask([[0, 0, 3, 3]], (np.int64(8), np.int32(8))), audit.boxes_mask([[0, 0, 3, 3]], 8))
     with pytest.raises(ValueError, match="fraction"):
         audit.top_fraction_jaccard(a, b, np.bool_(True))
+
+
+def test_huge_boxes_cover_the_map_and_a_bad_std_is_refused():
+    assert audit.boxes_mask([[0, 0, 1e30, 1e30]], 8).all()  # no int64 overflow to an empty mask
+    assert audit.boxes_mask([[-1e30, 2, 2**63, 3]], 8).sum() == 16
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.rand(2, 3, 8, 8)
+    for std in ([-1.0, -1.0, -1.0], [0.0, 1.0, 1.0], [1.0, 1.0], "abc", [float("nan")] * 3):
+        with pytest.raises(ValueError, match="std must be 3 finite positive numbers"):
+            audit.augmentation_stability(net, "gradient", x, std=std)

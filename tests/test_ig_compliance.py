@@ -203,3 +203,16 @@ def test_a_baseline_the_model_scores_as_the_image_gives_an_undefined_error_and_a
     mixed = completeness_error(model, x, integrated_gradients(model, x, TARGETS, baseline=reference, steps=8,
                                                               aggregate=None, raw=True), reference, TARGETS)
     assert mixed.isnan().tolist() == [False, True, False]
+
+
+def test_a_score_difference_within_the_logits_rounding_is_undefined_not_a_number():
+    # Logits near 1e4 in float32 round in steps of about 1e-3: a gap of 1e-4 there is rounding, not a measurement.
+    model = _linear()
+    with torch.no_grad():
+        model[1].bias.fill_(1e4)
+    x = images(2, size=8)
+    attributions = integrated_gradients(model, x, TARGETS[:2], baseline=x + 1e-7, steps=2, aggregate=None, raw=True)
+    assert completeness_error(model, x, attributions, x + 1e-7, TARGETS[:2]).isnan().all()
+    far = torch.zeros_like(x)
+    attributions = integrated_gradients(model, x, TARGETS[:2], baseline=far, steps=2, aggregate=None, raw=True)
+    assert not completeness_error(model, x, attributions, far, TARGETS[:2]).isnan().any()

@@ -141,3 +141,12 @@ def test_numpy_numbers_are_accepted_and_bad_seeds_refused():
                  lambda: synthetic.train(synthetic.small_cnn(), data.images, data.labels, epochs=1, seed=None)):
         with pytest.raises(ValueError, match="seed"):
             call()
+
+
+def test_float16_maps_do_not_overflow_and_seeds_fit_torch():
+    half = torch.zeros(1, 256, 256, dtype=torch.bool)
+    half[:, :128] = True
+    assert synthetic.mass_inside(torch.ones(1, 256, 256, dtype=torch.float16), half).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="seed must be a whole number >= 0 and <= "):
+        synthetic.shapes_dataset(4, seed=2**64)
+    synthetic.remove_watermark(synthetic.shapes_dataset(4, seed=synthetic.MAX_SEED, shortcut=True))

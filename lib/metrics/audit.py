@@ -156,7 +156,17 @@ def augmentation_stability(model, method, images, targets=None, *, shift: float 
         raise ValueError(f"augmentation_stability: brightness must be in (0, 1), got {brightness!r}")
     shift, brightness = float(shift), float(brightness)
     targets = resolve_targets(model, images, targets)
-    scale = torch.ones(images.shape[1]) if std is None else torch.as_tensor(std, dtype=images.dtype)
+    if std is None:
+        scale = torch.ones(images.shape[1])
+    else:
+        try:
+            values = std.detach().cpu() if isinstance(std, torch.Tensor) else np.asarray(std, dtype=np.float64)
+            scale = torch.as_tensor(values, dtype=torch.float64).to(images.dtype).flatten()
+        except (TypeError, ValueError):
+            scale = None
+        if scale is None or scale.numel() != images.shape[1] or not torch.isfinite(scale).all() or (scale <= 0).any():
+            raise ValueError(f"augmentation_stability: std must be {images.shape[1]} finite positive numbers (the model's "
+                             f"per-channel normalisation), got {std!r}")
     step = (brightness / scale.to(images)).view(1, -1, 1, 1)
     pixels = max(1, round(shift * images.shape[-1]))
     original = function(model, images, targets, **kwargs)
@@ -275,6 +285,7 @@ def boxes_mask(boxes, size: int | tuple[int, int]) -> torch.Tensor:
     if not torch.isfinite(b).all() or (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
         raise ValueError(f"boxes_mask: boxes must be finite x0 y0 x1 y1 with x1 >= x0 and y1 >= y0, got {b.tolist()}")
     mask = torch.zeros(height, width, dtype=torch.bool)
-    for x0, y0, x1, y1 in b.floor().long().tolist():
+    limits = torch.tensor([width, height, width, height], dtype=b.dtype)
+    for x0, y0, x1, y1 in b.clamp(min=-1.0).minimum(limits).floor().long().tolist():  # clamped: no int64 overflow
         mask[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)] = True
     return mask

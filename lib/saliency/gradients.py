@@ -192,20 +192,25 @@ def _path_attributions(module: nn.Module, images: torch.Tensor, reference: torch
 
 def _score_gap(module: nn.Module, images: torch.Tensor, reference: torch.Tensor, targets: torch.Tensor,
                batch_size: int | None) -> torch.Tensor:
-    r""":math:`S_t(x) - S_t(x')` per image, (B,) float64, the target logit of a ``module`` already :func:`prepared`."""
+    r"""(B, 2) float64: :math:`S_t(x) - S_t(x')` per image (the target logit of a ``module`` already
+    :func:`prepared`), and the rounding of that difference, :math:`\epsilon (|S_t(x)| + |S_t(x')|)` with
+    :math:`\epsilon` the logits' machine epsilon."""
     gaps = []
     with torch.no_grad():
         for piece in chunks(images.shape[0], batch_size):
             count = piece.stop - piece.start
-            scores = [target_scores(check_logits(module(batch[piece]), count), targets[piece]).double()
-                      for batch in (images, reference)]
-            gaps.append(scores[0] - scores[1])
+            logits = [check_logits(module(batch[piece]), count) for batch in (images, reference)]
+            scores = [target_scores(z, targets[piece]).double() for z in logits]
+            rounding = torch.finfo(logits[0].dtype).eps * (scores[0].abs() + scores[1].abs())
+            gaps.append(torch.stack([scores[0] - scores[1], rounding], dim=1))
     return torch.cat(gaps)
 
 
-def _relative_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+def _relative_error(attributions: torch.Tensor, gap_and_rounding: torch.Tensor) -> torch.Tensor:
+    gap, rounding = gap_and_rounding.unbind(dim=1)
     error = (attributions.double().sum(dim=(1, 2, 3)) - gap).abs() / gap.abs().clamp_min(COMPLETENESS_EPS)
-    return torch.where(gap.abs() < COMPLETENESS_EPS, torch.nan, error)
+    undefined = gap.abs() < torch.maximum(torch.full_like(rounding, COMPLETENESS_EPS), 16 * rounding)
+    return torch.where(undefined, torch.nan, error)
 
 
 def _warn_incomplete(errors: torch.Tensor, tolerance: float | None, steps: int, what: str) -> None:
@@ -214,7 +219,7 @@ def _warn_incomplete(errors: torch.Tensor, tolerance: float | None, steps: int, 
     undefined = torch.nonzero(errors.isnan()).flatten().tolist()
     if undefined:
         listed = ", ".join(str(i) for i in undefined[:8]) + (f" and {len(undefined) - 8} more" if len(undefined) > 8 else "")
-        warnings.warn(f"{what}: the baseline scores as the image (|S_t(x) - S_t(x')| < {COMPLETENESS_EPS:g}) for "
+        warnings.warn(f"{what}: the baseline scores as the image (|S_t(x) - S_t(x')| below {COMPLETENESS_EPS:g} or its own rounding) for "
                       f"{len(undefined)} of {errors.numel()} images ({listed}): their relative completeness error is "
                       "undefined (NaN); choose a baseline the model scores differently", CompletenessWarning, stacklevel=3)
     failing = torch.nonzero(errors > tolerance).flatten().tolist()
@@ -238,8 +243,10 @@ def completeness_error(model, images, attributions, baseline: float | torch.Tens
 
     .. math:: \frac{|\sum_i a_i - (S_t(x) - S_t(x'))|}{|S_t(x) - S_t(x')|}
 
-    0 for exact attributions.  When :math:`|S_t(x) - S_t(x')| < 10^{-6}` (:data:`COMPLETENESS_EPS`:
-    a baseline the model scores as the image) the ratio is undefined and the error is NaN.  The
+    0 for exact attributions.  When :math:`|S_t(x) - S_t(x')|` is below :math:`10^{-6}`
+    (:data:`COMPLETENESS_EPS`) or below 16 times its own rounding, :math:`16 \epsilon (|S_t(x)| + |S_t(x')|)`
+    with :math:`\epsilon` the logits' machine epsilon (a baseline the model scores as the image, to
+    the precision of its logits), the ratio is undefined and the error is NaN.  The
     trapezoidal rule of :func:`integrated_gradients` is exact for a model linear in its input and
     otherwise converges as the steps grow.  The paper recommends
     enough steps to bring the sum within 5% of the difference (Sec. 5).
@@ -497,7 +504,7 @@ def averaged_baseline_ig(
             raise type(error)(f"averaged_baseline_ig: baselines[{k}]: {error}") from None
     targets = resolve_targets(model, images, targets)
     total = torch.zeros_like(images)
-    gap = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+    gap = torch.zeros(images.shape[0], 2, dtype=torch.float64, device=images.device)
     with prepared(model) as module:
         for reference in references:
             total += _path_attributions(module, images, reference, targets, steps, batch_size)
