@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # nbformat 4.5's pattern
 
 
 def problems(path: Path) -> list[str]:
@@ -33,13 +34,20 @@ def problems(path: Path) -> list[str]:
 
     found = []
     try:  # before nbformat.read, which fills in missing ids (with a warning) instead of reporting them
-        raw_cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError):
-        raw_cells = []
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return found + [f"cannot be read as a notebook: {exc}"]
+    raw_cells = raw.get("cells") if isinstance(raw, dict) else None
+    if not isinstance(raw_cells, list) or not all(isinstance(cell, dict) for cell in raw_cells):
+        return found + ["cannot be read as a notebook: it needs a top-level object with a list of cell objects"]
     missing = [i for i, cell in enumerate(raw_cells) if not cell.get("id")]
     if missing:
         found.append(f"cells {', '.join(map(str, missing))}: no id (give each cell a unique id)")
-    ids = [cell["id"] for cell in raw_cells if cell.get("id")]
+    bad_ids = [i for i, cell in enumerate(raw_cells) if cell.get("id") and not (
+        isinstance(cell["id"], str) and CELL_ID.match(cell["id"]))]
+    if bad_ids:
+        found.append(f"cells {', '.join(map(str, bad_ids))}: an id must be 1-64 letters, digits, '-' or '_'")
+    ids = [cell["id"] for cell in raw_cells if isinstance(cell.get("id"), str)]
     if len(set(ids)) != len(ids):
         found.append(f"cell ids repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
     if not NAME.match(path.name):
@@ -50,7 +58,10 @@ def problems(path: Path) -> list[str]:
         return found + [f"cannot be read as a notebook: {exc}"]
     params = []
     for i, cell in enumerate(nb.cells):
-        tags = cell.get("metadata", {}).get("tags", [])
+        tags = cell.get("metadata", {}).get("tags") or []
+        if not isinstance(tags, list):
+            found.append(f"cell {i}: its tags must be a list, got {tags!r}")
+            tags = []
         if "parameters" in tags:
             params.append(i)
             if cell.cell_type != "code":

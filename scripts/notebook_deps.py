@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "lib"
+DOTTED = re.compile(rf"^{PACKAGE}(\.[A-Za-z_][A-Za-z0-9_]*)+$")  # "lib.x.y", as importlib.import_module takes it
 
 
 def module_file(module: str, root: Path = ROOT) -> Path | None:
@@ -78,12 +80,30 @@ def _deepest_module(module: str, attributes: list[str], root: Path) -> str:
     return module
 
 
+def _package_all(package: str, root: Path) -> list[str]:
+    """The names in a package's ``__all__`` (read from its ``__init__.py``), for ``from package import *``."""
+    path = module_file(package, root)
+    if path is None or path.name != "__init__.py":
+        return []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            try:
+                return [n for n in ast.literal_eval(node.value) if isinstance(n, str)]
+            except ValueError:
+                return []
+    return []
+
+
 def modules_used(tree: ast.AST, current: str | None = None, current_is_package: bool = False,
                  root: Path = ROOT) -> set[str]:
-    """The ``lib`` modules a piece of code imports or reaches through attribute chains."""
+    """The ``lib`` modules a piece of code imports or reaches: import statements, attribute chains
+    of a bound module (also through a plain ``name = module`` assignment and ``getattr(module,
+    "name")``), and string constants naming a ``lib`` module (``importlib.import_module("lib.x")``)."""
     used: set[str] = set()
     bound: dict[str, str] = {}  # local name -> lib module it is bound to
     for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED.match(node.value):
+            used.add(_deepest_module(PACKAGE, node.value.split(".")[1:], root))
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == PACKAGE or alias.name.startswith(PACKAGE + "."):
@@ -102,15 +122,27 @@ def modules_used(tree: ast.AST, current: str | None = None, current_is_package: 
             if base != PACKAGE and not base.startswith(PACKAGE + "."):
                 continue
             used.add(base)
-            for alias in node.names:
+            names = [ast.alias(name=n) for n in _package_all(base, root)] if any(a.name == "*" for a in node.names) else node.names
+            for alias in names:
                 candidate = f"{base}.{alias.name}"
                 if module_file(candidate, root) is not None:
                     used.add(candidate)
                     bound[alias.asname or alias.name] = candidate
+    for _ in range(3):  # plain assignments of a bound module (m = lib.metrics), a few levels deep
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                chain = _attribute_chain(node.value)
+                if chain and chain[0] in bound:
+                    bound.setdefault(node.targets[0].id, _deepest_module(bound[chain[0]], chain[1:], root))
     for node in ast.walk(tree):
         chain = _attribute_chain(node) if isinstance(node, ast.Attribute) else None
         if chain and chain[0] in bound:
             used.add(_deepest_module(bound[chain[0]], chain[1:], root))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            chain = _attribute_chain(node.args[0])
+            if chain and chain[0] in bound:
+                used.add(_deepest_module(bound[chain[0]], [*chain[1:], node.args[1].value], root))
     return {m for m in used if module_file(m, root) is not None}
 
 
@@ -136,19 +168,76 @@ def closure(modules: set[str], root: Path = ROOT) -> set[str]:
     return seen
 
 
+#: Magics whose argument is Python that IPython runs (``%time lib.x.f()``, ``%%timeit`` cells).
+CODE_MAGICS = ("time", "timeit", "prun", "debug", "capture")
+
+
+def _python_line(line: str) -> str:
+    """One cell line as Python: a code-running line magic becomes its code, any other magic,
+    shell escape or help request ``pass`` at the same indentation (line numbers unchanged)."""
+    stripped = line.lstrip()
+    indent = line[: len(line) - len(stripped)]
+    if stripped.startswith("%") and not stripped.startswith("%%"):
+        name, _, rest = stripped[1:].partition(" ")
+        if name in CODE_MAGICS:
+            words = rest.split()
+            while words and words[0].startswith("-"):  # options such as -n 10 -r 3
+                words = words[2:] if len(words) > 1 and not words[1].startswith("-") and words[0] in ("-n", "-r") else words[1:]
+            return indent + (" ".join(words) or "pass")
+        return indent + "pass"
+    if stripped.startswith("!") or (stripped.endswith("?") and not stripped.startswith("#")) or "= !" in stripped:
+        return indent + "pass"
+    return line
+
+
+def _cell_code(source: str) -> str | None:
+    """A code cell's source as Python, or None for a cell run by a non-Python cell magic (%%bash)."""
+    lines = source.splitlines()
+    if lines and lines[0].lstrip().startswith("%%"):
+        name = lines[0].lstrip()[2:].split(" ")[0]
+        if name not in CODE_MAGICS:
+            return None
+        lines = ["pass", *lines[1:]]
+    # Shell escapes and help requests first, line magics only if the cell still is not Python: a line
+    # starting with % may be the continuation of an expression (x = (10\n % 3)).
+    for magics in (False, True):
+        code = "\n".join(_python_line(line) if magics or not line.lstrip().startswith("%") else line for line in lines)
+        try:
+            ast.parse(code)
+            return code
+        except SyntaxError:
+            pass
+    return code
+
+
 def notebook_code(path: Path) -> ast.Module:
-    """The code cells of a notebook as one module (IPython's %magics and !shell lines dropped)."""
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    """The code cells of a notebook as one module (magics as in :func:`_python_line`).
+
+    Raises:
+        SystemExit: a file that is not a notebook (not JSON, no list of cells) or a cell that is
+            not Python, naming the file, the cell and the line.
+    """
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        cells = notebook["cells"]
+        if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+            raise TypeError("cells is not a list of objects")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"notebook_deps: {path} is not a readable notebook ({type(error).__name__}: {error})") from None
     body = []
     for number, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue
-        source = "".join(cell.get("source", []))
-        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        source = cell.get("source") or ""
+        source = source if isinstance(source, str) else "".join(str(part) for part in source)
+        code = _cell_code(source)
+        if code is None:
+            continue
         try:
-            body.extend(ast.parse("\n".join(lines)).body)
+            body.extend(ast.parse(code).body)
         except SyntaxError as error:
-            raise SystemExit(f"notebook_deps: {path}, code cell {number}: {error.msg} (line {error.lineno})") from None
+            raise SystemExit(f"notebook_deps: {path}, cell {number} (a code cell): {error.msg} (line {error.lineno} "
+                             "of the cell)") from None
     return ast.Module(body=body, type_ignores=[])
 
 
@@ -181,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.notebooks if not p.is_file()]
     if missing:
-        print(f"notebook_deps: no such notebook: {', '.join(missing)}", file=sys.stderr)
+        print(f"notebook_deps: no such notebook (a file is needed): {', '.join(missing)}", file=sys.stderr)
         return 2
     notebooks = [p.resolve() for p in args.notebooks]
     if args.show:
@@ -190,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{notebook.name}: {len(files)} lib files")
             for path in files:
                 print(f"  {path.relative_to(ROOT)}")
+    if args.out and (args.out.is_dir() or any(p.exists() and not p.is_dir() for p in args.out.parents)):
+        print(f"notebook_deps: --out {args.out} must be a file path in a folder", file=sys.stderr)
+        return 2
     if args.out:
         text = rules(notebooks)
         if not args.out.is_file() or args.out.read_text(encoding="utf-8") != text:

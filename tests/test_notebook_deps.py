@@ -70,7 +70,7 @@ def test_attribute_chains_are_lazy_imports(package):
 
 def test_a_syntax_error_names_the_notebook_and_cell(package):
     notebook = write_notebook(package / "bad.ipynb", "x = 1", "def (")
-    with pytest.raises(SystemExit, match=r"bad.ipynb, code cell 1"):
+    with pytest.raises(SystemExit, match=r"bad.ipynb, cell 1 \(a code cell\)"):
         notebook_deps.dependencies(notebook, package)
 
 
@@ -153,4 +153,28 @@ def test_the_make_fragment_is_rewritten_only_when_it_changes(tmp_path):
     assert out.stat().st_mtime_ns == before
     missing = subprocess.run([sys.executable, str(REPO / "scripts/notebook_deps.py"), "nope.ipynb"],
                              capture_output=True, text=True)
-    assert missing.returncode == 2 and "no such notebook: nope.ipynb" in missing.stderr
+    assert missing.returncode == 2 and "no such notebook (a file is needed): nope.ipynb" in missing.stderr
+
+
+@pytest.mark.parametrize("code, module", [
+    ("import lib\n%time lib.sub.deep.thing()\n", "lib/sub/deep.py"),                 # a code-running magic is code
+    ("import lib\n%timeit -n 3 -r 2 lib.sub.deep.thing()\n", "lib/sub/deep.py"),
+    ("%%time\nimport lib.sub.deep\n", "lib/sub/deep.py"),
+    ("import lib\nm = lib.sub\nm.deep.thing()\n", "lib/sub/deep.py"),               # a module bound by assignment
+    ("import importlib\nimportlib.import_module('lib.sub.other')\n", "lib/sub/other.py"),  # by name
+    ("import lib\ngetattr(lib.sub, 'other')\n", "lib/sub/other.py"),
+    ("from lib.sub import *\n", "lib/sub/other.py"),                                # the package's __all__
+    ("if True:\n    !pip install x\n    import lib.lazy\nx = (10\n     % 3)\n", "lib/helper.py"),  # shell and % kept valid
+])
+def test_the_less_common_ways_of_reaching_a_module_are_followed(package, code, module):
+    (package / "lib/sub/__init__.py").write_text('__all__ = ["other", "deep"]\n')
+    notebook = write_notebook(package / "d.ipynb", code)
+    assert module in names(notebook_deps.dependencies(notebook, package), package)
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"cells": 3}', '{"nocells": []}', '{"cells": ["x"]}'])
+def test_a_file_that_is_not_a_notebook_gets_one_line(package, text):
+    path = package / "x.ipynb"
+    path.write_text(text)
+    with pytest.raises(SystemExit, match="is not a readable notebook"):
+        notebook_deps.dependencies(path, package)
