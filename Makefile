@@ -75,6 +75,7 @@ book/sections/%.ipynb: notebooks/%.ipynb $(PARAMS) $(PROFILE_STAMP) scripts/exec
 NOTEBOOK_DEPS := build/notebook-deps.mk
 $(NOTEBOOK_DEPS): scripts/notebook_deps.py $(NOTEBOOKS) $(LIB_FILES)
 	$(PYTHON) scripts/notebook_deps.py --out $@ $(NOTEBOOKS)
+	@touch $@
 ifeq ($(filter help clean venv chromium,$(MAKECMDGOALS)),)
 -include $(NOTEBOOK_DEPS)
 endif

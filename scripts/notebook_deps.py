@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import re
 import sys
@@ -152,6 +153,14 @@ def with_parents(module: str) -> set[str]:
     return {".".join(parts[: i + 1]) for i in range(len(parts))}
 
 
+@functools.lru_cache(maxsize=None)
+def _module_imports(module: str, root: Path) -> frozenset[str]:
+    """The lib modules one module's source uses (each file parsed once per run)."""
+    path = module_file(module, root)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return frozenset(modules_used(tree, module, is_package(module, root), root))
+
+
 def closure(modules: set[str], root: Path = ROOT) -> set[str]:
     """Every ``lib`` module the given ones import, to any depth, packages above them included."""
     seen: set[str] = set()
@@ -161,9 +170,7 @@ def closure(modules: set[str], root: Path = ROOT) -> set[str]:
         if module in seen:
             continue
         seen.add(module)
-        path = module_file(module, root)
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for found in modules_used(tree, module, is_package(module, root), root):
+        for found in _module_imports(module, root):
             todo.extend(p for p in with_parents(found) if p not in seen)
     return seen
 
