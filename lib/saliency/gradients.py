@@ -261,7 +261,7 @@ def completeness_error(model, images, attributions, baseline: float | torch.Tens
         batch_size: images per forward pass (``"auto"`` or None: see :func:`integrated_gradients`).
 
     Returns:
-        (B,) float64 relative errors, NaN where the score difference is below :data:`COMPLETENESS_EPS`.
+        (B,) float64 relative errors, NaN where the score difference is undefined (above).
 
     Raises:
         ValueError: bad images, targets or baseline; attributions of another shape than the images
