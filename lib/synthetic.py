@@ -230,8 +230,12 @@ def correct(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_
     images, labels = _check_set(images, labels, "correct")
     batch_size = _check_whole(batch_size, "correct: batch_size", 1)
     with prepared(model) as module, torch.no_grad():
-        predictions = torch.cat([module(images[piece]).argmax(1).cpu() for piece in torch.arange(len(labels)).split(batch_size)])
-    return predictions == labels.cpu()
+        logits = [module(images[piece]) for piece in torch.arange(len(labels)).split(batch_size)]
+    classes = logits[0].shape[1]
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"correct: labels must be class indices in [0, {classes - 1}] (the model has {classes} outputs), "
+                         f"got values from {int(labels.min())} to {int(labels.max())}")
+    return torch.cat([z.argmax(1).cpu() for z in logits]) == labels.cpu()
 
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:

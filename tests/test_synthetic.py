@@ -150,3 +150,9 @@ def test_float16_maps_do_not_overflow_and_seeds_fit_torch():
     with pytest.raises(ValueError, match="seed must be a whole number >= 0 and <= "):
         synthetic.shapes_dataset(4, seed=2**64)
     synthetic.remove_watermark(synthetic.shapes_dataset(4, seed=synthetic.MAX_SEED, shortcut=True))
+
+
+def test_labels_the_model_has_no_output_for_are_refused():
+    data = synthetic.shapes_dataset(8, seed=0)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\].*from 10 to 13"):
+        synthetic.correct(synthetic.small_cnn(), data.images, data.labels + 10)
