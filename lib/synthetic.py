@@ -75,13 +75,16 @@ class ShapesData:
 MAX_SEED = 2**63 - 2
 
 
-def _check_whole(value, what: str, low: int) -> int:
-    high = MAX_SEED if what.endswith("seed") else None
+def _check_whole(value, what: str, low: int, high: int | None = None) -> int:
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low
             or (high is not None and value > high)):
         bound = f" and <= {high}" if high is not None else ""
         raise ValueError(f"{what} must be a whole number >= {low}{bound}, got {value!r}")
     return int(value)
+
+
+def _check_seed(value, what: str) -> int:
+    return _check_whole(value, what, 0, MAX_SEED)
 
 
 def _check_level(value, what: str) -> float:
@@ -110,7 +113,7 @@ def shapes_dataset(n: int, *, size: int = 32, seed: int = 0, shortcut: bool = Fa
     contrast = _check_level(contrast, "shapes_dataset: contrast")
     if not isinstance(shortcut, bool):
         raise TypeError(f"shapes_dataset: shortcut must be True or False, got {shortcut!r}")
-    seed = _check_whole(seed, "shapes_dataset: seed", 0)
+    seed = _check_seed(seed, "shapes_dataset: seed")
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % len(SHAPES)
     labels = labels[torch.randperm(n, generator=generator)]
@@ -157,7 +160,7 @@ def small_cnn(classes: int = len(SHAPES), *, width: int = 16, seed: int = 0) -> 
     """
     classes = _check_whole(classes, "small_cnn: classes", 2)
     width = _check_whole(width, "small_cnn: width", 1)
-    seed = _check_whole(seed, "small_cnn: seed", 0)
+    seed = _check_seed(seed, "small_cnn: seed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = nn.Sequential()
@@ -200,7 +203,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epoch
     batch_size = _check_whole(batch_size, "train: batch_size", 1)
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"train: lr must be a finite number > 0, got {lr!r}")
-    seed = _check_whole(seed, "train: seed", 0)
+    seed = _check_seed(seed, "train: seed")
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
@@ -248,7 +251,7 @@ def shuffled_labels(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
     the images)."""
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
         raise ValueError(f"shuffled_labels: labels must be a 1-D tensor, got {labels!r}")
-    seed = _check_whole(seed, "shuffled_labels: seed", 0)
+    seed = _check_seed(seed, "shuffled_labels: seed")
     return labels[torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))]
 
 
@@ -309,7 +312,7 @@ def roar(make_model: Callable[[int], nn.Module], train_data: ShapesData, test_da
     fractions = [_check_fraction(f, "roar: fraction") for f in fractions]
     if not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"roar: seeds must be a non-empty list of whole numbers, got {seeds!r}")
-    seeds = [_check_whole(seed, "roar: seed", 0) for seed in seeds]
+    seeds = [_check_seed(seed, "roar: seed") for seed in seeds]
     epochs = _check_whole(epochs, "roar: epochs", 1)
     fill = train_data.images.mean(dim=(0, 2, 3))
     rows = []
@@ -339,7 +342,7 @@ def edge_maps(images: torch.Tensor) -> torch.Tensor:
 def random_maps(n: int, size: int, seed: int = 0) -> torch.Tensor:
     """(n, size, size) uniform random maps: the ROAR control that ranks pixels at random."""
     n, size = _check_whole(n, "random_maps: n", 1), _check_whole(size, "random_maps: size", 1)
-    seed = _check_whole(seed, "random_maps: seed", 0)
+    seed = _check_seed(seed, "random_maps: seed")
     return torch.rand(n, size, size, generator=torch.Generator().manual_seed(seed))
 
 

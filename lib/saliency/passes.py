@@ -24,6 +24,7 @@ from ..capture import capture, check_images, check_targets, layer_name, prepared
 
 __all__ = [
     "normalise_maps",
+    "constant_maps",
     "CONSTANT_ULPS",
     "finish",
     "check_flag",
@@ -74,6 +75,17 @@ def _bad_maps(maps: torch.Tensor) -> list[int]:
     return torch.nonzero(~torch.isfinite(maps.reshape(maps.shape[0], -1)).all(dim=1)).flatten().tolist()
 
 
+def constant_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: which maps of a batch (B, ...) are constant by :func:`normalise_maps`' rule, a span
+    of at most :data:`CONSTANT_ULPS` units in the last place of the largest magnitude (an all-zero
+    map included): such a map ranks no pixel."""
+    flat = maps.reshape(maps.shape[0], -1)
+    scale = flat.abs().amax(dim=1, keepdim=True)
+    flat = flat / scale.clamp_min(torch.finfo(flat.dtype).tiny)  # in [-1, 1] first: max - min cannot overflow
+    span = flat.max(dim=1, keepdim=True).values - flat.min(dim=1, keepdim=True).values
+    return ~((span > CONSTANT_ULPS * torch.finfo(flat.dtype).eps) & (scale > 0)).flatten()
+
+
 def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each map of a batch (B, ...) to [0, 1]; a constant map becomes zeros.
 
@@ -96,7 +108,7 @@ def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     flat = flat / scale.clamp_min(torch.finfo(flat.dtype).tiny)  # in [-1, 1] first: max - min cannot overflow
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
-    varies = (span > CONSTANT_ULPS * torch.finfo(flat.dtype).eps) & (scale > 0)
+    varies = ~constant_maps(maps).view(-1, 1)
     scaled = torch.where(varies, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
     return scaled.reshape(maps.shape)
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from ..capture import check_images
 from .gradients import integrated_gradients
-from .passes import (AUTO, CONSTANT_ULPS, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag,
-                     check_real, finish, resolve_targets)
+from .passes import (AUTO, auto_batch_size, check_baseline, check_batch_size, check_choice, check_count, check_flag,
+                     check_real, constant_maps, finish, resolve_targets)
 
 __all__ = ["xrai", "select_regions", "XRAI_SCALES", "BASELINE_COLOURS"]
 
@@ -147,10 +147,7 @@ def xrai(
     flat = attributions.detach().double().flatten(1).cpu().numpy()
     heat = np.stack([_select(flat[b], members[b], min_pixel_diff) for b in range(images.shape[0])])
     maps = torch.from_numpy(heat).view(images.shape[0], height, width).to(device=images.device, dtype=images.dtype)
-    # constant by normalise_maps' rule (a span within rounding of the output dtype): such a map ranks nothing
-    span = (maps.flatten(1).amax(1) - maps.flatten(1).amin(1)).cpu()
-    scale = maps.flatten(1).abs().amax(1).cpu()
-    flat_images = torch.nonzero(span <= CONSTANT_ULPS * torch.finfo(maps.dtype).eps * scale).flatten().tolist()
+    flat_images = torch.nonzero(constant_maps(maps)).flatten().tolist()
     if flat_images:
         warnings.warn(f"xrai: the selection gave one region for image(s) {flat_images[:8]} (a single segment covers "
                       "the image, or none adds min_pixel_diff new pixels): their map is constant, so it ranks no pixel "
