@@ -76,7 +76,7 @@ def _bad_maps(maps: torch.Tensor) -> list[int]:
 
 
 def constant_maps(maps: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: which maps of a batch (B, ...) are constant by :func:`normalise_maps`' rule, a span
+    """(B,) bool: which maps of a batch (B, ...) are constant by the rule of :func:`normalise_maps`: a span
     of at most :data:`CONSTANT_ULPS` units in the last place of the largest magnitude (an all-zero
     map included): such a map ranks no pixel."""
     flat = maps.reshape(maps.shape[0], -1)
