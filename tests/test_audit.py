@@ -146,3 +146,12 @@ def test_huge_boxes_cover_the_map_and_a_bad_std_is_refused():
     for std in ([-1.0, -1.0, -1.0], [0.0, 1.0, 1.0], [1.0, 1.0], "abc", [float("nan")] * 3):
         with pytest.raises(ValueError, match="std must be 3 finite positive numbers"):
             audit.augmentation_stability(net, "gradient", x, std=std)
+
+
+def test_label_box_masks_keep_each_images_boxes_of_its_label():
+    boxes = [torch.tensor([[0.0, 0.0, 1.0, 1.0], [4.0, 4.0, 5.0, 5.0]]), torch.zeros(0, 4)]
+    box_labels = [torch.tensor([3, 7]), torch.zeros(0, dtype=torch.long)]
+    masks = audit.label_box_masks(boxes, box_labels, torch.tensor([7, 2]), 8)
+    assert torch.equal(masks[0], audit.boxes_mask([[4, 4, 5, 5]], 8)) and not masks[1].any()
+    with pytest.raises(ValueError, match="one entry per image"):
+        audit.label_box_masks(boxes, box_labels, [7], 8)

@@ -25,7 +25,7 @@ from ..saliency.registry import resolve_method
 from ._checks import check_tensor
 
 __all__ = ["top_fraction_jaccard", "agreement_matrix", "threshold_iou", "AUGMENTATIONS", "augmentation_stability",
-           "class_discrimination", "pearson", "train_mode_maps", "boxes_mask"]
+           "class_discrimination", "pearson", "train_mode_maps", "boxes_mask", "label_box_masks"]
 
 
 def _maps(maps, what: str) -> torch.Tensor:
@@ -289,3 +289,24 @@ def boxes_mask(boxes, size: int | tuple[int, int]) -> torch.Tensor:
     for x0, y0, x1, y1 in b.clamp(min=-1.0).minimum(limits).floor().long().tolist():  # clamped: no int64 overflow
         mask[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)] = True
     return mask
+
+
+def label_box_masks(boxes: Sequence, box_labels: Sequence, labels, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) bool: per image, the union of its boxes of its label (:func:`boxes_mask`), from a
+    ``lib.data.Batch``'s ``boxes`` and ``box_labels``.  An image without such a box, or whose boxes
+    the crop cut away, gets an all-False mask: leave it out before :func:`threshold_iou`
+    (``masks.flatten(1).any(1)``).
+
+    Raises:
+        ValueError: lists of different lengths, or boxes as :func:`boxes_mask` refuses them.
+    """
+    labels = [int(label) for label in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+    if not len(boxes) == len(box_labels) == len(labels):
+        raise ValueError(f"label_box_masks: boxes, box_labels and labels must have one entry per image, got "
+                         f"{len(boxes)}, {len(box_labels)} and {len(labels)}")
+    masks = []
+    for image_boxes, image_labels, label in zip(boxes, box_labels, labels):
+        chosen = torch.as_tensor(image_labels).reshape(-1) == label
+        masks.append(boxes_mask(torch.as_tensor(image_boxes, dtype=torch.float64).reshape(-1, 4)[chosen]
+                                if chosen.numel() else [], size))
+    return torch.stack(masks)
